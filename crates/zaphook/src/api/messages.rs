@@ -1,0 +1,262 @@
+//! Messages: send one (found-or-created ticket, queued for its channel), read one, and the
+//! agent's changes to a sent message: edit, delete for everyone, react.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::AppState;
+use super::error::{ApiResult, Checks};
+use super::extract::{Company, Json, Path};
+use crate::domain::{MediaType, Message, SendType};
+use crate::ingest::{self, Recipient, SendMessage};
+use crate::store;
+
+/// Longest text WhatsApp carries in one message.
+pub const MAX_TEXT: usize = 4096;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(send_message))
+        .routes(routes!(get_message, edit_message, delete_message))
+        .routes(routes!(react))
+}
+
+/// Checks a media type and URL pair; answers the media type.
+pub fn media(
+    checks: &mut Checks,
+    media_type: Option<MediaType>,
+    media_url: Option<&str>,
+) -> MediaType {
+    if let Some(url) = media_url {
+        checks.url("mediaUrl", url);
+    }
+    match (media_type, media_url) {
+        (Some(t), _) => {
+            let needs_url = matches!(
+                t,
+                MediaType::Image
+                    | MediaType::Video
+                    | MediaType::Audio
+                    | MediaType::Document
+                    | MediaType::Sticker
+            );
+            if needs_url && media_url.is_none() {
+                checks.fail("mediaUrl", format!("a {t} message needs a mediaUrl"));
+            }
+            t
+        }
+        (None, Some(_)) => {
+            checks.fail("mediaType", "say which kind of media mediaUrl points to");
+            MediaType::Chat
+        }
+        (None, None) => MediaType::Chat,
+    }
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SendBody {
+    /// Required with `number`; with `ticketId` the ticket's connection is used.
+    connection_id: Option<i64>,
+    /// The recipient's number; give this or `ticketId`.
+    number: Option<String>,
+    ticket_id: Option<i64>,
+    /// Text, or the caption of a media message.
+    #[serde(default)]
+    body: String,
+    media_url: Option<String>,
+    media_type: Option<MediaType>,
+    /// `messageId` of the message this one replies to.
+    quoted_message_id: Option<String>,
+    /// Sets `apiConfig.externalKey` on the ticket.
+    external_key: Option<String>,
+    /// The agent sending; makes `sendType` default to `manual`.
+    user_id: Option<i64>,
+    /// Defaults to `manual` with `userId`, else `API`.
+    send_type: Option<SendType>,
+}
+
+/// Sends a message. The ticket is found or created; the answer comes once the message is
+/// stored and queued (`status: pending`, `messageId: null`); `message.created` follows when the
+/// channel accepts it.
+#[utoipa::path(post, path = "/api/v1/messages", tag = "messages", request_body = SendBody,
+    responses((status = 202, body = Message), (status = 404, body = super::Problem),
+        (status = 409, body = super::Problem), (status = 422, body = super::Problem)))]
+async fn send_message(
+    State(state): State<AppState>,
+    Company(company): Company,
+    Json(body): Json<SendBody>,
+) -> ApiResult<(StatusCode, axum::Json<Message>)> {
+    let mut checks = Checks::default();
+    let to = match (&body.number, body.ticket_id) {
+        (Some(number), None) => {
+            let (number, is_group) = checks.number("number", number);
+            match body.connection_id {
+                Some(connection_id) => Recipient::Number {
+                    connection_id,
+                    number,
+                    is_group,
+                },
+                None => {
+                    checks.fail("connectionId", "required when sending to a number");
+                    Recipient::Ticket {
+                        id: 0,
+                        connection_id: None,
+                    }
+                }
+            }
+        }
+        (None, Some(ticket_id)) => Recipient::Ticket {
+            id: ticket_id,
+            connection_id: body.connection_id,
+        },
+        _ => {
+            checks.fail("number", "give exactly one of number and ticketId");
+            Recipient::Ticket {
+                id: 0,
+                connection_id: None,
+            }
+        }
+    };
+    let media_type = media(&mut checks, body.media_type, body.media_url.as_deref());
+    if body.body.trim().is_empty() && media_type == MediaType::Chat {
+        checks.fail("body", "a text message needs a body");
+    }
+    if body.body.chars().count() > MAX_TEXT {
+        checks.fail("body", format!("must be at most {MAX_TEXT} characters"));
+    }
+    let send_type = body.send_type.unwrap_or(if body.user_id.is_some() {
+        SendType::Manual
+    } else {
+        SendType::Api
+    });
+    if send_type == SendType::Manual && body.user_id.is_none() {
+        checks.fail("userId", "a manual send names the agent sending it");
+    }
+    let external_key = checks.optional_text("externalKey", body.external_key.as_deref(), 255);
+    let quoted = checks.optional_text("quotedMessageId", body.quoted_message_id.as_deref(), 255);
+    checks.done()?;
+    let cmd = SendMessage {
+        to,
+        body: body.body,
+        media_type,
+        media_url: body.media_url.map(|u| u.trim().to_string()),
+        quoted_message_id: quoted,
+        external_key,
+        user_id: body.user_id,
+        send_type,
+    };
+    let message = state.ingest.send(company, cmd).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(message)))
+}
+
+/// One message, by its `id` (`msg_…`) or the channel's `messageId`.
+#[utoipa::path(get, path = "/api/v1/messages/{id}", tag = "messages", params(("id" = String, Path)),
+    responses((status = 200, body = Message), (status = 404, body = super::Problem),
+        (status = 409, body = super::Problem)))]
+async fn get_message(
+    State(state): State<AppState>,
+    Company(company): Company,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Message>> {
+    let message = store::read(&state.ingest.store, move |tx| {
+        ingest::resolve_message(tx, company, &id)
+    })
+    .await?;
+    Ok(axum::Json(message))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EditBody {
+    body: String,
+}
+
+/// An agent edits a message we sent → `message.updated` with `edited: true`.
+#[utoipa::path(patch, path = "/api/v1/messages/{id}", tag = "messages", params(("id" = String, Path)),
+    request_body = EditBody,
+    responses((status = 200, body = Message), (status = 404, body = super::Problem),
+        (status = 409, body = super::Problem)))]
+async fn edit_message(
+    State(state): State<AppState>,
+    Company(company): Company,
+    Path(id): Path<String>,
+    Json(body): Json<EditBody>,
+) -> ApiResult<axum::Json<Message>> {
+    let mut checks = Checks::default();
+    let text = checks.text("body", &body.body, MAX_TEXT);
+    checks.done()?;
+    let message = state
+        .ingest
+        .run(company, move |tx, company, now| {
+            ingest::edit_message(tx, company, now, &id, &text)
+        })
+        .await?;
+    Ok(axum::Json(message))
+}
+
+/// Deletes a message we sent, for everyone → `message.updated` with `isDeleted: true`.
+#[utoipa::path(delete, path = "/api/v1/messages/{id}", tag = "messages", params(("id" = String, Path)),
+    responses((status = 200, body = Message), (status = 404, body = super::Problem),
+        (status = 409, body = super::Problem)))]
+async fn delete_message(
+    State(state): State<AppState>,
+    Company(company): Company,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<Message>> {
+    let message = state
+        .ingest
+        .run(company, move |tx, company, now| {
+            ingest::delete_message(tx, company, now, &id)
+        })
+        .await?;
+    Ok(axum::Json(message))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReactionBody {
+    /// One emoji; empty removes the agent's reaction.
+    emoji: String,
+    user_id: i64,
+}
+
+/// Checks a reaction emoji: empty (removal) or one short grapheme sequence.
+pub fn emoji(checks: &mut Checks, value: &str) -> String {
+    let value = value.trim();
+    if value.chars().count() > 16 {
+        checks.fail(
+            "emoji",
+            "must be one emoji, or empty to remove the reaction",
+        );
+    }
+    value.to_string()
+}
+
+/// An agent reacts to a message → `message.updated`.
+#[utoipa::path(post, path = "/api/v1/messages/{id}/reactions", tag = "messages",
+    params(("id" = String, Path)), request_body = ReactionBody,
+    responses((status = 200, body = Message), (status = 404, body = super::Problem),
+        (status = 422, body = super::Problem)))]
+async fn react(
+    State(state): State<AppState>,
+    Company(company): Company,
+    Path(id): Path<String>,
+    Json(body): Json<ReactionBody>,
+) -> ApiResult<axum::Json<Message>> {
+    let mut checks = Checks::default();
+    let emoji = emoji(&mut checks, &body.emoji);
+    checks.done()?;
+    let user_id = body.user_id;
+    let message = state
+        .ingest
+        .run(company, move |tx, company, now| {
+            ingest::agent_reaction(tx, company, now, &id, user_id, &emoji)
+        })
+        .await?;
+    Ok(axum::Json(message))
+}

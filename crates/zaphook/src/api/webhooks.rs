@@ -1,0 +1,506 @@
+//! Webhook endpoints and their delivery log: create, read, change, remove, test, rotate the
+//! secret, recover failed deliveries; list deliveries, read one with every attempt, retry one.
+
+use std::net::IpAddr;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::error::{ApiError, ApiResult, Checks};
+use super::extract::{Company, Json, Path, Query};
+use super::{AppState, Page, page_limit};
+use crate::delivery::{sign, ssrf};
+use crate::domain::{
+    self, Delivery, DeliveryDetail, DeliveryStatus, EventType, Ordering, Webhook, WebhookSpec,
+    rfc3339,
+};
+use crate::store::{self, Tx};
+
+/// How long a rotated-out secret keeps signing beside the new one.
+const ROTATION_OVERLAP_MS: i64 = 24 * 3600 * 1000;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create_webhook, list_webhooks))
+        .routes(routes!(get_webhook, patch_webhook, delete_webhook))
+        .routes(routes!(test_webhook))
+        .routes(routes!(rotate_secret))
+        .routes(routes!(recover))
+        .routes(routes!(list_deliveries))
+        .routes(routes!(get_delivery))
+        .routes(routes!(retry_delivery))
+}
+
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WebhookBody {
+    /// Where events are POSTed (http or https).
+    url: Option<String>,
+    /// Event types to receive; default `["message.created"]`.
+    events: Option<Vec<EventType>>,
+    /// Only events of this connection.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    connection_id: Option<Option<i64>>,
+    /// Only events of tickets in this queue.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    queue_id: Option<Option<i64>>,
+    /// Whether events of group conversations are sent (default true).
+    include_groups: Option<bool>,
+    /// `ticket` (default): one ticket's events arrive in order; `none`: no ordering.
+    ordering: Option<Ordering>,
+    /// Sent as `X-N8N-API-KEY` with every request.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    token: Option<Option<String>>,
+    /// A `whsec_…` signing secret; generated when not given.
+    secret: Option<String>,
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<String>)]
+    description: Option<Option<String>>,
+    enabled: Option<bool>,
+    /// Most requests per second to this endpoint.
+    #[serde(default, deserialize_with = "nullable")]
+    #[schema(value_type = Option<i64>)]
+    rate_limit: Option<Option<i64>>,
+}
+
+fn check_target(checks: &mut Checks, url: &str, allow_private: bool) -> String {
+    let url = checks.url("url", url);
+    if !allow_private
+        && let Ok(parsed) = reqwest::Url::parse(&url)
+        && let Some(host) = parsed.host_str()
+        && let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>()
+        && ssrf::is_internal(ip)
+    {
+        checks.fail(
+            "url",
+            "points to a private or internal address; start the server with --allow-private-targets to allow it",
+        );
+    }
+    url
+}
+
+/// Applies a request body over `spec` (a new endpoint's defaults, or the stored one).
+fn merge(
+    checks: &mut Checks,
+    mut spec: WebhookSpec,
+    body: WebhookBody,
+    allow_private: bool,
+) -> WebhookSpec {
+    if let Some(url) = body.url {
+        spec.url = check_target(checks, &url, allow_private);
+    }
+    if let Some(events) = body.events {
+        if events.is_empty() {
+            checks.fail("events", "must name at least one event type");
+        }
+        if events.contains(&EventType::WebhookTest) {
+            checks.fail(
+                "events",
+                "webhook.test is sent by the test route, not subscribed to",
+            );
+        }
+        let mut events = events;
+        events.dedup();
+        spec.events = events;
+    }
+    if let Some(connection_id) = body.connection_id {
+        spec.connection_id = connection_id;
+    }
+    if let Some(queue_id) = body.queue_id {
+        spec.queue_id = queue_id;
+    }
+    if let Some(include_groups) = body.include_groups {
+        spec.include_groups = include_groups;
+    }
+    if let Some(ordering) = body.ordering {
+        spec.ordering = ordering;
+    }
+    if let Some(token) = body.token {
+        spec.token = checks.optional_text("token", token.as_deref(), 512);
+    }
+    if let Some(secret) = body.secret {
+        if sign::secret_key(&secret).is_none() {
+            checks.fail(
+                "secret",
+                "must be whsec_ followed by the base64 of 24 to 64 random bytes",
+            );
+        }
+        spec.secret = secret;
+    }
+    if let Some(description) = body.description {
+        spec.description = checks.optional_text("description", description.as_deref(), 500);
+    }
+    if let Some(enabled) = body.enabled {
+        spec.enabled = enabled;
+    }
+    if let Some(rate_limit) = body.rate_limit {
+        if rate_limit.is_some_and(|r| !(1..=10_000).contains(&r)) {
+            checks.fail(
+                "rateLimit",
+                "must be between 1 and 10000 requests per second",
+            );
+        }
+        spec.rate_limit = rate_limit;
+    }
+    spec
+}
+
+/// The connection and queue an endpoint filters on must be the company's.
+fn check_scope(tx: &mut dyn Tx, company: i64, spec: &WebhookSpec) -> ApiResult<()> {
+    let mut checks = Checks::default();
+    if let Some(id) = spec.connection_id
+        && tx.connection(company, id)?.is_none()
+    {
+        checks.fail("connectionId", format!("connection {id} does not exist"));
+    }
+    if let Some(id) = spec.queue_id
+        && tx.queue(company, id)?.is_none()
+    {
+        checks.fail("queueId", format!("queue {id} does not exist"));
+    }
+    checks.done()
+}
+
+/// Creates an endpoint. The answer carries its signing `secret`, shown again only on rotation.
+#[utoipa::path(post, path = "/api/v1/webhooks", tag = "webhooks", request_body = WebhookBody,
+    responses((status = 201, body = Webhook), (status = 422, body = super::Problem)))]
+async fn create_webhook(
+    State(state): State<AppState>,
+    Company(company): Company,
+    Json(body): Json<WebhookBody>,
+) -> ApiResult<(StatusCode, axum::Json<Webhook>)> {
+    let mut checks = Checks::default();
+    if body.url.is_none() {
+        checks.fail("url", "is required");
+    }
+    let defaults = WebhookSpec {
+        url: String::new(),
+        events: EventType::DEFAULT_SUBSCRIPTION.to_vec(),
+        connection_id: None,
+        queue_id: None,
+        include_groups: true,
+        ordering: Ordering::Ticket,
+        token: None,
+        secret: sign::generate_secret(),
+        description: None,
+        enabled: true,
+        rate_limit: None,
+    };
+    let spec = merge(&mut checks, defaults, body, state.allow_private_targets);
+    checks.done()?;
+    let now = state.ingest.clock.now_ms();
+    let webhook = store::write(&state.ingest.store, move |tx| {
+        check_scope(tx, company, &spec)?;
+        let mut webhook = tx.insert_webhook(company, &spec, now)?;
+        webhook.secret = Some(spec.secret);
+        Ok::<_, ApiError>(webhook)
+    })
+    .await?;
+    Ok((StatusCode::CREATED, axum::Json(webhook)))
+}
+
+/// Lists the company's endpoints.
+#[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks",
+    responses((status = 200, body = Vec<Webhook>)))]
+async fn list_webhooks(
+    State(state): State<AppState>,
+    Company(company): Company,
+) -> ApiResult<axum::Json<Vec<Webhook>>> {
+    let list = store::read(&state.ingest.store, move |tx| tx.webhooks(company))
+        .await
+        .map_err(ApiError::from)?;
+    Ok(axum::Json(list))
+}
+
+fn webhook_not_found(id: i64) -> ApiError {
+    ApiError::NotFound(format!("webhook {id}"))
+}
+
+/// One endpoint.
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = i64, Path)),
+    responses((status = 200, body = Webhook), (status = 404, body = super::Problem)))]
+async fn get_webhook(
+    State(state): State<AppState>,
+    Company(company): Company,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<Webhook>> {
+    store::read(&state.ingest.store, move |tx| tx.webhook_view(company, id))
+        .await
+        .map_err(ApiError::from)?
+        .map(axum::Json)
+        .ok_or_else(|| webhook_not_found(id))
+}
+
+/// Changes an endpoint; keys left out keep their value, `null` clears an optional one.
+/// Enabling a disabled endpoint resumes its deliveries where they stopped.
+#[utoipa::path(patch, path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = i64, Path)),
+    request_body = WebhookBody,
+    responses((status = 200, body = Webhook), (status = 404, body = super::Problem),
+        (status = 422, body = super::Problem)))]
+async fn patch_webhook(
+    State(state): State<AppState>,
+    Company(company): Company,
+    Path(id): Path<i64>,
+    Json(body): Json<WebhookBody>,
+) -> ApiResult<axum::Json<Webhook>> {
+    if body.secret.is_some() {
+        return Err(ApiError::field(
+            "secret",
+            "change the secret with POST /api/v1/webhooks/{id}/rotate-secret",
+        ));
+    }
+    let now = state.ingest.clock.now_ms();
+    let allow_private = state.allow_private_targets;
+    let webhook = store::write(&state.ingest.store, move |tx| {
+        let current = tx
+            .webhook(company, id)?
+            .ok_or_else(|| webhook_not_found(id))?;
+        let mut checks = Checks::default();
+        let spec = merge(&mut checks, current, body, allow_private);
+        checks.done()?;
+        check_scope(tx, company, &spec)?;
+        tx.update_webhook(company, id, &spec, now)?;
+        tx.webhook_view(company, id)?
+            .ok_or_else(|| webhook_not_found(id))
+    })
+    .await?;
+    state.ingest.deliveries_ready.notify_one();
+    Ok(axum::Json(webhook))
+}
+
+/// Removes an endpoint and its delivery log.
+#[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = super::Problem)))]
+async fn delete_webhook(
+    State(state): State<AppState>,
+    Company(company): Company,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    let deleted = store::write(&state.ingest.store, move |tx| {
+        tx.delete_webhook(company, id)
+    })
+    .await
+    .map_err(ApiError::from)?;
+    if deleted {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(webhook_not_found(id))
+    }
+}
+
+/// What a test delivery got.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TestResult {
+    delivered: bool,
+    status_code: Option<u16>,
+    latency_ms: i64,
+    error: Option<String>,
+}
+
+/// Sends `webhook.test` to the endpoint now and answers what happened.
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/test", tag = "webhooks",
+    params(("id" = i64, Path)),
+    responses((status = 200, body = TestResult), (status = 404, body = super::Problem)))]
+async fn test_webhook(
+    State(state): State<AppState>,
+    Company(company): Company,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<TestResult>> {
+    let now = state.ingest.clock.now_ms();
+    let target = store::read(&state.ingest.store, move |tx| tx.target(company, id, now))
+        .await
+        .map_err(ApiError::from)?
+        .ok_or_else(|| webhook_not_found(id))?;
+    let body = crate::payload::webhook_test(now);
+    let outcome = state
+        .sender
+        .post(
+            &target,
+            &domain::new_event_id(),
+            EventType::WebhookTest,
+            &body,
+            now / 1000,
+        )
+        .await;
+    let delivered = outcome.succeeded();
+    let error = outcome.error.or_else(|| {
+        (!delivered).then(|| {
+            format!(
+                "the endpoint answered {}",
+                outcome.status.unwrap_or_default()
+            )
+        })
+    });
+    Ok(axum::Json(TestResult {
+        delivered,
+        status_code: outcome.status,
+        latency_ms: outcome.latency_ms,
+        error,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RotatedSecret {
+    secret: String,
+    /// Until when the previous secret also signs.
+    previous_valid_until: String,
+}
+
+/// Replaces the signing secret; the old one keeps signing alongside for 24 hours.
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/rotate-secret", tag = "webhooks",
+    params(("id" = i64, Path)),
+    responses((status = 200, body = RotatedSecret), (status = 404, body = super::Problem)))]
+async fn rotate_secret(
+    State(state): State<AppState>,
+    Company(company): Company,
+    Path(id): Path<i64>,
+) -> ApiResult<axum::Json<RotatedSecret>> {
+    let secret = sign::generate_secret();
+    let until = state.ingest.clock.now_ms() + ROTATION_OVERLAP_MS;
+    let stored = secret.clone();
+    let rotated = store::write(&state.ingest.store, move |tx| {
+        tx.rotate_secret(company, id, &stored, until)
+    })
+    .await
+    .map_err(ApiError::from)?;
+    if !rotated {
+        return Err(webhook_not_found(id));
+    }
+    Ok(axum::Json(RotatedSecret {
+        secret,
+        previous_valid_until: rfc3339::format(until),
+    }))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RecoverBody {
+    /// RFC 3339 time; deliveries created since then are queued again.
+    since: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Recovered {
+    queued: usize,
+}
+
+/// Queues again every failed or dead delivery of the endpoint created since a time.
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/recover", tag = "webhooks",
+    params(("id" = i64, Path)), request_body = RecoverBody,
+    responses((status = 200, body = Recovered), (status = 404, body = super::Problem),
+        (status = 422, body = super::Problem)))]
+async fn recover(
+    State(state): State<AppState>,
+    Company(company): Company,
+    Path(id): Path<i64>,
+    Json(body): Json<RecoverBody>,
+) -> ApiResult<axum::Json<Recovered>> {
+    let since = rfc3339::parse(body.since.trim())
+        .ok_or_else(|| ApiError::field("since", "must be an RFC 3339 time"))?;
+    let now = state.ingest.clock.now_ms();
+    let queued = store::write(&state.ingest.store, move |tx| {
+        if tx.webhook(company, id)?.is_none() {
+            return Err(webhook_not_found(id));
+        }
+        Ok(tx.recover_deliveries(id, since, now)?)
+    })
+    .await?;
+    state.ingest.deliveries_ready.notify_one();
+    Ok(axum::Json(Recovered { queued }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct DeliveryQuery {
+    status: Option<DeliveryStatus>,
+    /// The `next` of the previous page.
+    after: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    limit: Option<i64>,
+}
+
+/// The endpoint's deliveries, newest first.
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "deliveries",
+    params(("id" = i64, Path), DeliveryQuery),
+    responses((status = 200, body = Page<Delivery>), (status = 404, body = super::Problem)))]
+async fn list_deliveries(
+    State(state): State<AppState>,
+    Company(company): Company,
+    Path(id): Path<i64>,
+    Query(query): Query<DeliveryQuery>,
+) -> ApiResult<axum::Json<Page<Delivery>>> {
+    let limit = page_limit(query.limit)?;
+    let items = store::read(&state.ingest.store, move |tx| {
+        if tx.webhook(company, id)?.is_none() {
+            return Err(webhook_not_found(id));
+        }
+        Ok(tx.deliveries(id, query.status, query.after.as_deref(), limit)?)
+    })
+    .await?;
+    let next = (items.len() as i64 == limit)
+        .then(|| items.last().map(|d| d.id.clone()))
+        .flatten();
+    Ok(axum::Json(Page { items, next }))
+}
+
+/// One delivery with its payload and every attempt.
+#[utoipa::path(get, path = "/api/v1/deliveries/{id}", tag = "deliveries",
+    params(("id" = String, Path)),
+    responses((status = 200, body = DeliveryDetail), (status = 404, body = super::Problem)))]
+async fn get_delivery(
+    State(state): State<AppState>,
+    Company(company): Company,
+    Path(id): Path<String>,
+) -> ApiResult<axum::Json<DeliveryDetail>> {
+    let lookup = id.clone();
+    store::read(&state.ingest.store, move |tx| tx.delivery(company, &lookup))
+        .await
+        .map_err(ApiError::from)?
+        .map(axum::Json)
+        .ok_or_else(|| ApiError::NotFound(format!("delivery {id}")))
+}
+
+/// Queues a delivery again now.
+#[utoipa::path(post, path = "/api/v1/deliveries/{id}/retry", tag = "deliveries",
+    params(("id" = String, Path)),
+    responses((status = 202), (status = 404, body = super::Problem),
+        (status = 409, body = super::Problem)))]
+async fn retry_delivery(
+    State(state): State<AppState>,
+    Company(company): Company,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let now = state.ingest.clock.now_ms();
+    let lookup = id.clone();
+    let queued = store::write(&state.ingest.store, move |tx| {
+        if tx.delivery(company, &lookup)?.is_none() {
+            return Err(ApiError::NotFound(format!("delivery {lookup}")));
+        }
+        if !tx.retry_delivery(company, &lookup, now)? {
+            return Err(ApiError::Conflict(format!(
+                "delivery {lookup} is being attempted right now"
+            )));
+        }
+        Ok(())
+    })
+    .await;
+    queued?;
+    state.ingest.deliveries_ready.notify_one();
+    Ok(StatusCode::ACCEPTED)
+}

@@ -1,0 +1,231 @@
+//! Builds the application from settings (store, bootstrap, listener, router, workers) and runs
+//! it until a shutdown signal: the HTTP server stops taking requests, the workers stop
+//! claiming and finish what is in flight, and the store commits what is queued.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
+
+use crate::api::{self, AppState};
+use crate::channels;
+use crate::clock::Clock;
+use crate::delivery::Dispatcher;
+use crate::delivery::http::HttpSender;
+use crate::ingest::Ingest;
+use crate::settings::Settings;
+use crate::store::sqlite::{Durability, SqliteStore};
+use crate::store::{self, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Config(String),
+}
+
+/// File name of the SQLite database inside the data directory.
+pub const DATABASE_FILE: &str = "zaphook.db";
+
+/// Opens the configured store, applying pending migrations.
+pub fn open_store(
+    data_dir: &Path,
+    database_url: Option<&str>,
+    durability: Durability,
+) -> Result<Arc<dyn Store>, AppError> {
+    if let Some(url) = database_url {
+        let scheme = url.split(':').next().unwrap_or_default();
+        return Err(AppError::Config(format!(
+            "--database-url: the {scheme} backend is not available in this version; leave it unset to use the embedded SQLite database"
+        )));
+    }
+    std::fs::create_dir_all(data_dir).map_err(|e| {
+        AppError::Config(format!(
+            "cannot create the data directory {}: {e}",
+            data_dir.display()
+        ))
+    })?;
+    let store: Arc<dyn Store> = SqliteStore::open(&data_dir.join(DATABASE_FILE), durability)?;
+    Ok(store)
+}
+
+/// A new API token: `zh_` and 32 random characters. Stored hashed; shown once.
+pub fn generate_token() -> String {
+    let bytes: [u8; 24] = rand::random();
+    format!("zh_{}", URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// The part of a token that is stored in clear to recognise it later.
+pub fn token_prefix(token: &str) -> String {
+    token.chars().take(11).collect()
+}
+
+/// Creates a company and an admin token for it.
+pub async fn create_company(store: &Arc<dyn Store>, name: &str) -> Result<(i64, String), AppError> {
+    let token = generate_token();
+    let (prefix, hash, name) = (
+        token_prefix(&token),
+        api::token_hash(&token),
+        name.to_string(),
+    );
+    let now = Clock::System.now_ms();
+    let id = store::write(store, move |tx| {
+        let id = tx.insert_company(&name, now)?;
+        tx.insert_token(id, &prefix, &hash, now)?;
+        Ok::<_, StoreError>(id)
+    })
+    .await?;
+    Ok((id, token))
+}
+
+/// Creates an API token for an existing company.
+pub async fn create_token(store: &Arc<dyn Store>, company: i64) -> Result<String, AppError> {
+    let token = generate_token();
+    let (prefix, hash) = (token_prefix(&token), api::token_hash(&token));
+    let now = Clock::System.now_ms();
+    let exists = store::write(store, move |tx| {
+        if !tx.company_exists(company)? {
+            return Ok(false);
+        }
+        tx.insert_token(company, &prefix, &hash, now)?;
+        Ok::<_, StoreError>(true)
+    })
+    .await?;
+    if exists {
+        Ok(token)
+    } else {
+        Err(AppError::Config(format!(
+            "company {company} does not exist"
+        )))
+    }
+}
+
+/// On an empty database, creates company 1 with an admin token: the bootstrap token when one
+/// is configured (which is also made valid on an existing database), else a generated one,
+/// returned so it can be shown once.
+async fn bootstrap(
+    store: &Arc<dyn Store>,
+    token: Option<String>,
+) -> Result<Option<String>, AppError> {
+    let now = Clock::System.now_ms();
+    let given = token.is_some();
+    let token = token.unwrap_or_else(generate_token);
+    let (prefix, hash) = (token_prefix(&token), api::token_hash(&token));
+    let created = store::write(store, move |tx| {
+        if tx.company_count()? == 0 {
+            let id = tx.insert_company("Default", now)?;
+            tx.insert_token(id, &prefix, &hash, now)?;
+            return Ok::<_, StoreError>(true);
+        }
+        if given && tx.company_exists(1)? {
+            tx.insert_token(1, &prefix, &hash, now)?;
+        }
+        Ok(false)
+    })
+    .await?;
+    Ok((created && !given).then_some(token))
+}
+
+pub struct Application {
+    listener: TcpListener,
+    state: AppState,
+    settings: Settings,
+    /// The admin token generated for a new database, to show once.
+    pub generated_token: Option<String>,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> Result<Self, AppError> {
+        Self::build_with_clock(settings, Clock::System).await
+    }
+
+    pub async fn build_with_clock(settings: Settings, clock: Clock) -> Result<Self, AppError> {
+        if settings.delivery.lease <= settings.http.request_timeout {
+            return Err(AppError::Config(format!(
+                "the delivery lease ({:?}) must outlast the request timeout ({:?}), or a slow endpoint gets events twice",
+                settings.delivery.lease, settings.http.request_timeout
+            )));
+        }
+        let store = open_store(
+            &settings.data_dir,
+            settings.database_url.as_deref(),
+            settings.durability,
+        )?;
+        let generated_token = bootstrap(&store, settings.bootstrap_token.clone()).await?;
+        let sender = HttpSender::new(&settings.http)
+            .map_err(|e| AppError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let listener = TcpListener::bind(settings.listen).await?;
+        let state = AppState {
+            ingest: Ingest {
+                store,
+                clock,
+                deliveries_ready: Arc::new(Notify::new()),
+                sends_ready: Arc::new(Notify::new()),
+            },
+            sender,
+            allow_private_targets: settings.allow_private_targets,
+        };
+        Ok(Application {
+            listener,
+            state,
+            settings,
+            generated_token,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap_or(self.settings.listen)
+    }
+
+    pub fn port(&self) -> u16 {
+        self.local_addr().port()
+    }
+
+    /// The store the application runs on (tests inspect it).
+    pub fn store(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.state.ingest.store)
+    }
+
+    /// Serves until `shutdown` completes, then drains the workers and the store.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), AppError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let ingest = self.state.ingest.clone();
+        let mut workers = tokio::task::JoinSet::new();
+        if self.settings.run_workers {
+            let dispatcher = Dispatcher {
+                store: Arc::clone(&ingest.store),
+                clock: ingest.clock.clone(),
+                sender: self.state.sender.clone(),
+                config: self.settings.delivery.clone(),
+                wake: Arc::clone(&ingest.deliveries_ready),
+            };
+            workers.spawn(dispatcher.run(stop_rx.clone()));
+            workers.spawn(channels::run_send_worker(
+                ingest.clone(),
+                Arc::clone(&ingest.sends_ready),
+                stop_rx.clone(),
+            ));
+        }
+        let router = api::router(self.state);
+        tracing::info!(address = %self.listener.local_addr()?, "zaphook is listening");
+        let served = axum::serve(self.listener, router)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        let _ = stop_tx.send(true);
+        while workers.join_next().await.is_some() {}
+        ingest.store.close();
+        served?;
+        Ok(())
+    }
+}

@@ -1,0 +1,180 @@
+//! The HTTP side of a delivery attempt: one signed POST with the contract's headers, no
+//! redirects, explicit timeouts, and at most 4 KiB of the answer read.
+
+use std::time::{Duration, Instant};
+
+use crate::domain::EventType;
+use crate::store::Target;
+
+use super::sign::signature_header;
+use super::ssrf;
+
+/// Most bytes of a response body kept in the delivery log.
+pub const RESPONSE_EXCERPT: usize = 4096;
+
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub allow_private_targets: bool,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(15),
+            allow_private_targets: false,
+        }
+    }
+}
+
+/// What one attempt produced.
+#[derive(Debug, Clone, Default)]
+pub struct Outcome {
+    pub status: Option<u16>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+    pub body: Option<String>,
+    pub retry_after: Option<Duration>,
+}
+
+impl Outcome {
+    pub fn succeeded(&self) -> bool {
+        self.error.is_none() && self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+}
+
+#[derive(Clone)]
+pub struct HttpSender {
+    client: reqwest::Client,
+    allow_private_targets: bool,
+}
+
+impl HttpSender {
+    pub fn new(config: &HttpConfig) -> Result<Self, reqwest::Error> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("zaphook/", env!("CARGO_PKG_VERSION")))
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(30));
+        if !config.allow_private_targets {
+            builder = builder.dns_resolver(ssrf::guarded_resolver());
+        }
+        Ok(HttpSender {
+            client: builder.build()?,
+            allow_private_targets: config.allow_private_targets,
+        })
+    }
+
+    /// POSTs `payload` as event `event_id` to the target, signed for `timestamp` (Unix seconds).
+    pub async fn post(
+        &self,
+        target: &Target,
+        event_id: &str,
+        event_type: EventType,
+        payload: &str,
+        timestamp: i64,
+    ) -> Outcome {
+        let started = Instant::now();
+        let mut outcome = self
+            .try_post(target, event_id, event_type, payload, timestamp)
+            .await
+            .unwrap_or_else(|error| Outcome {
+                error: Some(error),
+                ..Outcome::default()
+            });
+        outcome.latency_ms = started.elapsed().as_millis() as i64;
+        outcome
+    }
+
+    async fn try_post(
+        &self,
+        target: &Target,
+        event_id: &str,
+        event_type: EventType,
+        payload: &str,
+        timestamp: i64,
+    ) -> Result<Outcome, String> {
+        let url = reqwest::Url::parse(&target.url).map_err(|e| format!("invalid url: {e}"))?;
+        if !self.allow_private_targets {
+            ssrf::check_literal(&url)?;
+        }
+        let signature = signature_header(
+            &target.secret,
+            target.previous_secret.as_deref(),
+            event_id,
+            timestamp,
+            payload,
+        );
+        let mut request = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", event_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .header("x-zaphook-event", event_type.as_str())
+            .body(payload.to_string());
+        if let Some(token) = &target.token {
+            request = request.header("X-N8N-API-KEY", token);
+        }
+        let mut response = request.send().await.map_err(describe)?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let mut body = Vec::new();
+        let mut error = None;
+        while body.len() < RESPONSE_EXCERPT {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                Err(e) => {
+                    error = Some(describe(e));
+                    break;
+                }
+            }
+        }
+        body.truncate(RESPONSE_EXCERPT);
+        let body = (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned());
+        let success = (200..300).contains(&status);
+        Ok(Outcome {
+            status: Some(status),
+            latency_ms: 0,
+            // A 2xx whose body broke off is still an answer: the receiver took the event.
+            error: if success { None } else { error },
+            body,
+            retry_after,
+        })
+    }
+}
+
+/// A short, stable description of a transport error for the delivery log.
+fn describe(e: reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else if e.is_body() || e.is_decode() {
+        "body"
+    } else if e.is_request() {
+        "request"
+    } else {
+        "transport"
+    };
+    let mut text = format!("{kind}: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(inner) = source {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    text
+}

@@ -1,0 +1,260 @@
+//! The records the store keeps and the API shows: connections, queues, users, contacts,
+//! tickets, messages, reactions, webhook endpoints and deliveries. Times are Unix
+//! milliseconds inside and RFC 3339 strings on the wire.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use super::{
+    Channel, DeliveryStatus, EventType, MediaType, MessageStatus, Ordering, SendType, TicketStatus,
+};
+
+/// Serialises Unix milliseconds as an RFC 3339 string.
+pub mod rfc3339 {
+    use serde::Serializer;
+    use time::OffsetDateTime;
+    use time::format_description::well_known::Rfc3339;
+
+    pub fn format(ms: i64) -> String {
+        OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+            .ok()
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_default()
+    }
+
+    /// Parses an RFC 3339 string into Unix milliseconds.
+    pub fn parse(text: &str) -> Option<i64> {
+        let t = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+        i64::try_from(t.unix_timestamp_nanos() / 1_000_000).ok()
+    }
+
+    pub fn serialize<S: Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format(*ms))
+    }
+
+    pub mod option {
+        use serde::Serializer;
+
+        pub fn serialize<S: Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+            match ms {
+                Some(ms) => s.serialize_str(&super::format(*ms)),
+                None => s.serialize_none(),
+            }
+        }
+    }
+}
+
+/// Settings of a WhatsApp Cloud API connection, secrets included (never shown by the API).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CloudConfig {
+    pub phone_number_id: String,
+    pub access_token: String,
+    pub app_secret: String,
+    pub verify_token: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph_base_url: Option<String>,
+}
+
+/// A WhatsApp number the company runs (WHAZING's "whatsapp").
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Connection {
+    pub id: i64,
+    pub name: String,
+    pub channel: Channel,
+    /// The Cloud API phone number id, for `cloud` connections.
+    pub phone_number_id: Option<String>,
+    #[serde(serialize_with = "rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Queue {
+    pub id: i64,
+    pub name: String,
+    #[serde(serialize_with = "rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+}
+
+/// An agent.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: i64,
+    pub name: String,
+    pub email: String,
+    #[serde(serialize_with = "rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+}
+
+/// The other party of a conversation: a person or a group.
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Contact {
+    pub id: i64,
+    pub name: String,
+    /// Digits only with country code; for a group, the group id.
+    pub number: String,
+    pub profile_pic_url: Option<String>,
+    pub email: Option<String>,
+    pub is_group: bool,
+    pub pushname: Option<String>,
+    pub lid: Option<String>,
+    pub kanban_id: Option<i64>,
+    pub followup_id: Option<i64>,
+    #[serde(serialize_with = "rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Ticket {
+    pub id: i64,
+    pub connection_id: i64,
+    pub contact_id: i64,
+    pub status: TicketStatus,
+    pub protocol: String,
+    pub queue_id: Option<i64>,
+    pub user_id: Option<i64>,
+    pub is_group: bool,
+    /// The integrator's key, from ticket creation or an API send; sent as `apiConfig`.
+    pub external_key: Option<String>,
+    /// Text of the latest message of the ticket.
+    pub last_message: String,
+    #[serde(serialize_with = "rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+    #[serde(serialize_with = "rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Reaction {
+    pub emoji: String,
+    pub from_me: bool,
+    pub user_id: Option<i64>,
+    pub contact_id: Option<i64>,
+    /// Unix milliseconds.
+    pub timestamp: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Message {
+    /// zaphook's own id (`msg_…`).
+    pub id: String,
+    /// The channel's id; null until the channel accepted an outbound message.
+    pub message_id: Option<String>,
+    pub connection_id: i64,
+    pub ticket_id: i64,
+    pub contact_id: i64,
+    pub body: String,
+    /// Unix milliseconds.
+    pub timestamp: i64,
+    pub status: MessageStatus,
+    pub from_me: bool,
+    pub media_type: MediaType,
+    pub media_url: Option<String>,
+    pub is_deleted: bool,
+    pub send_type: Option<SendType>,
+    pub edited: bool,
+    pub reactions: Vec<Reaction>,
+    pub quoted_message_id: Option<String>,
+    pub user_id: Option<i64>,
+    #[serde(serialize_with = "rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+}
+
+/// A webhook endpoint as the API shows it (secret and token are shown only when created or
+/// rotated).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Webhook {
+    pub id: i64,
+    pub url: String,
+    pub events: Vec<EventType>,
+    pub connection_id: Option<i64>,
+    pub queue_id: Option<i64>,
+    pub include_groups: bool,
+    pub ordering: Ordering,
+    pub has_token: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+    pub description: Option<String>,
+    pub enabled: bool,
+    pub disabled_reason: Option<String>,
+    pub rate_limit: Option<i64>,
+    #[serde(serialize_with = "rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+}
+
+/// Everything needed to store or change an endpoint.
+#[derive(Debug, Clone)]
+pub struct WebhookSpec {
+    pub url: String,
+    pub events: Vec<EventType>,
+    pub connection_id: Option<i64>,
+    pub queue_id: Option<i64>,
+    pub include_groups: bool,
+    pub ordering: Ordering,
+    pub token: Option<String>,
+    pub secret: String,
+    pub description: Option<String>,
+    pub enabled: bool,
+    pub rate_limit: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Delivery {
+    pub id: String,
+    pub webhook_id: i64,
+    pub event_id: String,
+    pub event_type: EventType,
+    pub status: DeliveryStatus,
+    pub attempts: i64,
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub next_attempt_at: Option<i64>,
+    pub last_status_code: Option<i64>,
+    #[serde(serialize_with = "rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub delivered_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Attempt {
+    #[serde(serialize_with = "rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub at: i64,
+    pub status_code: Option<i64>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+    /// The first 4 KiB of the response body.
+    pub response_body: Option<String>,
+}
+
+/// One delivery with its payload and every attempt.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryDetail {
+    #[serde(flatten)]
+    pub delivery: Delivery,
+    #[schema(value_type = Object)]
+    pub payload: serde_json::Value,
+    pub attempts_log: Vec<Attempt>,
+}

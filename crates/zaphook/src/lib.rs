@@ -1,0 +1,13 @@
+//! zaphook: a self-hosted WhatsApp helpdesk core that tells other systems, as signed webhooks
+//! in the WHAZING payload shape, about every message and ticket change, without losing one.
+
+pub mod api;
+pub mod app;
+pub mod channels;
+pub mod clock;
+pub mod delivery;
+pub mod domain;
+pub mod ingest;
+pub mod payload;
+pub mod settings;
+pub mod store;

@@ -1,0 +1,97 @@
+//! The `zaphook` command line: `serve`, `migrate`, `company create`, `token create|revoke`.
+
+use anyhow::Context;
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use zaphook::app::{self, Application};
+use zaphook::clock::Clock;
+use zaphook::settings::{Cli, Command, CompanyCommand, Settings, StoreArgs, TokenCommand};
+use zaphook::store;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("ZAPHOOK_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Serve(args) => serve(Settings::from_serve(args)).await,
+        Command::Migrate(args) => {
+            open(&args)?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Company {
+            command: CompanyCommand::Create { name, store },
+        } => {
+            let (id, token) = app::create_company(&open(&store)?, &name).await?;
+            println!("company {id} created");
+            println!("admin token (shown once): {token}");
+            Ok(())
+        }
+        Command::Token {
+            command: TokenCommand::Create { company, store },
+        } => {
+            let token = app::create_token(&open(&store)?, company).await?;
+            println!("token (shown once): {token}");
+            Ok(())
+        }
+        Command::Token {
+            command: TokenCommand::Revoke { prefix, store },
+        } => {
+            anyhow::ensure!(
+                prefix.len() >= 6,
+                "give at least the first 6 characters of the token"
+            );
+            let now = Clock::System.now_ms();
+            let revoked =
+                store::write(&open(&store)?, move |tx| tx.revoke_tokens(&prefix, now)).await?;
+            println!("{revoked} token(s) revoked");
+            Ok(())
+        }
+    }
+}
+
+fn open(args: &StoreArgs) -> anyhow::Result<std::sync::Arc<dyn store::Store>> {
+    app::open_store(
+        &args.data_dir,
+        args.database_url.as_deref(),
+        args.durability(),
+    )
+    .context("opening the database")
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings).await?;
+    if let Some(token) = &app.generated_token {
+        println!("Admin token of company 1 (shown only now; keep it): {token}");
+    }
+    println!("zaphook listening on http://{}", app.local_addr());
+    app.run_until_stopped(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+    tracing::info!("shutting down");
+}

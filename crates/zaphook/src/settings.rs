@@ -1,0 +1,176 @@
+//! Configuration: command-line flags, each also read from `ZAPHOOK_<NAME>`, with defaults
+//! that work on a laptop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::delivery::DeliveryConfig;
+use crate::delivery::http::HttpConfig;
+use crate::store::sqlite::Durability;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "zaphook",
+    version,
+    about = "WhatsApp conversations → signed webhooks"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the API, the channels and the delivery workers.
+    Serve(ServeArgs),
+    /// Apply pending database migrations and exit.
+    Migrate(StoreArgs),
+    /// Manage companies.
+    Company {
+        #[command(subcommand)]
+        command: CompanyCommand,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CompanyCommand {
+    /// Create a company; prints its id and an admin token for it.
+    Create {
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create an API token for a company; it is printed once and stored hashed.
+    Create {
+        #[arg(long)]
+        company: i64,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke the tokens that start with the given prefix.
+    Revoke {
+        prefix: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Where the data lives.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Directory of the SQLite database and stored media.
+    #[arg(long, env = "ZAPHOOK_DATA_DIR", default_value = "./zaphook-data")]
+    pub data_dir: PathBuf,
+    /// `postgres://…` to use PostgreSQL instead of SQLite.
+    #[arg(long, env = "ZAPHOOK_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// `full` (default): a commit survives power loss; `normal`: it survives a crash of the
+    /// process but may be lost with the machine's power.
+    #[arg(
+        long,
+        env = "ZAPHOOK_SQLITE_SYNCHRONOUS",
+        value_enum,
+        default_value = "full"
+    )]
+    pub sqlite_synchronous: Synchronous,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Synchronous {
+    Full,
+    Normal,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address the HTTP server listens on.
+    #[arg(long, env = "ZAPHOOK_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Admin token of company 1 (created on an empty database); generated and printed when
+    /// not given.
+    #[arg(long, env = "ZAPHOOK_BOOTSTRAP_TOKEN")]
+    pub bootstrap_token: Option<String>,
+    /// Let webhooks reach loopback and private addresses (local development and tests).
+    #[arg(long, env = "ZAPHOOK_ALLOW_PRIVATE_TARGETS")]
+    pub allow_private_targets: bool,
+    /// Public base URL of this server (the base of `mediaUrl`).
+    #[arg(long, env = "ZAPHOOK_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Whole-request timeout of a webhook delivery, in seconds.
+    #[arg(long, env = "ZAPHOOK_DELIVERY_TIMEOUT", default_value_t = 15)]
+    pub delivery_timeout: u64,
+    /// Attempts in flight at once to one endpoint.
+    #[arg(long, env = "ZAPHOOK_ENDPOINT_CONCURRENCY", default_value_t = 64)]
+    pub endpoint_concurrency: usize,
+}
+
+/// Everything the application needs to start.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub durability: Durability,
+    pub bootstrap_token: Option<String>,
+    pub allow_private_targets: bool,
+    pub public_url: Option<String>,
+    pub http: HttpConfig,
+    pub delivery: DeliveryConfig,
+    /// Whether the delivery workers run (tests turn them off to play a dead worker).
+    pub run_workers: bool,
+}
+
+impl StoreArgs {
+    pub fn durability(&self) -> Durability {
+        match self.sqlite_synchronous {
+            Synchronous::Full => Durability::Full,
+            Synchronous::Normal => Durability::Normal,
+        }
+    }
+}
+
+impl Settings {
+    /// Defaults for a server on `listen` keeping its data in `data_dir`.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        Settings {
+            listen,
+            data_dir,
+            database_url: None,
+            durability: Durability::Full,
+            bootstrap_token: None,
+            allow_private_targets: false,
+            public_url: None,
+            http: HttpConfig::default(),
+            delivery: DeliveryConfig::default(),
+            run_workers: true,
+        }
+    }
+
+    pub fn from_serve(args: ServeArgs) -> Self {
+        let mut s = Settings::new(args.listen, args.store.data_dir.clone());
+        s.database_url = args.store.database_url.clone();
+        s.durability = args.store.durability();
+        s.bootstrap_token = args.bootstrap_token;
+        s.allow_private_targets = args.allow_private_targets;
+        s.public_url = args.public_url;
+        s.http.allow_private_targets = args.allow_private_targets;
+        s.http.request_timeout = Duration::from_secs(args.delivery_timeout.max(1));
+        s.delivery.per_endpoint = args.endpoint_concurrency.max(1);
+        s.delivery.lease = s.http.request_timeout + Duration::from_secs(30);
+        s
+    }
+}

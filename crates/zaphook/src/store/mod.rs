@@ -1,0 +1,380 @@
+//! Persistence. `Store` runs jobs against a `Tx`: the repository operations every backend
+//! implements with its own SQL. Writes go through `write`, which commits before it answers
+//! (a backend may group several writers' jobs into one commit); reads go through `read`.
+//! Nothing above this module sees SQL.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use crate::domain::{
+    CloudConfig, Connection, Contact, Delivery, DeliveryDetail, DeliveryStatus, EventType, Message,
+    Ordering, Queue, Ticket, TicketStatus, User, Webhook, WebhookSpec,
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(String),
+    #[error("the store is shutting down")]
+    Closed,
+    #[error("a stored value could not be read: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Called once the job's transaction committed (`Ok`) or failed to commit (`Err`).
+pub type Reply = Box<dyn FnOnce(StoreResult<()>) + Send>;
+/// A unit of writing: runs inside a transaction, says whether its changes should be kept
+/// (`true`) or rolled back (`false`), and hands back what to do after the commit.
+pub type WriteJob = Box<dyn FnOnce(&mut dyn Tx) -> (bool, Reply) + Send>;
+/// A unit of reading.
+pub type ReadJob = Box<dyn FnOnce(&mut dyn Tx) + Send>;
+
+pub trait Store: Send + Sync + 'static {
+    /// Queues a write job; its reply runs after the commit is durable.
+    fn submit_write(&self, job: WriteJob);
+    /// Queues a read job on a reader connection.
+    fn submit_read(&self, job: ReadJob);
+    /// Stops taking writes; what is queued is still committed.
+    fn close(&self);
+}
+
+/// Runs `f` in a write transaction and answers once it is committed. When `f` fails, its
+/// changes are rolled back and its error returned; other jobs sharing the commit are kept.
+pub async fn write<R, E, F>(store: &Arc<dyn Store>, f: F) -> Result<R, E>
+where
+    R: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+    F: FnOnce(&mut dyn Tx) -> Result<R, E> + Send + 'static,
+{
+    let (sender, receiver) = oneshot::channel();
+    store.submit_write(Box::new(move |tx| {
+        let result = f(tx);
+        let keep = result.is_ok();
+        let reply: Reply = Box::new(move |committed| {
+            let answer = match committed {
+                Ok(()) => result,
+                Err(e) => Err(E::from(e)),
+            };
+            let _ = sender.send(answer);
+        });
+        (keep, reply)
+    }));
+    receiver.await.map_err(|_| E::from(StoreError::Closed))?
+}
+
+/// Runs `f` against a reader connection.
+pub async fn read<R, E, F>(store: &Arc<dyn Store>, f: F) -> Result<R, E>
+where
+    R: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+    F: FnOnce(&mut dyn Tx) -> Result<R, E> + Send + 'static,
+{
+    let (sender, receiver) = oneshot::channel();
+    store.submit_read(Box::new(move |tx| {
+        let _ = sender.send(f(tx));
+    }));
+    receiver.await.map_err(|_| E::from(StoreError::Closed))?
+}
+
+/// A contact to create.
+pub struct NewContact<'a> {
+    pub number: &'a str,
+    pub name: &'a str,
+    pub pushname: Option<&'a str>,
+    pub email: Option<&'a str>,
+    pub is_group: bool,
+}
+
+/// A ticket to create; its protocol is derived from its id and creation time.
+pub struct NewTicket {
+    pub connection_id: i64,
+    pub contact_id: i64,
+    pub status: TicketStatus,
+    pub queue_id: Option<i64>,
+    pub user_id: Option<i64>,
+    pub is_group: bool,
+    pub external_key: Option<String>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct TicketFilter {
+    pub status: Option<TicketStatus>,
+    pub connection_id: Option<i64>,
+    pub queue_id: Option<i64>,
+    /// Only tickets with an id below this one (the pages run newest first).
+    pub before_id: Option<i64>,
+    pub limit: i64,
+}
+
+/// Who reacted: a contact or an agent (one reaction each per message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reactor {
+    Contact(i64),
+    User(i64),
+}
+
+/// An endpoint that wants an event, and how it orders deliveries.
+#[derive(Debug, Clone, Copy)]
+pub struct Subscriber {
+    pub webhook_id: i64,
+    pub ordering: Ordering,
+}
+
+/// What decides which endpoints receive an event.
+#[derive(Debug, Clone, Copy)]
+pub struct EventScope {
+    pub company_id: i64,
+    pub event_type: EventType,
+    pub connection_id: Option<i64>,
+    pub queue_id: Option<i64>,
+    pub is_group: bool,
+    pub ticket_id: Option<i64>,
+}
+
+/// Signing material and address of an endpoint, as a delivery worker needs them.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub webhook_id: i64,
+    pub url: String,
+    pub secret: String,
+    /// The secret being rotated out, while it still signs alongside the new one.
+    pub previous_secret: Option<String>,
+    pub token: Option<String>,
+}
+
+/// A delivery a worker holds under a lease.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub seq: i64,
+    pub id: String,
+    pub event_id: String,
+    pub event_type: EventType,
+    pub attempts: i64,
+    pub lease: i64,
+    pub payload: Arc<str>,
+    pub target: Target,
+}
+
+/// The outcome of one attempt and what follows from it.
+#[derive(Debug, Clone)]
+pub struct AttemptRecord {
+    pub seq: i64,
+    pub lease: i64,
+    pub at: i64,
+    pub status_code: Option<i64>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+    pub response_body: Option<String>,
+    pub next: NextStep,
+    /// The endpoint answered `410 Gone`: disable it.
+    pub disable_webhook: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NextStep {
+    Delivered,
+    RetryAt(i64),
+    Dead,
+}
+
+/// An outbound message waiting to be handed to its channel.
+#[derive(Debug, Clone)]
+pub struct SendJob {
+    pub message_id: String,
+    pub company_id: i64,
+    pub connection_id: i64,
+    pub attempts: i64,
+}
+
+/// The repository operations of a transaction. Company-scoped lookups take the company id
+/// and find nothing that belongs to another company.
+pub trait Tx {
+    // Companies and API tokens.
+    fn insert_company(&mut self, name: &str, now: i64) -> StoreResult<i64>;
+    fn company_exists(&mut self, id: i64) -> StoreResult<bool>;
+    fn company_count(&mut self) -> StoreResult<i64>;
+    fn insert_token(
+        &mut self,
+        company_id: i64,
+        prefix: &str,
+        hash: &str,
+        now: i64,
+    ) -> StoreResult<()>;
+    /// The company of a live token, by the token's hash.
+    fn token_company(&mut self, hash: &str) -> StoreResult<Option<i64>>;
+    /// Revokes the live tokens whose prefix starts with `prefix`; answers how many.
+    fn revoke_tokens(&mut self, prefix: &str, now: i64) -> StoreResult<usize>;
+
+    // Connections, queues, agents.
+    fn insert_connection(
+        &mut self,
+        company_id: i64,
+        name: &str,
+        channel: crate::domain::Channel,
+        cloud: Option<&CloudConfig>,
+        now: i64,
+    ) -> StoreResult<Connection>;
+    fn connection(&mut self, company_id: i64, id: i64) -> StoreResult<Option<Connection>>;
+    fn connections(&mut self, company_id: i64) -> StoreResult<Vec<Connection>>;
+    fn insert_queue(&mut self, company_id: i64, name: &str, now: i64) -> StoreResult<Queue>;
+    fn queue(&mut self, company_id: i64, id: i64) -> StoreResult<Option<Queue>>;
+    fn queues(&mut self, company_id: i64) -> StoreResult<Vec<Queue>>;
+    fn insert_user(
+        &mut self,
+        company_id: i64,
+        name: &str,
+        email: &str,
+        now: i64,
+    ) -> StoreResult<User>;
+    fn user(&mut self, company_id: i64, id: i64) -> StoreResult<Option<User>>;
+    fn users(&mut self, company_id: i64) -> StoreResult<Vec<User>>;
+
+    // Contacts.
+    fn insert_contact(
+        &mut self,
+        company_id: i64,
+        contact: &NewContact<'_>,
+        now: i64,
+    ) -> StoreResult<Contact>;
+    fn contact(&mut self, company_id: i64, id: i64) -> StoreResult<Option<Contact>>;
+    fn contact_by_number(&mut self, company_id: i64, number: &str) -> StoreResult<Option<Contact>>;
+    fn contacts(&mut self, company_id: i64, number: Option<&str>) -> StoreResult<Vec<Contact>>;
+    fn set_contact_pushname(&mut self, contact_id: i64, pushname: &str) -> StoreResult<()>;
+
+    // Tickets.
+    fn insert_ticket(
+        &mut self,
+        company_id: i64,
+        ticket: &NewTicket,
+        now: i64,
+    ) -> StoreResult<Ticket>;
+    fn ticket(&mut self, company_id: i64, id: i64) -> StoreResult<Option<Ticket>>;
+    /// The open or pending ticket of a contact on a connection.
+    fn active_ticket(&mut self, connection_id: i64, contact_id: i64)
+    -> StoreResult<Option<Ticket>>;
+    /// Stores the mutable fields of a ticket (status, queue, agent, key, last message).
+    fn update_ticket(&mut self, ticket: &Ticket) -> StoreResult<()>;
+    fn tickets(&mut self, company_id: i64, filter: &TicketFilter) -> StoreResult<Vec<Ticket>>;
+
+    // Messages.
+    fn insert_message(&mut self, company_id: i64, message: &Message) -> StoreResult<()>;
+    /// Stores the mutable fields of a message (channel id, body, status, flags).
+    fn update_message(&mut self, message: &Message) -> StoreResult<()>;
+    fn message(&mut self, company_id: i64, id: &str) -> StoreResult<Option<Message>>;
+    fn message_by_channel_id(
+        &mut self,
+        connection_id: i64,
+        message_id: &str,
+    ) -> StoreResult<Option<Message>>;
+    /// Messages of the company whose channel id is `message_id`, on any connection.
+    fn messages_by_channel_id(
+        &mut self,
+        company_id: i64,
+        message_id: &str,
+    ) -> StoreResult<Vec<Message>>;
+    fn ticket_messages(
+        &mut self,
+        ticket_id: i64,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<Message>>;
+    /// Sets (`Some`) or removes (`None`) the reaction of `reactor` on a message.
+    fn set_reaction(
+        &mut self,
+        message_id: &str,
+        reactor: Reactor,
+        reaction: Option<&crate::domain::Reaction>,
+    ) -> StoreResult<()>;
+
+    // Outbound send jobs.
+    fn insert_send_job(&mut self, job: &SendJob, due: i64) -> StoreResult<()>;
+    fn claim_send_jobs(
+        &mut self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<SendJob>>;
+    fn finish_send_job(&mut self, message_id: &str) -> StoreResult<()>;
+    fn next_send_job_due(&mut self) -> StoreResult<Option<i64>>;
+
+    // Events and their deliveries (the outbox).
+    fn subscribers(&mut self, scope: &EventScope) -> StoreResult<Vec<Subscriber>>;
+    fn insert_event(
+        &mut self,
+        id: &str,
+        scope: &EventScope,
+        payload: &str,
+        now: i64,
+    ) -> StoreResult<()>;
+    fn insert_delivery(
+        &mut self,
+        id: &str,
+        event_id: &str,
+        event_type: EventType,
+        webhook_id: i64,
+        ordering_key: Option<i64>,
+        now: i64,
+    ) -> StoreResult<()>;
+
+    // Webhook endpoints.
+    fn insert_webhook(
+        &mut self,
+        company_id: i64,
+        spec: &WebhookSpec,
+        now: i64,
+    ) -> StoreResult<Webhook>;
+    fn webhook(&mut self, company_id: i64, id: i64) -> StoreResult<Option<WebhookSpec>>;
+    fn webhook_view(&mut self, company_id: i64, id: i64) -> StoreResult<Option<Webhook>>;
+    fn webhooks(&mut self, company_id: i64) -> StoreResult<Vec<Webhook>>;
+    fn update_webhook(
+        &mut self,
+        company_id: i64,
+        id: i64,
+        spec: &WebhookSpec,
+        now: i64,
+    ) -> StoreResult<()>;
+    fn delete_webhook(&mut self, company_id: i64, id: i64) -> StoreResult<bool>;
+    /// Replaces the secret; the old one keeps signing until `previous_until`.
+    fn rotate_secret(
+        &mut self,
+        company_id: i64,
+        id: i64,
+        secret: &str,
+        previous_until: i64,
+    ) -> StoreResult<bool>;
+    fn target(&mut self, company_id: i64, id: i64, now: i64) -> StoreResult<Option<Target>>;
+
+    // Deliveries.
+    /// Enabled endpoints with at least one delivery due at `now`.
+    fn due_webhooks(&mut self, now: i64) -> StoreResult<Vec<i64>>;
+    /// Leases up to `limit` due deliveries of one endpoint, oldest due first, skipping those
+    /// waiting behind an older undelivered one of the same ticket.
+    fn claim_deliveries(
+        &mut self,
+        now: i64,
+        lease_until: i64,
+        webhook_id: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Claimed>>;
+    /// Logs an attempt and moves the delivery on, if the lease is still ours.
+    fn record_attempt(&mut self, record: &AttemptRecord) -> StoreResult<bool>;
+    /// When the earliest waiting delivery becomes due.
+    fn next_delivery_due(&mut self) -> StoreResult<Option<i64>>;
+    fn deliveries(
+        &mut self,
+        webhook_id: i64,
+        status: Option<DeliveryStatus>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<Delivery>>;
+    fn delivery(&mut self, company_id: i64, id: &str) -> StoreResult<Option<DeliveryDetail>>;
+    /// Queues a delivery again now, whatever its state, unless it is being attempted.
+    fn retry_delivery(&mut self, company_id: i64, id: &str, now: i64) -> StoreResult<bool>;
+    /// Queues again every failed or dead delivery of an endpoint created since `since`.
+    fn recover_deliveries(&mut self, webhook_id: i64, since: i64, now: i64) -> StoreResult<usize>;
+}

@@ -1,0 +1,220 @@
+//! The embedded SQLite store: one database file, WAL, `synchronous=FULL` by default. All
+//! writes go through one writer thread that drains its queue into a single transaction, so
+//! concurrent requests share one fsync (group commit); each job runs in its own savepoint so a
+//! failing job rolls back alone. Reads run on a small pool of reader connections.
+
+mod tx;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::Connection;
+
+use super::{ReadJob, Reply, Store, StoreError, StoreResult, WriteJob};
+use tx::SqliteTx;
+
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../../migrations/sqlite/0001_init.sql"))];
+
+/// Most jobs one commit carries; bounds the latency a large burst adds to its first job.
+const MAX_BATCH: usize = 512;
+/// Reader connections kept open between reads.
+const IDLE_READERS: usize = 8;
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Database(e.to_string())
+    }
+}
+
+/// How durable a commit is: `Full` survives power loss (the default), `Normal` survives a
+/// crash of the process only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    Full,
+    Normal,
+}
+
+pub struct SqliteStore {
+    writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    readers: Arc<ReaderPool>,
+}
+
+/// Reader connections kept open between reads.
+struct ReaderPool {
+    idle: Mutex<Vec<Connection>>,
+    path: PathBuf,
+}
+
+impl ReaderPool {
+    fn take(&self) -> StoreResult<Connection> {
+        let pooled = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        match pooled {
+            Some(conn) => Ok(conn),
+            None => open_connection(&self.path, Durability::Full),
+        }
+    }
+
+    fn give_back(&self, conn: Connection) {
+        if let Ok(mut idle) = self.idle.lock()
+            && idle.len() < IDLE_READERS
+        {
+            idle.push(conn);
+        }
+    }
+}
+
+fn open_connection(path: &Path, durability: Durability) -> StoreResult<Connection> {
+    let conn = Connection::open(path)?;
+    let synchronous = match durability {
+        Durability::Full => "FULL",
+        Durability::Normal => "NORMAL",
+    };
+    conn.execute_batch(&format!(
+        "PRAGMA journal_mode = WAL;
+         PRAGMA synchronous = {synchronous};
+         PRAGMA foreign_keys = ON;
+         PRAGMA busy_timeout = 5000;
+         PRAGMA temp_store = MEMORY;
+         PRAGMA cache_size = -32000;"
+    ))?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
+    )?;
+    for (version, sql) in MIGRATIONS {
+        let tx = conn.transaction()?;
+        let applied: bool = tx.query_row(
+            "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)",
+            [version],
+            |r| r.get(0),
+        )?;
+        if !applied {
+            tx.execute_batch(sql)?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, strftime('%s','now') * 1000)",
+                [version],
+            )?;
+            tracing::info!(version, "applied migration");
+        }
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    /// Opens (creating when needed) the database at `path` and applies pending migrations.
+    pub fn open(path: &Path, durability: Durability) -> StoreResult<Arc<Self>> {
+        let mut conn = open_connection(path, durability)?;
+        migrate(&mut conn)?;
+        let (sender, receiver) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("zaphook-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, receiver))
+            .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
+        Ok(Arc::new(SqliteStore {
+            writer: Mutex::new(Some(sender)),
+            readers: Arc::new(ReaderPool {
+                idle: Mutex::new(Vec::new()),
+                path: path.to_path_buf(),
+            }),
+        }))
+    }
+}
+
+impl Store for SqliteStore {
+    fn submit_write(&self, job: WriteJob) {
+        let sender = self.writer.lock().ok().and_then(|w| w.clone());
+        if let Some(sender) = sender {
+            // If the writer is gone the job comes back and is dropped unrun, which drops its
+            // reply and fails its caller with `Closed`.
+            let _ = sender.send(job);
+        }
+    }
+
+    fn submit_read(&self, job: ReadJob) {
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || match readers.take() {
+            Ok(conn) => {
+                job(&mut SqliteTx::new(&conn));
+                readers.give_back(conn);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot open a reader connection"),
+        });
+    }
+
+    fn close(&self) {
+        if let Ok(mut writer) = self.writer.lock() {
+            writer.take();
+        }
+    }
+}
+
+fn writer_loop(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = Vec::with_capacity(16);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&conn, batch);
+    }
+    tracing::debug!("sqlite writer stopped");
+}
+
+fn run_batch(conn: &Connection, batch: Vec<WriteJob>) {
+    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        tracing::error!(error = %e, "cannot begin a write transaction");
+        // Dropping the jobs unrun fails their callers with `Closed`.
+        return;
+    }
+    let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+    for job in batch {
+        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+            tracing::error!(error = %e, "cannot open a savepoint");
+            continue;
+        }
+        let outcome = catch_unwind(AssertUnwindSafe(|| {
+            let mut tx = SqliteTx::new(conn);
+            job(&mut tx)
+        }));
+        let keep = match outcome {
+            Ok((keep, reply)) => {
+                replies.push(reply);
+                keep
+            }
+            Err(_) => {
+                tracing::error!("a write job panicked; its changes are rolled back");
+                false
+            }
+        };
+        let end = if keep {
+            "RELEASE job"
+        } else {
+            "ROLLBACK TO job; RELEASE job"
+        };
+        if let Err(e) = conn.execute_batch(end) {
+            tracing::error!(error = %e, "cannot close a savepoint");
+        }
+    }
+    let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+    if let Err(e) = &committed {
+        tracing::error!(error = %e, "commit failed");
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    for reply in replies {
+        reply(
+            committed
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| StoreError::Database(e.clone())),
+        );
+    }
+}

@@ -1,0 +1,1160 @@
+//! The SQL of every repository operation, for SQLite. Statements are cached per connection.
+
+use std::sync::Arc;
+
+use rusqlite::types::Type;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::domain::{
+    Attempt, Channel, CloudConfig, Connection as Conn, Contact, Delivery, DeliveryDetail,
+    DeliveryStatus, EventType, Message, Ordering, Queue, Reaction, Ticket, User, Webhook,
+    WebhookSpec,
+};
+use crate::store::{
+    AttemptRecord, Claimed, EventScope, NewContact, NewTicket, NextStep, Reactor, SendJob,
+    StoreError, StoreResult, Subscriber, Target, TicketFilter, Tx,
+};
+
+pub struct SqliteTx<'c> {
+    conn: &'c Connection,
+}
+
+impl<'c> SqliteTx<'c> {
+    pub fn new(conn: &'c Connection) -> Self {
+        SqliteTx { conn }
+    }
+}
+
+/// Reads a text column holding a wire name of an enum.
+fn wire<T>(row: &Row<'_>, idx: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
+    let text: String = row.get(idx)?;
+    parse(&text).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            Type::Text,
+            format!("unknown value {text:?}").into(),
+        )
+    })
+}
+
+const CONNECTION_COLS: &str = "id, name, channel, cloud_config, created_at";
+
+fn connection_row(row: &Row<'_>) -> rusqlite::Result<Conn> {
+    let cloud: Option<String> = row.get(3)?;
+    let phone_number_id = cloud
+        .and_then(|c| serde_json::from_str::<CloudConfig>(&c).ok())
+        .map(|c| c.phone_number_id);
+    Ok(Conn {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        channel: wire(row, 2, Channel::parse)?,
+        phone_number_id,
+        created_at: row.get(4)?,
+    })
+}
+
+const CONTACT_COLS: &str = "id, name, number, profile_pic_url, email, is_group, pushname, lid, kanban_id, followup_id, created_at";
+
+fn contact_row(row: &Row<'_>) -> rusqlite::Result<Contact> {
+    Ok(Contact {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        number: row.get(2)?,
+        profile_pic_url: row.get(3)?,
+        email: row.get(4)?,
+        is_group: row.get(5)?,
+        pushname: row.get(6)?,
+        lid: row.get(7)?,
+        kanban_id: row.get(8)?,
+        followup_id: row.get(9)?,
+        created_at: row.get(10)?,
+    })
+}
+
+const TICKET_COLS: &str = "id, connection_id, contact_id, status, protocol, queue_id, user_id, is_group, external_key, last_message, created_at, updated_at";
+
+fn ticket_row(row: &Row<'_>) -> rusqlite::Result<Ticket> {
+    Ok(Ticket {
+        id: row.get(0)?,
+        connection_id: row.get(1)?,
+        contact_id: row.get(2)?,
+        status: wire(row, 3, crate::domain::TicketStatus::parse)?,
+        protocol: row.get(4)?,
+        queue_id: row.get(5)?,
+        user_id: row.get(6)?,
+        is_group: row.get(7)?,
+        external_key: row.get(8)?,
+        last_message: row.get(9)?,
+        created_at: row.get(10)?,
+        updated_at: row.get(11)?,
+    })
+}
+
+const MESSAGE_COLS: &str = "id, message_id, connection_id, ticket_id, contact_id, body, timestamp, status, from_me, media_type, media_url, is_deleted, send_type, edited, quoted_message_id, user_id, created_at";
+
+fn message_row(row: &Row<'_>) -> rusqlite::Result<Message> {
+    let send_type: Option<String> = row.get(12)?;
+    let send_type = match send_type {
+        None => None,
+        Some(text) => Some(crate::domain::SendType::parse(&text).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(
+                12,
+                Type::Text,
+                format!("unknown send type {text:?}").into(),
+            )
+        })?),
+    };
+    Ok(Message {
+        id: row.get(0)?,
+        message_id: row.get(1)?,
+        connection_id: row.get(2)?,
+        ticket_id: row.get(3)?,
+        contact_id: row.get(4)?,
+        body: row.get(5)?,
+        timestamp: row.get(6)?,
+        status: wire(row, 7, crate::domain::MessageStatus::parse)?,
+        from_me: row.get(8)?,
+        media_type: wire(row, 9, crate::domain::MediaType::parse)?,
+        media_url: row.get(10)?,
+        is_deleted: row.get(11)?,
+        send_type,
+        edited: row.get(13)?,
+        reactions: Vec::new(),
+        quoted_message_id: row.get(14)?,
+        user_id: row.get(15)?,
+        created_at: row.get(16)?,
+    })
+}
+
+const WEBHOOK_COLS: &str = "id, url, events, connection_id, queue_id, include_groups, ordering, token, secret, description, enabled, disabled_reason, rate_limit, created_at";
+
+fn parse_events(text: &str) -> Vec<EventType> {
+    text.split(',').filter_map(EventType::parse).collect()
+}
+
+fn join_events(events: &[EventType]) -> String {
+    events
+        .iter()
+        .map(|e| e.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn webhook_row(row: &Row<'_>) -> rusqlite::Result<Webhook> {
+    let token: Option<String> = row.get(7)?;
+    Ok(Webhook {
+        id: row.get(0)?,
+        url: row.get(1)?,
+        events: parse_events(&row.get::<_, String>(2)?),
+        connection_id: row.get(3)?,
+        queue_id: row.get(4)?,
+        include_groups: row.get(5)?,
+        ordering: wire(row, 6, Ordering::parse)?,
+        has_token: token.is_some(),
+        secret: None,
+        description: row.get(9)?,
+        enabled: row.get(10)?,
+        disabled_reason: row.get(11)?,
+        rate_limit: row.get(12)?,
+        created_at: row.get(13)?,
+    })
+}
+
+fn webhook_spec_row(row: &Row<'_>) -> rusqlite::Result<WebhookSpec> {
+    Ok(WebhookSpec {
+        url: row.get(1)?,
+        events: parse_events(&row.get::<_, String>(2)?),
+        connection_id: row.get(3)?,
+        queue_id: row.get(4)?,
+        include_groups: row.get(5)?,
+        ordering: wire(row, 6, Ordering::parse)?,
+        token: row.get(7)?,
+        secret: row.get(8)?,
+        description: row.get(9)?,
+        enabled: row.get(10)?,
+        rate_limit: row.get(12)?,
+    })
+}
+
+const DELIVERY_COLS: &str = "d.id, d.webhook_id, d.event_id, d.event_type, d.state, d.attempts, d.next_attempt_at, d.last_status_code, d.created_at, d.delivered_at";
+
+fn delivery_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
+    let status = wire(row, 4, DeliveryStatus::parse)?;
+    let next: i64 = row.get(6)?;
+    Ok(Delivery {
+        id: row.get(0)?,
+        webhook_id: row.get(1)?,
+        event_id: row.get(2)?,
+        event_type: wire(row, 3, EventType::parse)?,
+        status,
+        attempts: row.get(5)?,
+        next_attempt_at: matches!(status, DeliveryStatus::Pending | DeliveryStatus::Failed)
+            .then_some(next),
+        last_status_code: row.get(7)?,
+        created_at: row.get(8)?,
+        delivered_at: row.get(9)?,
+    })
+}
+
+impl SqliteTx<'_> {
+    fn reactions(&self, message_id: &str) -> StoreResult<Vec<Reaction>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT emoji, from_me, user_id, contact_id, timestamp FROM reactions
+             WHERE message_id = ?1 ORDER BY timestamp, reactor",
+        )?;
+        let rows = stmt.query_map([message_id], |r| {
+            Ok(Reaction {
+                emoji: r.get(0)?,
+                from_me: r.get(1)?,
+                user_id: r.get(2)?,
+                contact_id: r.get(3)?,
+                timestamp: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn with_reactions(&self, mut messages: Vec<Message>) -> StoreResult<Vec<Message>> {
+        for m in &mut messages {
+            m.reactions = self.reactions(&m.id)?;
+        }
+        Ok(messages)
+    }
+
+    fn messages_where(
+        &self,
+        sql_where: &str,
+        p: impl rusqlite::Params,
+    ) -> StoreResult<Vec<Message>> {
+        let sql = format!("SELECT {MESSAGE_COLS} FROM messages WHERE {sql_where}");
+        let mut stmt = self.conn.prepare_cached(&sql)?;
+        let rows = stmt
+            .query_map(p, message_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        self.with_reactions(rows)
+    }
+}
+
+impl Tx for SqliteTx<'_> {
+    fn insert_company(&mut self, name: &str, now: i64) -> StoreResult<i64> {
+        self.conn.execute(
+            "INSERT INTO companies (name, created_at) VALUES (?1, ?2)",
+            params![name, now],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn company_exists(&mut self, id: i64) -> StoreResult<bool> {
+        Ok(self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM companies WHERE id = ?1)",
+            [id],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn company_count(&mut self) -> StoreResult<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM companies", [], |r| r.get(0))?)
+    }
+
+    fn insert_token(
+        &mut self,
+        company_id: i64,
+        prefix: &str,
+        hash: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.conn.execute(
+            "INSERT INTO api_tokens (company_id, prefix, hash, created_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT (hash) DO NOTHING",
+            params![company_id, prefix, hash, now],
+        )?;
+        Ok(())
+    }
+
+    fn token_company(&mut self, hash: &str) -> StoreResult<Option<i64>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT company_id FROM api_tokens WHERE hash = ?1 AND revoked_at IS NULL",
+        )?;
+        Ok(stmt.query_row([hash], |r| r.get(0)).optional()?)
+    }
+
+    fn revoke_tokens(&mut self, prefix: &str, now: i64) -> StoreResult<usize> {
+        Ok(self.conn.execute(
+            "UPDATE api_tokens SET revoked_at = ?2
+             WHERE revoked_at IS NULL AND substr(prefix, 1, length(?1)) = ?1",
+            params![prefix, now],
+        )?)
+    }
+
+    fn insert_connection(
+        &mut self,
+        company_id: i64,
+        name: &str,
+        channel: Channel,
+        cloud: Option<&CloudConfig>,
+        now: i64,
+    ) -> StoreResult<Conn> {
+        let cloud_json = cloud
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.conn.execute(
+            "INSERT INTO connections (company_id, name, channel, cloud_config, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![company_id, name, channel.as_str(), cloud_json, now],
+        )?;
+        Ok(Conn {
+            id: self.conn.last_insert_rowid(),
+            name: name.to_string(),
+            channel,
+            phone_number_id: cloud.map(|c| c.phone_number_id.clone()),
+            created_at: now,
+        })
+    }
+
+    fn connection(&mut self, company_id: i64, id: i64) -> StoreResult<Option<Conn>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {CONNECTION_COLS} FROM connections WHERE company_id = ?1 AND id = ?2"
+        ))?;
+        Ok(stmt
+            .query_row([company_id, id], connection_row)
+            .optional()?)
+    }
+
+    fn connections(&mut self, company_id: i64) -> StoreResult<Vec<Conn>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {CONNECTION_COLS} FROM connections WHERE company_id = ?1 ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([company_id], connection_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn insert_queue(&mut self, company_id: i64, name: &str, now: i64) -> StoreResult<Queue> {
+        self.conn.execute(
+            "INSERT INTO queues (company_id, name, created_at) VALUES (?1, ?2, ?3)",
+            params![company_id, name, now],
+        )?;
+        Ok(Queue {
+            id: self.conn.last_insert_rowid(),
+            name: name.to_string(),
+            created_at: now,
+        })
+    }
+
+    fn queue(&mut self, company_id: i64, id: i64) -> StoreResult<Option<Queue>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, name, created_at FROM queues WHERE company_id = ?1 AND id = ?2",
+        )?;
+        Ok(stmt
+            .query_row([company_id, id], |r| {
+                Ok(Queue {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    created_at: r.get(2)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn queues(&mut self, company_id: i64) -> StoreResult<Vec<Queue>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, name, created_at FROM queues WHERE company_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([company_id], |r| {
+            Ok(Queue {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                created_at: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn insert_user(
+        &mut self,
+        company_id: i64,
+        name: &str,
+        email: &str,
+        now: i64,
+    ) -> StoreResult<User> {
+        self.conn.execute(
+            "INSERT INTO users (company_id, name, email, created_at) VALUES (?1, ?2, ?3, ?4)",
+            params![company_id, name, email, now],
+        )?;
+        Ok(User {
+            id: self.conn.last_insert_rowid(),
+            name: name.to_string(),
+            email: email.to_string(),
+            created_at: now,
+        })
+    }
+
+    fn user(&mut self, company_id: i64, id: i64) -> StoreResult<Option<User>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, name, email, created_at FROM users WHERE company_id = ?1 AND id = ?2",
+        )?;
+        Ok(stmt
+            .query_row([company_id, id], |r| {
+                Ok(User {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    email: r.get(2)?,
+                    created_at: r.get(3)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn users(&mut self, company_id: i64) -> StoreResult<Vec<User>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, name, email, created_at FROM users WHERE company_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map([company_id], |r| {
+            Ok(User {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                email: r.get(2)?,
+                created_at: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn insert_contact(
+        &mut self,
+        company_id: i64,
+        c: &NewContact<'_>,
+        now: i64,
+    ) -> StoreResult<Contact> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO contacts (company_id, number, name, pushname, email, is_group, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![company_id, c.number, c.name, c.pushname, c.email, c.is_group, now])?;
+        Ok(Contact {
+            id: self.conn.last_insert_rowid(),
+            name: c.name.to_string(),
+            number: c.number.to_string(),
+            profile_pic_url: None,
+            email: c.email.map(str::to_string),
+            is_group: c.is_group,
+            pushname: c.pushname.map(str::to_string),
+            lid: None,
+            kanban_id: None,
+            followup_id: None,
+            created_at: now,
+        })
+    }
+
+    fn contact(&mut self, company_id: i64, id: i64) -> StoreResult<Option<Contact>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {CONTACT_COLS} FROM contacts WHERE company_id = ?1 AND id = ?2"
+        ))?;
+        Ok(stmt.query_row([company_id, id], contact_row).optional()?)
+    }
+
+    fn contact_by_number(&mut self, company_id: i64, number: &str) -> StoreResult<Option<Contact>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {CONTACT_COLS} FROM contacts WHERE company_id = ?1 AND number = ?2"
+        ))?;
+        Ok(stmt
+            .query_row(params![company_id, number], contact_row)
+            .optional()?)
+    }
+
+    fn contacts(&mut self, company_id: i64, number: Option<&str>) -> StoreResult<Vec<Contact>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {CONTACT_COLS} FROM contacts
+             WHERE company_id = ?1 AND (?2 IS NULL OR number = ?2) ORDER BY id LIMIT 1000"
+        ))?;
+        let rows = stmt.query_map(params![company_id, number], contact_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn set_contact_pushname(&mut self, contact_id: i64, pushname: &str) -> StoreResult<()> {
+        self.conn
+            .prepare_cached("UPDATE contacts SET pushname = ?2 WHERE id = ?1")?
+            .execute(params![contact_id, pushname])?;
+        Ok(())
+    }
+
+    fn insert_ticket(&mut self, company_id: i64, t: &NewTicket, now: i64) -> StoreResult<Ticket> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO tickets (company_id, connection_id, contact_id, status, protocol,
+                    queue_id, user_id, is_group, external_key, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, '', ?5, ?6, ?7, ?8, ?9, ?9)",
+            )?
+            .execute(params![
+                company_id,
+                t.connection_id,
+                t.contact_id,
+                t.status.as_str(),
+                t.queue_id,
+                t.user_id,
+                t.is_group,
+                t.external_key,
+                now
+            ])?;
+        let id = self.conn.last_insert_rowid();
+        let protocol = crate::domain::protocol_for(now, id);
+        self.conn
+            .prepare_cached("UPDATE tickets SET protocol = ?2 WHERE id = ?1")?
+            .execute(params![id, protocol])?;
+        Ok(Ticket {
+            id,
+            connection_id: t.connection_id,
+            contact_id: t.contact_id,
+            status: t.status,
+            protocol,
+            queue_id: t.queue_id,
+            user_id: t.user_id,
+            is_group: t.is_group,
+            external_key: t.external_key.clone(),
+            last_message: String::new(),
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    fn ticket(&mut self, company_id: i64, id: i64) -> StoreResult<Option<Ticket>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {TICKET_COLS} FROM tickets WHERE company_id = ?1 AND id = ?2"
+        ))?;
+        Ok(stmt.query_row([company_id, id], ticket_row).optional()?)
+    }
+
+    fn active_ticket(
+        &mut self,
+        connection_id: i64,
+        contact_id: i64,
+    ) -> StoreResult<Option<Ticket>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {TICKET_COLS} FROM tickets
+             WHERE connection_id = ?1 AND contact_id = ?2 AND status IN ('pending', 'open')
+             ORDER BY id DESC LIMIT 1"
+        ))?;
+        Ok(stmt
+            .query_row([connection_id, contact_id], ticket_row)
+            .optional()?)
+    }
+
+    fn update_ticket(&mut self, t: &Ticket) -> StoreResult<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE tickets SET status = ?2, queue_id = ?3, user_id = ?4, external_key = ?5,
+                    last_message = ?6, updated_at = ?7 WHERE id = ?1",
+            )?
+            .execute(params![
+                t.id,
+                t.status.as_str(),
+                t.queue_id,
+                t.user_id,
+                t.external_key,
+                t.last_message,
+                t.updated_at
+            ])?;
+        Ok(())
+    }
+
+    fn tickets(&mut self, company_id: i64, f: &TicketFilter) -> StoreResult<Vec<Ticket>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {TICKET_COLS} FROM tickets
+             WHERE company_id = ?1 AND (?2 IS NULL OR status = ?2)
+               AND (?3 IS NULL OR connection_id = ?3) AND (?4 IS NULL OR queue_id = ?4)
+               AND (?5 IS NULL OR id < ?5)
+             ORDER BY id DESC LIMIT ?6"
+        ))?;
+        let rows = stmt.query_map(
+            params![
+                company_id,
+                f.status.map(|s| s.as_str()),
+                f.connection_id,
+                f.queue_id,
+                f.before_id,
+                f.limit
+            ],
+            ticket_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn insert_message(&mut self, company_id: i64, m: &Message) -> StoreResult<()> {
+        self.conn
+            .prepare_cached(&format!(
+                "INSERT INTO messages (company_id, {MESSAGE_COLS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+            ))?
+            .execute(params![
+                company_id,
+                m.id,
+                m.message_id,
+                m.connection_id,
+                m.ticket_id,
+                m.contact_id,
+                m.body,
+                m.timestamp,
+                m.status.as_str(),
+                m.from_me,
+                m.media_type.as_str(),
+                m.media_url,
+                m.is_deleted,
+                m.send_type.map(|s| s.as_str()),
+                m.edited,
+                m.quoted_message_id,
+                m.user_id,
+                m.created_at
+            ])?;
+        Ok(())
+    }
+
+    fn update_message(&mut self, m: &Message) -> StoreResult<()> {
+        self.conn
+            .prepare_cached(
+                "UPDATE messages SET message_id = ?2, body = ?3, status = ?4, is_deleted = ?5,
+                    edited = ?6 WHERE id = ?1",
+            )?
+            .execute(params![
+                m.id,
+                m.message_id,
+                m.body,
+                m.status.as_str(),
+                m.is_deleted,
+                m.edited
+            ])?;
+        Ok(())
+    }
+
+    fn message(&mut self, company_id: i64, id: &str) -> StoreResult<Option<Message>> {
+        Ok(self
+            .messages_where("company_id = ?1 AND id = ?2", params![company_id, id])?
+            .pop())
+    }
+
+    fn message_by_channel_id(
+        &mut self,
+        connection_id: i64,
+        message_id: &str,
+    ) -> StoreResult<Option<Message>> {
+        Ok(self
+            .messages_where(
+                "connection_id = ?1 AND message_id = ?2",
+                params![connection_id, message_id],
+            )?
+            .pop())
+    }
+
+    fn messages_by_channel_id(
+        &mut self,
+        company_id: i64,
+        message_id: &str,
+    ) -> StoreResult<Vec<Message>> {
+        self.messages_where(
+            "company_id = ?1 AND message_id = ?2",
+            params![company_id, message_id],
+        )
+    }
+
+    fn ticket_messages(
+        &mut self,
+        ticket_id: i64,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<Message>> {
+        self.messages_where(
+            "ticket_id = ?1 AND (?2 IS NULL OR id > ?2) ORDER BY id LIMIT ?3",
+            params![ticket_id, after, limit],
+        )
+    }
+
+    fn set_reaction(
+        &mut self,
+        message_id: &str,
+        reactor: Reactor,
+        reaction: Option<&Reaction>,
+    ) -> StoreResult<()> {
+        let key = match reactor {
+            Reactor::Contact(id) => format!("contact:{id}"),
+            Reactor::User(id) => format!("user:{id}"),
+        };
+        match reaction {
+            None => {
+                self.conn
+                    .prepare_cached("DELETE FROM reactions WHERE message_id = ?1 AND reactor = ?2")?
+                    .execute(params![message_id, key])?;
+            }
+            Some(r) => {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO reactions (message_id, reactor, emoji, from_me, user_id, contact_id, timestamp)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                         ON CONFLICT (message_id, reactor) DO UPDATE SET emoji = excluded.emoji,
+                            timestamp = excluded.timestamp",
+                    )?
+                    .execute(params![
+                        message_id,
+                        key,
+                        r.emoji,
+                        r.from_me,
+                        r.user_id,
+                        r.contact_id,
+                        r.timestamp
+                    ])?;
+            }
+        }
+        Ok(())
+    }
+
+    fn insert_send_job(&mut self, job: &SendJob, due: i64) -> StoreResult<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO send_jobs (message_id, company_id, connection_id, attempts, next_attempt_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![job.message_id, job.company_id, job.connection_id, job.attempts, due])?;
+        Ok(())
+    }
+
+    fn claim_send_jobs(
+        &mut self,
+        now: i64,
+        lease_until: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<SendJob>> {
+        let jobs = {
+            let mut stmt = self.conn.prepare_cached(
+                "SELECT message_id, company_id, connection_id, attempts FROM send_jobs
+                 WHERE next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2",
+            )?;
+            stmt.query_map(params![now, limit], |r| {
+                Ok(SendJob {
+                    message_id: r.get(0)?,
+                    company_id: r.get(1)?,
+                    connection_id: r.get(2)?,
+                    attempts: r.get(3)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?
+        };
+        let mut lease = self.conn.prepare_cached(
+            "UPDATE send_jobs SET next_attempt_at = ?2, attempts = attempts + 1 WHERE message_id = ?1",
+        )?;
+        for job in &jobs {
+            lease.execute(params![job.message_id, lease_until])?;
+        }
+        Ok(jobs)
+    }
+
+    fn finish_send_job(&mut self, message_id: &str) -> StoreResult<()> {
+        self.conn
+            .prepare_cached("DELETE FROM send_jobs WHERE message_id = ?1")?
+            .execute([message_id])?;
+        Ok(())
+    }
+
+    fn next_send_job_due(&mut self) -> StoreResult<Option<i64>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT min(next_attempt_at) FROM send_jobs")?
+            .query_row([], |r| r.get(0))?)
+    }
+
+    fn subscribers(&mut self, s: &EventScope) -> StoreResult<Vec<Subscriber>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, ordering FROM webhooks
+             WHERE company_id = ?1 AND enabled = 1
+               AND instr(',' || events || ',', ',' || ?2 || ',') > 0
+               AND (connection_id IS NULL OR connection_id = ?3)
+               AND (queue_id IS NULL OR queue_id = ?4)
+               AND (include_groups = 1 OR ?5 = 0)
+             ORDER BY id",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                s.company_id,
+                s.event_type.as_str(),
+                s.connection_id,
+                s.queue_id,
+                s.is_group
+            ],
+            |r| {
+                Ok(Subscriber {
+                    webhook_id: r.get(0)?,
+                    ordering: wire(r, 1, Ordering::parse)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn insert_event(
+        &mut self,
+        id: &str,
+        s: &EventScope,
+        payload: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO events (id, company_id, event_type, ticket_id, payload, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                id,
+                s.company_id,
+                s.event_type.as_str(),
+                s.ticket_id,
+                payload,
+                now
+            ])?;
+        Ok(())
+    }
+
+    fn insert_delivery(
+        &mut self,
+        id: &str,
+        event_id: &str,
+        event_type: EventType,
+        webhook_id: i64,
+        ordering_key: Option<i64>,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO deliveries (id, webhook_id, event_id, event_type, ordering_key, state,
+                    next_attempt_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
+            )?
+            .execute(params![
+                id,
+                webhook_id,
+                event_id,
+                event_type.as_str(),
+                ordering_key,
+                now
+            ])?;
+        Ok(())
+    }
+
+    fn insert_webhook(
+        &mut self,
+        company_id: i64,
+        w: &WebhookSpec,
+        now: i64,
+    ) -> StoreResult<Webhook> {
+        self.conn.execute(
+            "INSERT INTO webhooks (company_id, url, events, connection_id, queue_id, include_groups,
+                ordering, token, secret, description, enabled, rate_limit, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13)",
+            params![
+                company_id,
+                w.url,
+                join_events(&w.events),
+                w.connection_id,
+                w.queue_id,
+                w.include_groups,
+                w.ordering.as_str(),
+                w.token,
+                w.secret,
+                w.description,
+                w.enabled,
+                w.rate_limit,
+                now
+            ],
+        )?;
+        let id = self.conn.last_insert_rowid();
+        self.webhook_view(company_id, id)?
+            .ok_or_else(|| StoreError::Corrupt("inserted webhook vanished".into()))
+    }
+
+    fn webhook(&mut self, company_id: i64, id: i64) -> StoreResult<Option<WebhookSpec>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {WEBHOOK_COLS} FROM webhooks WHERE company_id = ?1 AND id = ?2"
+        ))?;
+        Ok(stmt
+            .query_row([company_id, id], webhook_spec_row)
+            .optional()?)
+    }
+
+    fn webhook_view(&mut self, company_id: i64, id: i64) -> StoreResult<Option<Webhook>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {WEBHOOK_COLS} FROM webhooks WHERE company_id = ?1 AND id = ?2"
+        ))?;
+        Ok(stmt.query_row([company_id, id], webhook_row).optional()?)
+    }
+
+    fn webhooks(&mut self, company_id: i64) -> StoreResult<Vec<Webhook>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {WEBHOOK_COLS} FROM webhooks WHERE company_id = ?1 ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([company_id], webhook_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn update_webhook(
+        &mut self,
+        company_id: i64,
+        id: i64,
+        w: &WebhookSpec,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.conn.execute(
+            "UPDATE webhooks SET url = ?3, events = ?4, connection_id = ?5, queue_id = ?6,
+                include_groups = ?7, ordering = ?8, token = ?9, description = ?10,
+                disabled_reason = CASE WHEN ?11 THEN NULL ELSE disabled_reason END,
+                enabled = ?11, rate_limit = ?12, updated_at = ?13
+             WHERE company_id = ?1 AND id = ?2",
+            params![
+                company_id,
+                id,
+                w.url,
+                join_events(&w.events),
+                w.connection_id,
+                w.queue_id,
+                w.include_groups,
+                w.ordering.as_str(),
+                w.token,
+                w.description,
+                w.enabled,
+                w.rate_limit,
+                now
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn delete_webhook(&mut self, company_id: i64, id: i64) -> StoreResult<bool> {
+        Ok(self.conn.execute(
+            "DELETE FROM webhooks WHERE company_id = ?1 AND id = ?2",
+            [company_id, id],
+        )? > 0)
+    }
+
+    fn rotate_secret(
+        &mut self,
+        company_id: i64,
+        id: i64,
+        secret: &str,
+        previous_until: i64,
+    ) -> StoreResult<bool> {
+        Ok(self.conn.execute(
+            "UPDATE webhooks SET previous_secret = secret, previous_secret_until = ?4, secret = ?3
+             WHERE company_id = ?1 AND id = ?2",
+            params![company_id, id, secret, previous_until],
+        )? > 0)
+    }
+
+    fn target(&mut self, company_id: i64, id: i64, now: i64) -> StoreResult<Option<Target>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, url, secret, CASE WHEN previous_secret_until > ?3 THEN previous_secret END, token
+             FROM webhooks WHERE company_id = ?1 AND id = ?2",
+        )?;
+        Ok(stmt
+            .query_row(params![company_id, id, now], |r| {
+                Ok(Target {
+                    webhook_id: r.get(0)?,
+                    url: r.get(1)?,
+                    secret: r.get(2)?,
+                    previous_secret: r.get(3)?,
+                    token: r.get(4)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn due_webhooks(&mut self, now: i64) -> StoreResult<Vec<i64>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT w.id FROM webhooks w WHERE w.enabled = 1 AND EXISTS (
+                SELECT 1 FROM deliveries d
+                WHERE d.webhook_id = w.id AND d.state IN ('pending', 'delivering', 'failed')
+                  AND d.next_attempt_at <= ?1)
+             ORDER BY w.id",
+        )?;
+        let rows = stmt.query_map([now], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn claim_deliveries(
+        &mut self,
+        now: i64,
+        lease_until: i64,
+        webhook_id: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Claimed>> {
+        let sql = "SELECT d.seq, d.id, d.event_id, d.event_type, d.attempts, e.payload,
+                    w.id, w.url, w.secret,
+                    CASE WHEN w.previous_secret_until > ?1 THEN w.previous_secret END, w.token
+             FROM deliveries d
+             JOIN webhooks w ON w.id = d.webhook_id
+             JOIN events e ON e.id = d.event_id
+             WHERE d.webhook_id = ?3 AND d.state IN ('pending', 'delivering', 'failed')
+               AND d.next_attempt_at <= ?1
+               AND (d.ordering_key IS NULL OR NOT EXISTS (
+                    SELECT 1 FROM deliveries o
+                    WHERE o.webhook_id = d.webhook_id AND o.ordering_key = d.ordering_key
+                      AND o.seq < d.seq AND o.state IN ('pending', 'delivering', 'failed')))
+             ORDER BY d.next_attempt_at, d.seq
+             LIMIT ?2";
+        let lease: i64 = rand::random::<u32>() as i64;
+        let claimed = {
+            let mut stmt = self.conn.prepare_cached(sql)?;
+            stmt.query_map(params![now, limit, webhook_id], |r| {
+                Ok(Claimed {
+                    seq: r.get(0)?,
+                    id: r.get(1)?,
+                    event_id: r.get(2)?,
+                    event_type: wire(r, 3, EventType::parse)?,
+                    attempts: r.get(4)?,
+                    lease,
+                    payload: Arc::from(r.get::<_, String>(5)?),
+                    target: Target {
+                        webhook_id: r.get(6)?,
+                        url: r.get(7)?,
+                        secret: r.get(8)?,
+                        previous_secret: r.get(9)?,
+                        token: r.get(10)?,
+                    },
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?
+        };
+        let mut take = self.conn.prepare_cached(
+            "UPDATE deliveries SET state = 'delivering', next_attempt_at = ?2, lease = ?3 WHERE seq = ?1",
+        )?;
+        for c in &claimed {
+            take.execute(params![c.seq, lease_until, lease])?;
+        }
+        Ok(claimed)
+    }
+
+    fn record_attempt(&mut self, a: &AttemptRecord) -> StoreResult<bool> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO attempts (delivery_seq, at, status_code, latency_ms, error, response_body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![a.seq, a.at, a.status_code, a.latency_ms, a.error, a.response_body])?;
+        let (state, next, delivered_at) = match a.next {
+            NextStep::Delivered => ("delivered", a.at, Some(a.at)),
+            NextStep::RetryAt(at) => ("failed", at, None),
+            NextStep::Dead => ("dead", a.at, None),
+        };
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = ?3, attempts = attempts + 1, next_attempt_at = ?4,
+                    last_status_code = ?5, delivered_at = ?6
+                 WHERE seq = ?1 AND lease = ?2 AND state = 'delivering'",
+            )?
+            .execute(params![
+                a.seq,
+                a.lease,
+                state,
+                next,
+                a.status_code,
+                delivered_at
+            ])?;
+        if a.disable_webhook {
+            self.conn
+                .prepare_cached(
+                    "UPDATE webhooks SET enabled = 0, disabled_reason = 'the endpoint answered 410 Gone'
+                     WHERE id = (SELECT webhook_id FROM deliveries WHERE seq = ?1)",
+                )?
+                .execute([a.seq])?;
+        }
+        Ok(changed > 0)
+    }
+
+    fn next_delivery_due(&mut self) -> StoreResult<Option<i64>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT min(next_attempt_at) FROM deliveries
+                 WHERE state IN ('pending', 'delivering', 'failed')",
+            )?
+            .query_row([], |r| r.get(0))?)
+    }
+
+    fn deliveries(
+        &mut self,
+        webhook_id: i64,
+        status: Option<DeliveryStatus>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<Delivery>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {DELIVERY_COLS} FROM deliveries d
+             WHERE d.webhook_id = ?1 AND (?2 IS NULL OR d.state = ?2)
+               AND (?3 IS NULL OR d.seq < (SELECT seq FROM deliveries WHERE id = ?3))
+             ORDER BY d.seq DESC LIMIT ?4"
+        ))?;
+        let rows = stmt.query_map(
+            params![webhook_id, status.map(|s| s.as_str()), after, limit],
+            delivery_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn delivery(&mut self, company_id: i64, id: &str) -> StoreResult<Option<DeliveryDetail>> {
+        let found = {
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLS}, d.seq, e.payload FROM deliveries d
+                 JOIN events e ON e.id = d.event_id
+                 WHERE d.id = ?2 AND e.company_id = ?1"
+            ))?;
+            stmt.query_row(params![company_id, id], |r| {
+                Ok((
+                    delivery_row(r)?,
+                    r.get::<_, i64>(10)?,
+                    r.get::<_, String>(11)?,
+                ))
+            })
+            .optional()?
+        };
+        let Some((delivery, seq, payload)) = found else {
+            return Ok(None);
+        };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT at, status_code, latency_ms, error, response_body FROM attempts
+             WHERE delivery_seq = ?1 ORDER BY id",
+        )?;
+        let attempts_log = stmt
+            .query_map([seq], |r| {
+                Ok(Attempt {
+                    at: r.get(0)?,
+                    status_code: r.get(1)?,
+                    latency_ms: r.get(2)?,
+                    error: r.get(3)?,
+                    response_body: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let payload =
+            serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Some(DeliveryDetail {
+            delivery,
+            payload,
+            attempts_log,
+        }))
+    }
+
+    fn retry_delivery(&mut self, company_id: i64, id: &str, now: i64) -> StoreResult<bool> {
+        Ok(self.conn.execute(
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = ?3
+             WHERE id = ?2 AND state <> 'delivering'
+               AND event_id IN (SELECT id FROM events WHERE company_id = ?1)",
+            params![company_id, id, now],
+        )? > 0)
+    }
+
+    fn recover_deliveries(&mut self, webhook_id: i64, since: i64, now: i64) -> StoreResult<usize> {
+        Ok(self.conn.execute(
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = ?3
+             WHERE webhook_id = ?1 AND created_at >= ?2 AND state IN ('failed', 'dead')",
+            params![webhook_id, since, now],
+        )?)
+    }
+}

@@ -113,9 +113,22 @@ pub struct ServeArgs {
     /// Whole-request timeout of a webhook delivery, in seconds.
     #[arg(long, env = "ZAPHOOK_DELIVERY_TIMEOUT", default_value_t = 15)]
     pub delivery_timeout: u64,
+    /// How long a claimed delivery is held before another worker may take it, in seconds;
+    /// must exceed the delivery timeout (default: the timeout + 30 s).
+    #[arg(long, env = "ZAPHOOK_DELIVERY_LEASE")]
+    pub delivery_lease: Option<u64>,
     /// Attempts in flight at once to one endpoint.
     #[arg(long, env = "ZAPHOOK_ENDPOINT_CONCURRENCY", default_value_t = 64)]
     pub endpoint_concurrency: usize,
+    /// Delays between attempts in milliseconds, comma separated (replaces the default
+    /// schedule; for tests and special setups).
+    #[arg(
+        long,
+        env = "ZAPHOOK_RETRY_SCHEDULE_MS",
+        value_delimiter = ',',
+        hide = true
+    )]
+    pub retry_schedule_ms: Vec<u64>,
 }
 
 /// Everything the application needs to start.
@@ -170,7 +183,17 @@ impl Settings {
         s.http.allow_private_targets = args.allow_private_targets;
         s.http.request_timeout = Duration::from_secs(args.delivery_timeout.max(1));
         s.delivery.per_endpoint = args.endpoint_concurrency.max(1);
-        s.delivery.lease = s.http.request_timeout + Duration::from_secs(30);
+        s.delivery.lease = match args.delivery_lease {
+            Some(secs) => Duration::from_secs(secs),
+            None => s.http.request_timeout + Duration::from_secs(30),
+        };
+        if !args.retry_schedule_ms.is_empty() {
+            s.delivery.retry.schedule = args
+                .retry_schedule_ms
+                .iter()
+                .map(|ms| Duration::from_millis(*ms))
+                .collect();
+        }
         s
     }
 }

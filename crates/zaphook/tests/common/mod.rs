@@ -1,0 +1,336 @@
+//! Test support: the real application on `127.0.0.1:0` over a temporary SQLite file, a real
+//! HTTP receiver that records what arrives and answers what the test says, and waiting on
+//! conditions with deadlines.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::Value;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+use zaphook::app::Application;
+use zaphook::settings::Settings;
+
+pub const TOKEN: &str = "test-admin-token";
+
+/// How long a test waits for something that should happen within milliseconds.
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub token: String,
+    pub client: reqwest::Client,
+    pub data_dir: PathBuf,
+    pub store: Arc<dyn zaphook::store::Store>,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Settings for tests: port 0, private targets allowed, a fast retry schedule.
+pub fn test_settings(data_dir: PathBuf) -> Settings {
+    let mut s = Settings::new("127.0.0.1:0".parse().unwrap(), data_dir);
+    s.bootstrap_token = Some(TOKEN.to_string());
+    s.allow_private_targets = true;
+    s.http.allow_private_targets = true;
+    s.http.request_timeout = Duration::from_secs(2);
+    s.delivery.lease = Duration::from_secs(3);
+    s.delivery.poll_interval = Duration::from_millis(100);
+    s.delivery.retry.schedule = vec![Duration::from_millis(300); 5];
+    s.delivery.retry.jitter = 0.0;
+    s
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|_| {}).await
+}
+
+pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut settings = test_settings(dir.path().to_path_buf());
+    change(&mut settings);
+    let mut app = start(settings).await;
+    app._dir = Some(dir);
+    app
+}
+
+/// Starts the application on existing settings (a restart reuses the data directory).
+pub async fn start(settings: Settings) -> TestApp {
+    let data_dir = settings.data_dir.clone();
+    let app = Application::build(settings).await.expect("app builds");
+    let addr = app.local_addr();
+    let store = app.store();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let handle = tokio::spawn(async move {
+        app.run_until_stopped(async {
+            let _ = stopped.await;
+        })
+        .await
+        .expect("app runs");
+    });
+    TestApp {
+        addr,
+        token: TOKEN.to_string(),
+        client: reqwest::Client::new(),
+        data_dir,
+        store,
+        stop: Some(stop),
+        handle: Some(handle),
+        _dir: None,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut req = self
+            .client
+            .request(method, self.url(path))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        let resp = req.send().await.expect("request sent");
+        let status = StatusCode::from_u16(resp.status().as_u16()).unwrap();
+        let text = resp.text().await.unwrap_or_default();
+        let value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, value)
+    }
+
+    pub async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.request(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.request(reqwest::Method::PATCH, path, Some(body)).await
+    }
+
+    /// Posts and asserts the status, answering the body.
+    pub async fn ok(&self, path: &str, body: Value, expected: u16) -> Value {
+        let (status, value) = self.post(path, body).await;
+        assert_eq!(status.as_u16(), expected, "POST {path}: {value}");
+        value
+    }
+
+    pub async fn sandbox_connection(&self, name: &str) -> i64 {
+        let v = self
+            .ok(
+                "/api/v1/connections",
+                serde_json::json!({"name": name, "channel": "sandbox"}),
+                201,
+            )
+            .await;
+        v["id"].as_i64().unwrap()
+    }
+
+    /// Creates an endpoint at `url` for `events`; answers (id, secret).
+    pub async fn webhook(&self, url: &str, events: &[&str]) -> (i64, String) {
+        let v = self
+            .ok(
+                "/api/v1/webhooks",
+                serde_json::json!({"url": url, "events": events}),
+                201,
+            )
+            .await;
+        (
+            v["id"].as_i64().unwrap(),
+            v["secret"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// A contact sends `body` from `from` on a sandbox connection.
+    pub async fn inbound(&self, connection: i64, from: &str, body: &str) -> Value {
+        self.ok(
+            &format!("/api/v1/connections/{connection}/sandbox/inbound"),
+            serde_json::json!({"from": from, "name": "Contact", "body": body}),
+            202,
+        )
+        .await
+    }
+
+    /// Stops the application gracefully and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.await;
+        }
+    }
+
+    /// Keeps the data directory alive beyond this app (for a restart on it).
+    pub fn take_dir(&mut self) -> Option<tempfile::TempDir> {
+        self._dir.take()
+    }
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Received {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).expect("webhook body is JSON")
+    }
+
+    pub fn header(&self, name: &str) -> &str {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    pub fn event(&self) -> String {
+        self.json()["event"].as_str().unwrap_or("").to_string()
+    }
+}
+
+type Responder = dyn Fn(&Received) -> u16 + Send + Sync;
+
+/// A webhook receiver: records every request and answers the status its responder picks
+/// (by default the next of a queue of statuses, then 200).
+pub struct TestReceiver {
+    pub addr: SocketAddr,
+    received: Arc<Mutex<Vec<Received>>>,
+    arrived: Arc<Notify>,
+    statuses: Arc<Mutex<VecDeque<u16>>>,
+    handle: JoinHandle<()>,
+}
+
+impl Drop for TestReceiver {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+impl TestReceiver {
+    pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// A receiver whose answer for each request is decided by `responder`.
+    pub async fn with_responder(
+        responder: impl Fn(&Received) -> u16 + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_with(Some(Arc::new(responder))).await
+    }
+
+    async fn start_with(responder: Option<Arc<Responder>>) -> Self {
+        let received = Arc::new(Mutex::new(Vec::new()));
+        let arrived = Arc::new(Notify::new());
+        let statuses = Arc::new(Mutex::new(VecDeque::new()));
+        let (r, a, q) = (received.clone(), arrived.clone(), statuses.clone());
+        let handler = move |headers: HeaderMap, body: Bytes| {
+            let (r, a, q, responder) = (r.clone(), a.clone(), q.clone(), responder.clone());
+            async move {
+                let got = Received { headers, body };
+                let status = match &responder {
+                    Some(f) => f(&got),
+                    None => q.lock().unwrap().pop_front().unwrap_or(200),
+                };
+                r.lock().unwrap().push(got);
+                a.notify_waiters();
+                StatusCode::from_u16(status).unwrap()
+            }
+        };
+        let router = axum::Router::new().fallback(handler);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let handle = tokio::spawn(async move {
+            let _ = axum::serve(listener, router).await;
+        });
+        TestReceiver {
+            addr,
+            received,
+            arrived,
+            statuses,
+            handle,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// Answers these statuses to the next requests, in order.
+    pub fn answer(&self, statuses: &[u16]) {
+        self.statuses.lock().unwrap().extend(statuses);
+    }
+
+    pub fn all(&self) -> Vec<Received> {
+        self.received.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` requests arrived; panics at the deadline.
+    pub async fn wait_for(&self, n: usize) -> Vec<Received> {
+        self.wait_until(|all| all.len() >= n).await
+    }
+
+    /// Waits until `cond` holds for what arrived; panics at the deadline.
+    pub async fn wait_until(&self, cond: impl Fn(&[Received]) -> bool) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            let notified = self.arrived.notified();
+            let all = self.all();
+            if cond(&all) {
+                return all;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                let all = self.all();
+                panic!(
+                    "the receiver did not get what the test waited for; it got {} requests: {:?}",
+                    all.len(),
+                    all.iter().map(|r| r.event()).collect::<Vec<_>>()
+                );
+            }
+        }
+    }
+}
+
+/// Waits until `check` answers true; panics at the deadline.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Verifies a request's signature with the reference Standard Webhooks implementation.
+pub fn verify(secret: &str, got: &Received) -> Result<(), String> {
+    let wh = standardwebhooks::Webhook::new(secret).map_err(|e| e.to_string())?;
+    wh.verify(&got.body, &got.headers)
+        .map_err(|e| e.to_string())
+}

@@ -15,8 +15,8 @@ use tokio::sync::{Notify, watch};
 use crate::api::{self, AppState};
 use crate::channels;
 use crate::clock::Clock;
-use crate::delivery::Dispatcher;
 use crate::delivery::http::HttpSender;
+use crate::delivery::{Dispatcher, housekeeping};
 use crate::ingest::Ingest;
 use crate::settings::Settings;
 use crate::store::sqlite::{Durability, SqliteStore};
@@ -211,6 +211,12 @@ impl Application {
                 wake: Arc::clone(&ingest.deliveries_ready),
             };
             workers.spawn(dispatcher.run(stop_rx.clone()));
+            workers.spawn(housekeeping::run(
+                Arc::clone(&ingest.store),
+                ingest.clock.clone(),
+                self.settings.housekeeping.clone(),
+                stop_rx.clone(),
+            ));
             workers.spawn(channels::run_send_worker(
                 ingest.clone(),
                 Arc::clone(&ingest.sends_ready),

@@ -134,7 +134,10 @@ impl Ingest {
         F: FnOnce(&mut dyn Tx, i64, i64) -> IngestResult<R> + Send + 'static,
     {
         let now = self.clock.now_ms();
+        let started = std::time::Instant::now();
         let result = store::write(&self.store, move |tx| f(tx, company_id, now)).await;
+        metrics::histogram!("zaphook_ingest_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
         if result.is_ok() {
             self.deliveries_ready.notify_one();
         }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::delivery::DeliveryConfig;
+use crate::delivery::housekeeping::HousekeepingConfig;
 use crate::delivery::http::HttpConfig;
 use crate::store::sqlite::Durability;
 
@@ -117,6 +118,9 @@ pub struct ServeArgs {
     /// must exceed the delivery timeout (default: the timeout + 30 s).
     #[arg(long, env = "ZAPHOOK_DELIVERY_LEASE")]
     pub delivery_lease: Option<u64>,
+    /// Days delivered and dead deliveries are kept in the delivery log.
+    #[arg(long, env = "ZAPHOOK_RETENTION_DAYS", default_value_t = 30)]
+    pub retention_days: u64,
     /// Attempts in flight at once to one endpoint.
     #[arg(long, env = "ZAPHOOK_ENDPOINT_CONCURRENCY", default_value_t = 64)]
     pub endpoint_concurrency: usize,
@@ -143,6 +147,7 @@ pub struct Settings {
     pub public_url: Option<String>,
     pub http: HttpConfig,
     pub delivery: DeliveryConfig,
+    pub housekeeping: HousekeepingConfig,
     /// Whether the delivery workers run (tests turn them off to play a dead worker).
     pub run_workers: bool,
 }
@@ -169,6 +174,7 @@ impl Settings {
             public_url: None,
             http: HttpConfig::default(),
             delivery: DeliveryConfig::default(),
+            housekeeping: HousekeepingConfig::default(),
             run_workers: true,
         }
     }
@@ -183,6 +189,7 @@ impl Settings {
         s.http.allow_private_targets = args.allow_private_targets;
         s.http.request_timeout = Duration::from_secs(args.delivery_timeout.max(1));
         s.delivery.per_endpoint = args.endpoint_concurrency.max(1);
+        s.housekeeping.retention = Duration::from_secs(args.retention_days.max(1) * 24 * 3600);
         s.delivery.lease = match args.delivery_lease {
             Some(secs) => Duration::from_secs(secs),
             None => s.http.request_timeout + Duration::from_secs(30),

@@ -114,7 +114,7 @@ async fn a_delivery_claimed_by_a_worker_that_died_is_delivered_after_its_lease()
     let claimed = store::write(&first.store, move |tx| {
         let mut claimed = Vec::new();
         for webhook in tx.due_webhooks(now)? {
-            claimed.extend(tx.claim_deliveries(now, lease_until, webhook, 10)?);
+            claimed.extend(tx.claim_deliveries(now, lease_until, webhook.id, 10)?);
         }
         Ok::<_, store::StoreError>(claimed)
     })

@@ -134,6 +134,7 @@ CREATE TABLE webhooks (
     enabled                INTEGER NOT NULL,
     disabled_reason        TEXT,
     rate_limit             INTEGER,
+    failing_since          INTEGER,
     created_at             INTEGER NOT NULL,
     updated_at             INTEGER NOT NULL
 );
@@ -171,6 +172,9 @@ CREATE INDEX deliveries_webhook_due ON deliveries (webhook_id, next_attempt_at, 
 CREATE INDEX deliveries_order ON deliveries (webhook_id, ordering_key, seq)
     WHERE state IN ('pending', 'delivering', 'failed');
 CREATE INDEX deliveries_webhook ON deliveries (webhook_id, seq);
+CREATE INDEX deliveries_event ON deliveries (event_id);
+CREATE INDEX deliveries_finished ON deliveries (created_at) WHERE state IN ('delivered', 'dead');
+CREATE INDEX events_created ON events (created_at);
 
 CREATE TABLE attempts (
     id             INTEGER PRIMARY KEY,

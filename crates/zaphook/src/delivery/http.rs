@@ -144,12 +144,12 @@ impl HttpSender {
         }
         body.truncate(RESPONSE_EXCERPT);
         let body = (!body.is_empty()).then(|| String::from_utf8_lossy(&body).into_owned());
-        let success = (200..300).contains(&status);
+        // An answer that broke off is a failure even after a 2xx status line: we cannot know
+        // the receiver finished with the event, and a duplicate is safer than a loss.
         Ok(Outcome {
             status: Some(status),
             latency_ms: 0,
-            // A 2xx whose body broke off is still an answer: the receiver took the event.
-            error: if success { None } else { error },
+            error,
             body,
             retry_after,
         })

@@ -2,16 +2,18 @@
 //! transaction), runs each attempt as its own task outside any transaction, then records the
 //! attempt and either finishes the delivery or schedules the next try. A crash between claim
 //! and record leaves the lease to expire, and the delivery is tried again: at least once.
-//! Each endpoint has its own cap of attempts in flight, so a slow endpoint cannot take the
-//! capacity a healthy one needs.
+//! Each endpoint has its own cap of attempts in flight and an optional rate limit, so a slow
+//! endpoint cannot take the capacity a healthy one needs.
 
+pub mod housekeeping;
 pub mod http;
+mod limits;
 pub mod retry;
 pub mod sign;
 pub mod ssrf;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, watch};
@@ -20,6 +22,7 @@ use tokio::task::JoinSet;
 use crate::clock::Clock;
 use crate::store::{self, AttemptRecord, Claimed, NextStep, Store, StoreError, StoreResult};
 use http::{HttpSender, Outcome};
+use limits::Limits;
 use retry::RetryPolicy;
 
 #[derive(Debug, Clone)]
@@ -32,8 +35,10 @@ pub struct DeliveryConfig {
     pub lease: Duration,
     /// Longest wait between looks at the database when nothing wakes the dispatcher.
     pub poll_interval: Duration,
-    /// How long shutdown waits for attempts in flight.
+    /// How long shutdown waits for attempts in flight before giving them back.
     pub drain_timeout: Duration,
+    /// An endpoint failing without a success for this long is disabled.
+    pub disable_after: Duration,
     pub retry: RetryPolicy,
 }
 
@@ -42,9 +47,10 @@ impl Default for DeliveryConfig {
         DeliveryConfig {
             max_in_flight: 512,
             per_endpoint: 64,
-            lease: Duration::from_secs(60),
+            lease: Duration::from_secs(45),
             poll_interval: Duration::from_secs(1),
-            drain_timeout: Duration::from_secs(20),
+            drain_timeout: Duration::from_secs(10),
+            disable_after: Duration::from_secs(3 * 24 * 3600),
             retry: RetryPolicy::default(),
         }
     }
@@ -58,37 +64,42 @@ pub struct Dispatcher {
     pub wake: Arc<Notify>,
 }
 
+/// Leases of the attempts in flight, by delivery `seq`, to give back at shutdown.
+type Leases = Arc<Mutex<HashMap<i64, i64>>>;
+
 impl Dispatcher {
-    /// Runs until `shutdown` turns true, then waits for attempts in flight (up to the drain
-    /// timeout); unfinished ones are left to their leases.
+    /// Runs until `shutdown` turns true; then waits for attempts in flight up to the drain
+    /// timeout and gives the unfinished ones back, due at once.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let this = Arc::new(self);
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<i64>();
-        let mut in_flight: HashMap<i64, usize> = HashMap::new();
-        let mut total = 0usize;
+        let leases: Leases = Arc::default();
+        let mut limits = Limits::new(this.config.max_in_flight, this.config.per_endpoint);
         let mut tasks = JoinSet::new();
         loop {
             if *shutdown.borrow() {
                 break;
             }
             while let Ok(webhook_id) = done_rx.try_recv() {
-                release(&mut in_flight, &mut total, webhook_id);
+                limits.finished(webhook_id);
             }
             while tasks.try_join_next().is_some() {}
 
             let mut claimed_any = false;
-            if total < this.config.max_in_flight {
-                match this.claim(&in_flight, total).await {
+            if limits.has_room() {
+                match this.claim(&mut limits).await {
                     Ok(claimed) => {
                         claimed_any = !claimed.is_empty();
                         for delivery in claimed {
-                            *in_flight.entry(delivery.target.webhook_id).or_default() += 1;
-                            total += 1;
-                            let this = Arc::clone(&this);
-                            let done = done_tx.clone();
+                            let webhook_id = delivery.target.webhook_id;
+                            limits.started(webhook_id);
+                            lock(&leases).insert(delivery.seq, delivery.lease);
+                            let (this, done, leases) =
+                                (Arc::clone(&this), done_tx.clone(), Arc::clone(&leases));
                             tasks.spawn(async move {
-                                let webhook_id = delivery.target.webhook_id;
+                                let seq = delivery.seq;
                                 this.attempt(delivery).await;
+                                lock(&leases).remove(&seq);
                                 let _ = done.send(webhook_id);
                             });
                         }
@@ -96,72 +107,88 @@ impl Dispatcher {
                     Err(e) => tracing::error!(error = %e, "claiming deliveries failed"),
                 }
             }
-            if claimed_any && total < this.config.max_in_flight {
+            if claimed_any && limits.has_room() {
                 // There may be more due right now.
                 continue;
             }
-            let wake_at = match store::read(&this.store, |tx| tx.next_delivery_due()).await {
+            let poll = tokio::time::Instant::now() + this.config.poll_interval;
+            let due = match store::read(&this.store, |tx| tx.next_delivery_due()).await {
                 Ok(Some(due)) => this.clock.instant_at(due),
-                Ok(None) | Err(StoreError::Closed) => {
-                    tokio::time::Instant::now() + this.config.poll_interval
-                }
+                Ok(None) | Err(StoreError::Closed) => poll,
                 Err(e) => {
                     tracing::error!(error = %e, "reading the next due delivery failed");
-                    tokio::time::Instant::now() + this.config.poll_interval
+                    poll
                 }
             };
-            let wake_at = wake_at.min(tokio::time::Instant::now() + this.config.poll_interval);
+            let wake_at = due
+                .min(poll)
+                .max(limits.next_token_at().unwrap_or(due.min(poll)));
             tokio::select! {
                 _ = this.wake.notified() => {}
-                Some(webhook_id) = done_rx.recv() => release(&mut in_flight, &mut total, webhook_id),
+                Some(webhook_id) = done_rx.recv() => limits.finished(webhook_id),
                 _ = tokio::time::sleep_until(wake_at) => {}
                 _ = shutdown.changed() => {}
             }
         }
-        let drained = tokio::time::timeout(this.config.drain_timeout, async {
+        this.drain(tasks, leases).await;
+    }
+
+    async fn drain(&self, mut tasks: JoinSet<()>, leases: Leases) {
+        let drained = tokio::time::timeout(self.config.drain_timeout, async {
             while tasks.join_next().await.is_some() {}
         })
         .await;
-        if drained.is_err() {
-            tracing::warn!(
-                left = tasks.len(),
-                "shutdown: attempts still in flight are left to their leases"
-            );
-            tasks.abort_all();
+        if drained.is_ok() {
+            return;
+        }
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+        let unfinished: Vec<(i64, i64)> = lock(&leases).drain().collect();
+        let now = self.clock.now_ms();
+        let count = unfinished.len();
+        match store::write(&self.store, move |tx| {
+            tx.release_deliveries(&unfinished, now)
+        })
+        .await
+        {
+            Ok(released) => tracing::warn!(
+                released,
+                "shutdown: attempts still in flight were stopped and given back"
+            ),
+            Err(e) => tracing::error!(
+                error = %e,
+                count,
+                "shutdown: could not give back unfinished attempts; their leases will expire"
+            ),
         }
     }
 
-    async fn claim(
-        &self,
-        in_flight: &HashMap<i64, usize>,
-        total: usize,
-    ) -> StoreResult<Vec<Claimed>> {
+    async fn claim(&self, limits: &mut Limits) -> StoreResult<Vec<Claimed>> {
         let now = self.clock.now_ms();
         let lease_until = now + self.config.lease.as_millis() as i64;
-        let room = (self.config.max_in_flight - total) as i64;
-        let per_endpoint = self.config.per_endpoint;
-        let busy: HashMap<i64, usize> = in_flight.clone();
-        store::write(&self.store, move |tx| {
+        let due = store::read(&self.store, move |tx| tx.due_webhooks(now)).await?;
+        let wanted: Vec<(i64, i64)> = due
+            .iter()
+            .filter_map(|w| {
+                let room = limits.room_for(w.id, w.rate_limit);
+                (room > 0).then_some((w.id, room as i64))
+            })
+            .collect();
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let claimed = store::write(&self.store, move |tx| {
             let mut claimed = Vec::new();
-            for webhook_id in tx.due_webhooks(now)? {
-                let left = room - claimed.len() as i64;
-                let free = per_endpoint.saturating_sub(busy.get(&webhook_id).copied().unwrap_or(0));
-                if left <= 0 {
-                    break;
-                }
-                if free == 0 {
-                    continue;
-                }
-                claimed.extend(tx.claim_deliveries(
-                    now,
-                    lease_until,
-                    webhook_id,
-                    left.min(free as i64),
-                )?);
+            for (webhook_id, room) in wanted {
+                claimed.extend(tx.claim_deliveries(now, lease_until, webhook_id, room)?);
             }
-            Ok(claimed)
+            Ok::<_, StoreError>(claimed)
         })
-        .await
+        .await?;
+        for c in &claimed {
+            limits.spend_token(c.target.webhook_id);
+        }
+        Ok(claimed)
     }
 
     async fn attempt(&self, delivery: Claimed) {
@@ -177,6 +204,7 @@ impl Dispatcher {
             )
             .await;
         let record = self.decide(&delivery, &outcome, started_ms);
+        let next = record.next;
         tracing::debug!(
             delivery = %delivery.id,
             event = %delivery.event_id,
@@ -184,28 +212,44 @@ impl Dispatcher {
             status = ?outcome.status,
             latency_ms = outcome.latency_ms,
             error = ?outcome.error,
-            next = ?record.next,
+            next = ?next,
             "delivery attempt"
         );
+        metrics::histogram!("zaphook_delivery_attempt_seconds")
+            .record(outcome.latency_ms as f64 / 1000.0);
+        let outcome_label = match next {
+            NextStep::Delivered => "delivered",
+            NextStep::RetryAt(_) => "failed",
+            NextStep::Dead => "dead",
+        };
         metrics::counter!(
             "zaphook_delivery_attempts_total",
-            "outcome" => if outcome.succeeded() { "success" } else { "failure" },
+            "outcome" => outcome_label,
             "event_type" => delivery.event_type.as_str()
         )
         .increment(1);
-        metrics::histogram!("zaphook_delivery_attempt_seconds")
-            .record(outcome.latency_ms as f64 / 1000.0);
-        if record.next == NextStep::Dead {
-            tracing::warn!(delivery = %delivery.id, event = %delivery.event_id, "delivery is dead after its last attempt");
+        if next == NextStep::Dead {
+            tracing::warn!(delivery = %delivery.id, event = %delivery.event_id, webhook = delivery.target.webhook_id,
+                "delivery is dead after its last attempt; retry it with POST /api/v1/deliveries/{}/retry", delivery.id);
         }
-        if record.disable_webhook {
-            tracing::warn!(
-                webhook = delivery.target.webhook_id,
-                "endpoint answered 410 Gone: disabled"
-            );
-        }
-        if let Err(e) = store::write(&self.store, move |tx| tx.record_attempt(&record)).await {
-            tracing::error!(delivery = %delivery.id, error = %e, "recording an attempt failed; the lease will expire and it is retried");
+        let webhook_id = delivery.target.webhook_id;
+        match store::write(&self.store, move |tx| tx.record_attempt(&record)).await {
+            Ok(recorded) => {
+                if let Some(reason) = recorded.disabled {
+                    tracing::warn!(
+                        event = "webhook.disabled",
+                        webhook = webhook_id,
+                        %reason,
+                        "webhook.disabled: endpoint {webhook_id} is disabled ({reason}); enable it with PATCH /api/v1/webhooks/{webhook_id} {{\"enabled\": true}}"
+                    );
+                    metrics::counter!("zaphook_webhooks_disabled_total").increment(1);
+                }
+            }
+            Err(e) => tracing::error!(
+                delivery = %delivery.id,
+                error = %e,
+                "recording an attempt failed; the lease will expire and it is retried"
+            ),
         }
     }
 
@@ -223,6 +267,7 @@ impl Dispatcher {
         };
         AttemptRecord {
             seq: delivery.seq,
+            webhook_id: delivery.target.webhook_id,
             lease: delivery.lease,
             at: started_ms,
             status_code: outcome.status.map(i64::from),
@@ -231,16 +276,13 @@ impl Dispatcher {
             response_body: outcome.body.clone(),
             next,
             disable_webhook: outcome.status == Some(410),
+            disable_after_ms: self.config.disable_after.as_millis() as i64,
         }
     }
 }
 
-fn release(in_flight: &mut HashMap<i64, usize>, total: &mut usize, webhook_id: i64) {
-    if let Some(n) = in_flight.get_mut(&webhook_id) {
-        *n = n.saturating_sub(1);
-        if *n == 0 {
-            in_flight.remove(&webhook_id);
-        }
-    }
-    *total = total.saturating_sub(1);
+fn lock(leases: &Leases) -> std::sync::MutexGuard<'_, HashMap<i64, i64>> {
+    leases
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -164,6 +164,7 @@ pub struct Claimed {
 #[derive(Debug, Clone)]
 pub struct AttemptRecord {
     pub seq: i64,
+    pub webhook_id: i64,
     pub lease: i64,
     pub at: i64,
     pub status_code: Option<i64>,
@@ -173,6 +174,34 @@ pub struct AttemptRecord {
     pub next: NextStep,
     /// The endpoint answered `410 Gone`: disable it.
     pub disable_webhook: bool,
+    /// An endpoint failing without a success for this long is disabled.
+    pub disable_after_ms: i64,
+}
+
+/// What recording an attempt changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recorded {
+    /// False when the lease was no longer ours (another worker took the delivery).
+    pub applied: bool,
+    /// Why the endpoint was disabled by this attempt, if it was.
+    pub disabled: Option<String>,
+}
+
+/// An endpoint with due deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DueWebhook {
+    pub id: i64,
+    /// Most attempts per second, when limited.
+    pub rate_limit: Option<i64>,
+}
+
+/// The backlog of one endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EndpointBacklog {
+    pub webhook_id: i64,
+    pub pending: i64,
+    /// Creation time of the oldest undelivered delivery.
+    pub oldest_created_at: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -351,7 +380,7 @@ pub trait Tx {
 
     // Deliveries.
     /// Enabled endpoints with at least one delivery due at `now`.
-    fn due_webhooks(&mut self, now: i64) -> StoreResult<Vec<i64>>;
+    fn due_webhooks(&mut self, now: i64) -> StoreResult<Vec<DueWebhook>>;
     /// Leases up to `limit` due deliveries of one endpoint, oldest due first, skipping those
     /// waiting behind an older undelivered one of the same ticket.
     fn claim_deliveries(
@@ -361,8 +390,11 @@ pub trait Tx {
         webhook_id: i64,
         limit: i64,
     ) -> StoreResult<Vec<Claimed>>;
-    /// Logs an attempt and moves the delivery on, if the lease is still ours.
-    fn record_attempt(&mut self, record: &AttemptRecord) -> StoreResult<bool>;
+    /// Logs an attempt and moves the delivery on, if the lease is still ours; keeps the
+    /// endpoint's health (disabled on `410 Gone` or after failing too long).
+    fn record_attempt(&mut self, record: &AttemptRecord) -> StoreResult<Recorded>;
+    /// Gives leased deliveries back (state pending, due now), if the leases are still ours.
+    fn release_deliveries(&mut self, leases: &[(i64, i64)], now: i64) -> StoreResult<usize>;
     /// When the earliest waiting delivery becomes due.
     fn next_delivery_due(&mut self) -> StoreResult<Option<i64>>;
     fn deliveries(
@@ -377,4 +409,14 @@ pub trait Tx {
     fn retry_delivery(&mut self, company_id: i64, id: &str, now: i64) -> StoreResult<bool>;
     /// Queues again every failed or dead delivery of an endpoint created since `since`.
     fn recover_deliveries(&mut self, webhook_id: i64, since: i64, now: i64) -> StoreResult<usize>;
+    /// How many of an endpoint's deliveries created since `since` are still waiting.
+    fn count_waiting(&mut self, webhook_id: i64, since: i64) -> StoreResult<i64>;
+
+    // Housekeeping.
+    /// Deletes up to `batch` finished (delivered or dead) deliveries created before `before`,
+    /// with their attempts, and events no delivery refers to any more. Answers how many rows.
+    fn prune(&mut self, before: i64, batch: i64) -> StoreResult<usize>;
+    /// Waiting deliveries per endpoint.
+    fn backlogs(&mut self) -> StoreResult<Vec<EndpointBacklog>>;
+    fn disabled_webhooks(&mut self) -> StoreResult<i64>;
 }

@@ -11,8 +11,9 @@ use crate::domain::{
     WebhookSpec,
 };
 use crate::store::{
-    AttemptRecord, Claimed, EventScope, NewContact, NewTicket, NextStep, Reactor, SendJob,
-    StoreError, StoreResult, Subscriber, Target, TicketFilter, Tx,
+    AttemptRecord, Claimed, DueWebhook, EndpointBacklog, EventScope, NewContact, NewTicket,
+    NextStep, Reactor, Recorded, SendJob, StoreError, StoreResult, Subscriber, Target,
+    TicketFilter, Tx,
 };
 
 pub struct SqliteTx<'c> {
@@ -905,6 +906,7 @@ impl Tx for SqliteTx<'_> {
             "UPDATE webhooks SET url = ?3, events = ?4, connection_id = ?5, queue_id = ?6,
                 include_groups = ?7, ordering = ?8, token = ?9, description = ?10,
                 disabled_reason = CASE WHEN ?11 THEN NULL ELSE disabled_reason END,
+                failing_since = CASE WHEN ?11 AND enabled = 0 THEN NULL ELSE failing_since END,
                 enabled = ?11, rate_limit = ?12, updated_at = ?13
              WHERE company_id = ?1 AND id = ?2",
             params![
@@ -965,15 +967,20 @@ impl Tx for SqliteTx<'_> {
             .optional()?)
     }
 
-    fn due_webhooks(&mut self, now: i64) -> StoreResult<Vec<i64>> {
+    fn due_webhooks(&mut self, now: i64) -> StoreResult<Vec<DueWebhook>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT w.id FROM webhooks w WHERE w.enabled = 1 AND EXISTS (
+            "SELECT w.id, w.rate_limit FROM webhooks w WHERE w.enabled = 1 AND EXISTS (
                 SELECT 1 FROM deliveries d
                 WHERE d.webhook_id = w.id AND d.state IN ('pending', 'delivering', 'failed')
                   AND d.next_attempt_at <= ?1)
              ORDER BY w.id",
         )?;
-        let rows = stmt.query_map([now], |r| r.get(0))?;
+        let rows = stmt.query_map([now], |r| {
+            Ok(DueWebhook {
+                id: r.get(0)?,
+                rate_limit: r.get(1)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -1030,7 +1037,7 @@ impl Tx for SqliteTx<'_> {
         Ok(claimed)
     }
 
-    fn record_attempt(&mut self, a: &AttemptRecord) -> StoreResult<bool> {
+    fn record_attempt(&mut self, a: &AttemptRecord) -> StoreResult<Recorded> {
         self.conn
             .prepare_cached(
                 "INSERT INTO attempts (delivery_seq, at, status_code, latency_ms, error, response_body)
@@ -1057,15 +1064,58 @@ impl Tx for SqliteTx<'_> {
                 a.status_code,
                 delivered_at
             ])?;
-        if a.disable_webhook {
+        let mut recorded = Recorded {
+            applied: changed > 0,
+            disabled: None,
+        };
+        if a.next == NextStep::Delivered {
             self.conn
                 .prepare_cached(
-                    "UPDATE webhooks SET enabled = 0, disabled_reason = 'the endpoint answered 410 Gone'
-                     WHERE id = (SELECT webhook_id FROM deliveries WHERE seq = ?1)",
+                    "UPDATE webhooks SET failing_since = NULL
+                     WHERE id = ?1 AND failing_since IS NOT NULL",
                 )?
-                .execute([a.seq])?;
+                .execute([a.webhook_id])?;
+            return Ok(recorded);
         }
-        Ok(changed > 0)
+        self.conn
+            .prepare_cached(
+                "UPDATE webhooks SET failing_since = ?2 WHERE id = ?1 AND failing_since IS NULL",
+            )?
+            .execute(params![a.webhook_id, a.at])?;
+        let reason = if a.disable_webhook {
+            "the endpoint answered 410 Gone".to_string()
+        } else {
+            let days = a.disable_after_ms as f64 / 86_400_000.0;
+            format!("no successful delivery for {days:.0} days")
+        };
+        let disabled = self
+            .conn
+            .prepare_cached(
+                "UPDATE webhooks SET enabled = 0, disabled_reason = ?2
+                 WHERE id = ?1 AND enabled = 1 AND (?3 OR failing_since <= ?4)",
+            )?
+            .execute(params![
+                a.webhook_id,
+                reason,
+                a.disable_webhook,
+                a.at - a.disable_after_ms
+            ])?;
+        if disabled > 0 {
+            recorded.disabled = Some(reason);
+        }
+        Ok(recorded)
+    }
+
+    fn release_deliveries(&mut self, leases: &[(i64, i64)], now: i64) -> StoreResult<usize> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = ?3
+             WHERE seq = ?1 AND lease = ?2 AND state = 'delivering'",
+        )?;
+        let mut released = 0;
+        for (seq, lease) in leases {
+            released += stmt.execute(params![seq, lease, now])?;
+        }
+        Ok(released)
     }
 
     fn next_delivery_due(&mut self) -> StoreResult<Option<i64>> {
@@ -1156,5 +1206,60 @@ impl Tx for SqliteTx<'_> {
              WHERE webhook_id = ?1 AND created_at >= ?2 AND state IN ('failed', 'dead')",
             params![webhook_id, since, now],
         )?)
+    }
+
+    fn count_waiting(&mut self, webhook_id: i64, since: i64) -> StoreResult<i64> {
+        Ok(self.conn.query_row(
+            "SELECT count(*) FROM deliveries
+             WHERE webhook_id = ?1 AND created_at >= ?2
+               AND state IN ('pending', 'delivering', 'failed')",
+            params![webhook_id, since],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn prune(&mut self, before: i64, batch: i64) -> StoreResult<usize> {
+        let deliveries = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM deliveries WHERE seq IN (
+                    SELECT seq FROM deliveries
+                    WHERE state IN ('delivered', 'dead') AND created_at < ?1 LIMIT ?2)",
+            )?
+            .execute(params![before, batch])?;
+        let events = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM events WHERE id IN (
+                    SELECT e.id FROM events e
+                    WHERE e.created_at < ?1
+                      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
+                    LIMIT ?2)",
+            )?
+            .execute(params![before, batch])?;
+        Ok(deliveries + events)
+    }
+
+    fn backlogs(&mut self) -> StoreResult<Vec<EndpointBacklog>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT webhook_id, count(*), min(created_at) FROM deliveries
+             WHERE state IN ('pending', 'delivering', 'failed') GROUP BY webhook_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(EndpointBacklog {
+                webhook_id: r.get(0)?,
+                pending: r.get(1)?,
+                oldest_created_at: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn disabled_webhooks(&mut self) -> StoreResult<i64> {
+        Ok(self
+            .conn
+            .query_row("SELECT count(*) FROM webhooks WHERE enabled = 0", [], |r| {
+                r.get(0)
+            })?)
     }
 }

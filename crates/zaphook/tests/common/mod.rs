@@ -191,6 +191,8 @@ impl TestApp {
 pub struct Received {
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// What the receiver answered.
+    pub status: u16,
 }
 
 impl Received {
@@ -248,11 +250,16 @@ impl TestReceiver {
         let handler = move |headers: HeaderMap, body: Bytes| {
             let (r, a, q, responder) = (r.clone(), a.clone(), q.clone(), responder.clone());
             async move {
-                let got = Received { headers, body };
-                let status = match &responder {
+                let mut got = Received {
+                    headers,
+                    body,
+                    status: 0,
+                };
+                got.status = match &responder {
                     Some(f) => f(&got),
                     None => q.lock().unwrap().pop_front().unwrap_or(200),
                 };
+                let status = got.status;
                 r.lock().unwrap().push(got);
                 a.notify_waiters();
                 StatusCode::from_u16(status).unwrap()
@@ -302,10 +309,10 @@ impl TestReceiver {
             }
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 let all = self.all();
+                let events: Vec<String> = all.iter().take(20).map(|r| r.event()).collect();
                 panic!(
-                    "the receiver did not get what the test waited for; it got {} requests: {:?}",
-                    all.len(),
-                    all.iter().map(|r| r.event()).collect::<Vec<_>>()
+                    "the receiver did not get what the test waited for; it got {} requests, first: {events:?}",
+                    all.len()
                 );
             }
         }

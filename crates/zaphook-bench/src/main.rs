@@ -1,0 +1,147 @@
+//! The `zaphook-bench` command line: picks the scenarios and sizes, runs them, prints the
+//! table with the goals beside the figures, and writes the JSON.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use zaphook_bench::report::{self, Report, ScenarioReport};
+use zaphook_bench::scenarios::{Bench, SCENARIOS, Shape, Sizes};
+use zaphook_bench::server::{self, ServeOptions};
+
+/// Measures how fast zaphook turns inbound messages into delivered webhooks, beside a bare
+/// relay doing "HTTP in, HTTP out" on the same machine in the same run. Everything runs on
+/// loopback and is cleaned up afterwards.
+#[derive(Debug, Parser)]
+#[command(name = "zaphook-bench", version)]
+struct Args {
+    /// Small sizes: the whole run takes well under 2 minutes.
+    #[arg(long)]
+    quick: bool,
+    /// Run one scenario only.
+    #[arg(long, value_parser = SCENARIOS)]
+    scenario: Option<String>,
+    /// Also write every figure as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// The zaphook binary (default: target/release/zaphook beside this binary).
+    #[arg(long)]
+    zaphook_bin: Option<PathBuf>,
+    /// Passed through to `zaphook serve --database-url`.
+    #[arg(long)]
+    database_url: Option<String>,
+    /// Keep-alive connections of the load generator.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Distinct contacts (hence tickets) the messages are spread over.
+    #[arg(long, default_value_t = 1_000)]
+    contacts: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = Args::parse();
+    tokio::select! {
+        code = run(args) => code,
+        _ = tokio::signal::ctrl_c() => {
+            // Returning drops the running scenario: its zaphook is killed, its temp dir removed.
+            eprintln!("interrupted");
+            ExitCode::from(130)
+        }
+    }
+}
+
+async fn run(args: Args) -> ExitCode {
+    let sizes = if args.quick {
+        Sizes::quick()
+    } else {
+        Sizes::standard()
+    };
+    let serve = ServeOptions {
+        bin: args.zaphook_bin.clone().unwrap_or_else(server::default_bin),
+        database_url: args.database_url.clone(),
+        retry_schedule_ms: None,
+    };
+    let shape = Shape {
+        connections: args.connections,
+        contacts: args.contacts,
+    };
+    let machine = report::machine();
+    let command: Vec<String> = std::env::args().collect();
+    println!("zaphook-bench — {}", report::utc_now());
+    println!(
+        "machine: {} cores, {} GiB, {}; load average {}",
+        machine.cores, machine.memory_gib, machine.cpu_model, machine.load_average
+    );
+    println!("zaphook: {}", serve.bin.display());
+    println!(
+        "load: {} keep-alive connections, {} contacts; sizes: {}",
+        shape.connections,
+        shape.contacts,
+        serde_json::to_string(&sizes).unwrap_or_default()
+    );
+    if machine.clk_tck_assumed {
+        println!("CPU times: `getconf CLK_TCK` did not answer; assuming 100 ticks/s");
+    }
+    let mut names = vec!["ceiling"];
+    match &args.scenario {
+        Some(one) => names.push(one.as_str()),
+        None => names.extend(SCENARIOS),
+    }
+    let mut bench = Bench::new(serve, shape, sizes.clone());
+    let mut done: Vec<ScenarioReport> = Vec::new();
+    let mut failure = None;
+    for name in names {
+        println!("\n== {name} (load average {})", report::load_average());
+        match bench.run(name).await {
+            Ok(scenario) => {
+                print!("{}", report::table(&scenario.rows));
+                for note in &scenario.notes {
+                    println!("note: {note}");
+                }
+                done.push(scenario);
+            }
+            Err(e) => {
+                eprintln!("{name} failed: {e}");
+                failure = Some(format!("{name}: {e}"));
+                break;
+            }
+        }
+    }
+    let rows: Vec<_> = done.iter().flat_map(|s| s.rows.iter().cloned()).collect();
+    println!("\n== all results\n{}", report::table(&rows));
+    let notes: Vec<&String> = done.iter().flat_map(|s| &s.notes).collect();
+    for note in notes {
+        println!("note: {note}");
+    }
+    println!(
+        "CPU s/1k = zaphook's CPU seconds per 1,000 webhooks delivered; peak RSS = zaphook's VmHWM (a fresh process per pass). Goals are reported, not enforced."
+    );
+    if let Some(path) = &args.json {
+        let report = Report {
+            date: report::utc_now(),
+            command: command.join(" "),
+            machine,
+            sizes: serde_json::to_value(&sizes).unwrap_or_default(),
+            scenarios: done,
+        };
+        let written = serde_json::to_vec_pretty(&report)
+            .map_err(|e| e.to_string())
+            .and_then(|json| std::fs::write(path, json).map_err(|e| e.to_string()));
+        match written {
+            Ok(()) => println!("JSON written to {}", path.display()),
+            Err(e) => {
+                eprintln!("cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    match failure {
+        Some(f) => {
+            eprintln!("error: {f}");
+            ExitCode::FAILURE
+        }
+        None => ExitCode::SUCCESS,
+    }
+}

@@ -1,0 +1,623 @@
+//! The scenarios: each drives load through zaphook (a fresh process per pass) and, where it
+//! makes sense, through the bare relay, waits for the webhooks at the receiver, and turns what
+//! happened into rows with their goals.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::load::{self, LoadResult, LoadSpec, per_second};
+use crate::receiver::{Arrival, Hang, Receiver, ReservedPort, hook_url};
+use crate::relay::{Relay, RelayConfig};
+use crate::report::{Latency, Row, ScenarioReport, thousands};
+use crate::server::{self, ServeOptions, Zaphook};
+use crate::{inbound_path, now_us};
+
+/// How long the harness waits with no new webhook arriving before it gives up on the rest.
+const STALL: Duration = Duration::from_secs(30);
+
+pub const SCENARIOS: [&str; 5] = ["throughput", "latency", "fanout", "isolation", "backlog"];
+
+/// How much each scenario sends.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sizes {
+    /// Messages straight at the receiver, to show its own ceiling.
+    pub ceiling: u64,
+    /// Messages of `throughput` (and of `isolation`, so the two compare).
+    pub throughput: u64,
+    pub latency_rate: f64,
+    pub latency_secs: u64,
+    /// Messages of `fanout`; each goes to every endpoint.
+    pub fanout: u64,
+    pub fanout_endpoints: u16,
+    /// Messages accepted while the receiver is down.
+    pub backlog: u64,
+}
+
+impl Sizes {
+    /// Sizes that give stable figures (the whole run takes a few minutes).
+    pub fn standard() -> Self {
+        Sizes {
+            ceiling: 20_000,
+            throughput: 20_000,
+            latency_rate: 1_000.0,
+            latency_secs: 20,
+            fanout: 5_000,
+            fanout_endpoints: 10,
+            backlog: 100_000,
+        }
+    }
+
+    /// Every scenario small (the whole run is well under 2 minutes).
+    pub fn quick() -> Self {
+        Sizes {
+            ceiling: 3_000,
+            throughput: 3_000,
+            latency_rate: 1_000.0,
+            latency_secs: 5,
+            fanout: 500,
+            fanout_endpoints: 10,
+            backlog: 10_000,
+        }
+    }
+}
+
+/// The shape of the load, common to every pass.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Shape {
+    /// Keep-alive connections of the load generator.
+    pub connections: usize,
+    /// Distinct contacts (hence tickets) the messages are spread over.
+    pub contacts: u64,
+}
+
+/// What one pass produced: messages in, webhooks out.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Pass {
+    pub messages: u64,
+    pub acked: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    /// Distinct webhooks expected: acknowledged messages × endpoints.
+    pub expected: u64,
+    /// Distinct webhooks that arrived.
+    pub delivered: u64,
+    /// Webhooks that arrived more than once (at least once allows them).
+    pub duplicates: u64,
+    pub first_send_us: u64,
+    pub last_ack_us: u64,
+    pub first_arrival_us: u64,
+    pub last_arrival_us: u64,
+    pub acked_per_s: f64,
+    /// Distinct webhooks per second, from the first send to the last arrival.
+    pub delivered_per_s: f64,
+    pub send_to_ack: Option<Latency>,
+    pub ack_to_arrival: Option<Latency>,
+    pub send_to_arrival: Option<Latency>,
+}
+
+impl Pass {
+    pub fn missing(&self) -> u64 {
+        self.expected.saturating_sub(self.delivered)
+    }
+}
+
+/// Turns the load's records and the receiver's arrivals into figures.
+pub fn analyze(load: &LoadResult, arrivals: &[Arrival], endpoints: u64) -> Pass {
+    let mut seen = std::collections::HashSet::new();
+    let mut firsts = Vec::with_capacity(arrivals.len());
+    for a in arrivals {
+        if seen.insert((a.path, a.seq)) {
+            firsts.push(*a);
+        }
+    }
+    let sent_of = |seq: u64| load.sent.get(seq as usize).filter(|s| s.ok);
+    let ack_to_arrival: Vec<i64> = firsts
+        .iter()
+        .filter_map(|a| sent_of(a.seq).map(|s| a.at_us as i64 - s.ack_us as i64))
+        .collect();
+    let send_to_arrival: Vec<i64> = firsts
+        .iter()
+        .filter_map(|a| sent_of(a.seq).map(|s| a.at_us as i64 - s.sent_us as i64))
+        .collect();
+    let send_to_ack: Vec<i64> = load
+        .sent
+        .iter()
+        .filter(|s| s.ok)
+        .map(|s| s.ack_us as i64 - s.sent_us as i64)
+        .collect();
+    let first_send_us = load.first_send_us();
+    let first_arrival_us = firsts.iter().map(|a| a.at_us).min().unwrap_or(0);
+    let last_arrival_us = firsts.iter().map(|a| a.at_us).max().unwrap_or(0);
+    let delivered = firsts.len() as u64;
+    Pass {
+        messages: load.sent.len() as u64,
+        acked: load.acked(),
+        errors: load.errors,
+        first_error: load.first_error.clone(),
+        expected: load.acked() * endpoints,
+        delivered,
+        duplicates: arrivals.len() as u64 - delivered,
+        first_send_us,
+        last_ack_us: load.last_ack_us(),
+        first_arrival_us,
+        last_arrival_us,
+        acked_per_s: load.acked_per_s(),
+        delivered_per_s: per_second(delivered, first_send_us, last_arrival_us),
+        send_to_ack: Latency::from_us(send_to_ack),
+        ack_to_arrival: Latency::from_us(ack_to_arrival),
+        send_to_arrival: Latency::from_us(send_to_arrival),
+    }
+}
+
+/// Where the load goes: a server, its inbound route, and the bearer token it wants.
+struct Target {
+    addr: SocketAddr,
+    path: String,
+    token: Option<String>,
+}
+
+/// Sends `count` messages to `target` (at `rate`, or as fast as answered), then waits for
+/// their webhooks at `receiver` (`endpoints` per acknowledged message).
+async fn drive(
+    shape: Shape,
+    target: Target,
+    count: u64,
+    rate: Option<f64>,
+    receiver: &Receiver,
+    endpoints: u64,
+) -> crate::Result<Pass> {
+    let load = load::run(LoadSpec {
+        addr: target.addr,
+        path: target.path,
+        token: target.token,
+        count,
+        rate,
+        connections: shape.connections,
+        contacts: shape.contacts,
+    })
+    .await?;
+    if load.acked() == 0 {
+        return Err(format!(
+            "no message was accepted; the first failure: {}",
+            load.first_error.as_deref().unwrap_or("none recorded")
+        )
+        .into());
+    }
+    receiver.wait_for(load.acked() * endpoints, STALL).await;
+    Ok(analyze(&load, &receiver.arrivals(), endpoints))
+}
+
+/// The load generator straight at the receiver: the receiver's own ceiling.
+pub async fn receiver_pass(shape: Shape, count: u64) -> crate::Result<Pass> {
+    let receiver = Receiver::bind().await?;
+    let target = Target {
+        addr: receiver.addr(),
+        path: "/hook/0".into(),
+        token: None,
+    };
+    drive(shape, target, count, None, &receiver, 1).await
+}
+
+/// The same load through the bare relay, forwarding to `endpoints` receiver paths. `delay` and
+/// `ack_first` are for the harness self-test only.
+pub async fn relay_pass(
+    shape: Shape,
+    endpoints: u16,
+    count: u64,
+    rate: Option<f64>,
+    delay: Duration,
+    ack_first: bool,
+) -> crate::Result<Pass> {
+    let receiver = Receiver::bind().await?;
+    let relay = Relay::start(RelayConfig {
+        targets: (0..endpoints).map(|n| receiver.url(n)).collect(),
+        delay,
+        ack_first,
+    })
+    .await?;
+    let target = Target {
+        addr: relay.addr(),
+        path: inbound_path(1),
+        token: None,
+    };
+    drive(shape, target, count, rate, &receiver, u64::from(endpoints)).await
+}
+
+/// What one zaphook pass produced, with what it cost zaphook.
+#[derive(Debug, Clone, Serialize)]
+pub struct ZaphookPass {
+    pub pass: Pass,
+    /// zaphook's CPU seconds from the first message to the last webhook.
+    pub cpu_s: f64,
+    pub peak_rss_mib: f64,
+    /// This harness's own CPU seconds over the same span (load, receiver).
+    pub harness_cpu_s: f64,
+    pub log_warnings: u64,
+    pub log_errors: u64,
+}
+
+impl ZaphookPass {
+    pub fn cpu_s_per_1k(&self) -> Option<f64> {
+        (self.pass.delivered > 0).then(|| self.cpu_s / self.pass.delivered as f64 * 1000.0)
+    }
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| a / b)
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or("—".into(), |r| format!("{r:.2}"))
+}
+
+fn rate_cell(per_s: f64) -> String {
+    format!("{}/s", thousands(per_s))
+}
+
+/// Runs the scenarios and remembers what later ones compare against.
+pub struct Bench {
+    pub serve: ServeOptions,
+    pub shape: Shape,
+    pub sizes: Sizes,
+    /// zaphook's `throughput` pass, once run.
+    reference: Option<ZaphookPass>,
+}
+
+impl Bench {
+    pub fn new(serve: ServeOptions, shape: Shape, sizes: Sizes) -> Self {
+        Bench {
+            serve,
+            shape,
+            sizes,
+            reference: None,
+        }
+    }
+
+    pub async fn run(&mut self, name: &str) -> crate::Result<ScenarioReport> {
+        match name {
+            "ceiling" => self.ceiling().await,
+            "throughput" => self.throughput().await,
+            "latency" => self.latency().await,
+            "fanout" => self.fanout().await,
+            "isolation" => self.isolation().await,
+            "backlog" => self.backlog().await,
+            other => Err(format!("no scenario named {other}").into()),
+        }
+    }
+
+    /// A fresh zaphook with `endpoints` receiver paths (and a hanging endpoint first when
+    /// `hang`), through which `count` messages are driven.
+    async fn zaphook_pass(
+        &self,
+        endpoints: u16,
+        hang: bool,
+        count: u64,
+        rate: Option<f64>,
+    ) -> crate::Result<ZaphookPass> {
+        let receiver = Receiver::bind().await?;
+        let hanging = if hang {
+            Some(Hang::bind().await?)
+        } else {
+            None
+        };
+        let zaphook = Zaphook::start(&self.serve).await?;
+        let connection = zaphook.create_connection().await?;
+        if let Some(hanging) = &hanging {
+            zaphook.create_webhook(&hanging.url()).await?;
+        }
+        for n in 0..endpoints {
+            zaphook.create_webhook(&receiver.url(n)).await?;
+        }
+        let before = zaphook.usage()?;
+        let me_before = server::usage(std::process::id()).unwrap_or_default();
+        let target = Target {
+            addr: zaphook.addr(),
+            path: inbound_path(connection),
+            token: Some(server::TOKEN.to_string()),
+        };
+        let endpoints = u64::from(endpoints);
+        let pass = drive(self.shape, target, count, rate, &receiver, endpoints).await;
+        let done = finish(zaphook, before, me_before).await;
+        let (cpu_s, peak_rss_mib, harness_cpu_s, log_warnings, log_errors) = done?;
+        Ok(ZaphookPass {
+            pass: pass?,
+            cpu_s,
+            peak_rss_mib,
+            harness_cpu_s,
+            log_warnings,
+            log_errors,
+        })
+    }
+
+    async fn ceiling(&mut self) -> crate::Result<ScenarioReport> {
+        let pass = receiver_pass(self.shape, self.sizes.ceiling).await?;
+        let mut report = ScenarioReport::new("ceiling");
+        let mut row = Row::new("ceiling", "receiver alone, requests/s");
+        row.baseline = rate_cell(pass.delivered_per_s);
+        report.rows.push(row);
+        report.notes.push(format!(
+            "receiver ceiling: {} requests/s (load generator straight at the receiver); every figure below must stay well under it",
+            thousands(pass.delivered_per_s)
+        ));
+        report.figure("receiver", &pass);
+        Ok(report)
+    }
+
+    async fn throughput(&mut self) -> crate::Result<ScenarioReport> {
+        let count = self.sizes.throughput;
+        let relay = relay_pass(self.shape, 1, count, None, Duration::ZERO, false).await?;
+        let zap = self.zaphook_pass(1, false, count, None).await?;
+        let mut report = ScenarioReport::new("throughput");
+        let delivered = ratio(zap.pass.delivered_per_s, relay.delivered_per_s);
+        let mut row = Row::new("throughput", "delivered/s (first send → last arrival)");
+        row.zaphook = rate_cell(zap.pass.delivered_per_s);
+        row.baseline = rate_cell(relay.delivered_per_s);
+        row.ratio = fmt_ratio(delivered);
+        row.goal = "ratio ≥ 0.5".into();
+        row.met = delivered.map(|r| r >= 0.5);
+        row.cpu_s_per_1k = zap.cpu_s_per_1k();
+        row.peak_rss_mib = Some(zap.peak_rss_mib);
+        report.rows.push(row);
+        let mut row = Row::new("throughput", "accepted/s (202s)");
+        row.zaphook = rate_cell(zap.pass.acked_per_s);
+        row.baseline = rate_cell(relay.acked_per_s);
+        row.ratio = fmt_ratio(ratio(zap.pass.acked_per_s, relay.acked_per_s));
+        report.rows.push(row);
+        check(&mut report, "zaphook", &zap.pass);
+        check(&mut report, "relay", &relay);
+        report.figure("zaphook", &zap);
+        report.figure("relay", &relay);
+        self.reference = Some(zap);
+        Ok(report)
+    }
+
+    async fn latency(&mut self) -> crate::Result<ScenarioReport> {
+        let rate = self.sizes.latency_rate;
+        let count = (rate * self.sizes.latency_secs as f64) as u64;
+        let relay = relay_pass(self.shape, 1, count, Some(rate), Duration::ZERO, false).await?;
+        let zap = self.zaphook_pass(1, false, count, Some(rate)).await?;
+        let mut report = ScenarioReport::new("latency");
+        let show = |l: Option<Latency>| l.map_or("—".into(), |l| l.short());
+        let metric = format!(
+            "acknowledged → arrived, p50/p99/p99.9/max ms at {} msg/s",
+            thousands(rate)
+        );
+        let mut row = Row::new("latency", &metric);
+        row.zaphook = show(zap.pass.ack_to_arrival);
+        row.goal = "p99 ≤ 20 ms".into();
+        row.met = zap.pass.ack_to_arrival.map(|l| l.p99_ms <= 20.0);
+        row.cpu_s_per_1k = zap.cpu_s_per_1k();
+        row.peak_rss_mib = Some(zap.peak_rss_mib);
+        report.rows.push(row);
+        let mut row = Row::new("latency", "sent → arrived, p50/p99/p99.9/max ms");
+        row.zaphook = show(zap.pass.send_to_arrival);
+        row.baseline = show(relay.send_to_arrival);
+        let p99 = |p: &Pass| p.send_to_arrival.map_or(0.0, |l| l.p99_ms);
+        row.ratio = fmt_ratio(ratio(p99(&zap.pass), p99(&relay)).map(|r| 1.0 / r));
+        report.rows.push(row);
+        let mut row = Row::new("latency", "sent → acknowledged (API), p50/p99/p99.9/max ms");
+        row.zaphook = show(zap.pass.send_to_ack);
+        row.baseline = show(relay.send_to_ack);
+        report.rows.push(row);
+        report.notes.push(
+            "latency: open loop (each message has its scheduled send time); the relay acknowledges only after forwarding, so its \"acknowledged → arrived\" is ≤ 0 and not shown; ratio on \"sent → arrived\" is relay p99 / zaphook p99".into(),
+        );
+        check(&mut report, "zaphook", &zap.pass);
+        check(&mut report, "relay", &relay);
+        report.figure("zaphook", &zap);
+        report.figure("relay", &relay);
+        Ok(report)
+    }
+
+    async fn fanout(&mut self) -> crate::Result<ScenarioReport> {
+        let (count, endpoints) = (self.sizes.fanout, self.sizes.fanout_endpoints);
+        let relay = relay_pass(self.shape, endpoints, count, None, Duration::ZERO, false).await?;
+        let zap = self.zaphook_pass(endpoints, false, count, None).await?;
+        let mut report = ScenarioReport::new("fanout");
+        let metric = format!("deliveries/s, {endpoints} endpoints");
+        let mut row = Row::new("fanout", &metric);
+        row.zaphook = rate_cell(zap.pass.delivered_per_s);
+        row.baseline = rate_cell(relay.delivered_per_s);
+        row.ratio = fmt_ratio(ratio(zap.pass.delivered_per_s, relay.delivered_per_s));
+        row.cpu_s_per_1k = zap.cpu_s_per_1k();
+        row.peak_rss_mib = Some(zap.peak_rss_mib);
+        report.rows.push(row);
+        let mut row = Row::new("fanout", "accepted/s (202s)");
+        row.zaphook = rate_cell(zap.pass.acked_per_s);
+        row.baseline = rate_cell(relay.acked_per_s);
+        row.ratio = fmt_ratio(ratio(zap.pass.acked_per_s, relay.acked_per_s));
+        report.rows.push(row);
+        check(&mut report, "zaphook", &zap.pass);
+        check(&mut report, "relay", &relay);
+        report.figure("zaphook", &zap);
+        report.figure("relay", &relay);
+        Ok(report)
+    }
+
+    async fn isolation(&mut self) -> crate::Result<ScenarioReport> {
+        let count = self.sizes.throughput;
+        let mut report = ScenarioReport::new("isolation");
+        if self.reference.is_none() {
+            report.notes.push(
+                "isolation: `throughput` did not run in this invocation, so a zaphook-only throughput pass ran first as the reference".into(),
+            );
+            self.reference = Some(self.zaphook_pass(1, false, count, None).await?);
+        }
+        let reference = self.reference.clone().expect("reference set above");
+        let zap = self.zaphook_pass(1, true, count, None).await?;
+        let r = ratio(zap.pass.delivered_per_s, reference.pass.delivered_per_s);
+        let mut row = Row::new(
+            "isolation",
+            "healthy endpoint delivered/s beside a hanging one (baseline: throughput)",
+        );
+        row.zaphook = rate_cell(zap.pass.delivered_per_s);
+        row.baseline = rate_cell(reference.pass.delivered_per_s);
+        row.ratio = fmt_ratio(r);
+        row.goal = "ratio ≥ 0.9".into();
+        row.met = r.map(|r| r >= 0.9);
+        row.cpu_s_per_1k = zap.cpu_s_per_1k();
+        row.peak_rss_mib = Some(zap.peak_rss_mib);
+        report.rows.push(row);
+        report.notes.push(
+            "isolation: the hanging endpoint accepts connections and never answers (zaphook's default 15 s delivery timeout); it was created first, so it has the lower id".into(),
+        );
+        check(&mut report, "zaphook", &zap.pass);
+        report.figure("zaphook", &zap);
+        report.figure("reference", &reference);
+        Ok(report)
+    }
+
+    async fn backlog(&mut self) -> crate::Result<ScenarioReport> {
+        let count = self.sizes.backlog;
+        // Every retry 1 s later, for an hour: the backlog waits at most ~1.2 s once the
+        // receiver is up, and nothing goes dead while it is down.
+        let schedule = vec![1_000; 3_600];
+        let serve = ServeOptions {
+            retry_schedule_ms: Some(schedule),
+            ..self.serve.clone()
+        };
+        let port = ReservedPort::new()?;
+        let zaphook = Zaphook::start(&serve).await?;
+        let connection = zaphook.create_connection().await?;
+        zaphook.create_webhook(&hook_url(port.addr(), 0)).await?;
+        let before = zaphook.usage()?;
+        let me_before = server::usage(std::process::id()).unwrap_or_default();
+        let load = load::run(LoadSpec {
+            addr: zaphook.addr(),
+            path: inbound_path(connection),
+            token: Some(server::TOKEN.to_string()),
+            count,
+            rate: None,
+            connections: self.shape.connections,
+            contacts: self.shape.contacts,
+        })
+        .await;
+        let load = match load {
+            Ok(load) => load,
+            Err(e) => {
+                zaphook.stop().await;
+                return Err(e);
+            }
+        };
+        let accepted_rss = zaphook.usage().map(|u| mib(u.peak_rss_kib)).unwrap_or(0.0);
+        let receiver = Receiver::start(port.listen()?);
+        let up_us = now_us();
+        receiver.wait_for(load.acked(), STALL).await;
+        let pass = analyze(&load, &receiver.arrivals(), 1);
+        let (cpu_s, peak_rss_mib, harness_cpu_s, log_warnings, log_errors) =
+            finish(zaphook, before, me_before).await?;
+        let zap = ZaphookPass {
+            pass,
+            cpu_s,
+            peak_rss_mib,
+            harness_cpu_s,
+            log_warnings,
+            log_errors,
+        };
+        let drain = per_second(zap.pass.delivered, up_us, zap.pass.last_arrival_us);
+        let wait_ms = zap.pass.first_arrival_us.saturating_sub(up_us) as f64 / 1000.0;
+        let mut report = ScenarioReport::new("backlog");
+        let metric = format!(
+            "drain deliveries/s after the receiver came up ({} queued)",
+            thousands(zap.pass.acked as f64)
+        );
+        let mut row = Row::new("backlog", &metric);
+        row.zaphook = rate_cell(drain);
+        row.goal = "≥ 5,000/s".into();
+        row.met = Some(drain >= 5_000.0);
+        row.cpu_s_per_1k = zap.cpu_s_per_1k();
+        row.peak_rss_mib = Some(zap.peak_rss_mib);
+        report.rows.push(row);
+        let mut row = Row::new("backlog", "delivered of accepted");
+        row.zaphook = format!(
+            "{} / {}",
+            thousands(zap.pass.delivered as f64),
+            thousands(zap.pass.acked as f64)
+        );
+        row.goal = "all".into();
+        row.met = Some(zap.pass.missing() == 0);
+        report.rows.push(row);
+        let mut row = Row::new("backlog", "accepted/s while the receiver was down");
+        row.zaphook = rate_cell(zap.pass.acked_per_s);
+        report.rows.push(row);
+        let mut row = Row::new("backlog", "peak RSS MiB (baseline: throughput's)");
+        row.zaphook = format!("{:.0}", zap.peak_rss_mib);
+        if let Some(reference) = &self.reference {
+            let r = ratio(zap.peak_rss_mib, reference.peak_rss_mib);
+            row.baseline = format!("{:.0}", reference.peak_rss_mib);
+            row.ratio = fmt_ratio(r);
+            row.met = r.map(|r| r <= 2.0);
+        } else {
+            report.notes.push(
+                "backlog: `throughput` did not run in this invocation: no peak RSS to compare with"
+                    .into(),
+            );
+        }
+        row.goal = "≤ 2× throughput".into();
+        report.rows.push(row);
+        report.notes.push(format!(
+            "backlog: zaphook ran with --retry-schedule-ms 1000 ×3600 (retry every 1 s ±20 %) so deliveries resume within ~1.2 s of the receiver coming up; the first webhook arrived {wait_ms:.0} ms after it did; the drain rate counts from the receiver coming up; peak RSS was {accepted_rss:.0} MiB when the last message was accepted"
+        ));
+        check(&mut report, "zaphook", &zap.pass);
+        report.figure("zaphook", &zap);
+        report.figure("drain_per_s", drain);
+        report.figure("first_webhook_after_up_ms", wait_ms);
+        report.figure("peak_rss_mib_when_accepted", accepted_rss);
+        Ok(report)
+    }
+}
+
+/// Reads what zaphook and this harness used since `before`, then stops zaphook. Returns
+/// (zaphook CPU s, zaphook peak RSS MiB, harness CPU s, zaphook's warning and error lines).
+async fn finish(
+    zaphook: Zaphook,
+    before: server::Usage,
+    me_before: server::Usage,
+) -> crate::Result<(f64, f64, f64, u64, u64)> {
+    let after = zaphook.usage();
+    let me_after = server::usage(std::process::id()).unwrap_or_default();
+    let (warnings, errors) = zaphook.log_counts();
+    let tail = zaphook.log_tail(20);
+    zaphook.stop().await;
+    let after = after.map_err(|e| format!("{e}; zaphook's last lines:\n{}", tail.join("\n")))?;
+    Ok((
+        after.cpu_s - before.cpu_s,
+        mib(after.peak_rss_kib),
+        me_after.cpu_s - me_before.cpu_s,
+        warnings,
+        errors,
+    ))
+}
+
+/// Notes what went wrong in a pass: failed requests, webhooks that never came.
+fn check(report: &mut ScenarioReport, who: &str, pass: &Pass) {
+    let name = report.name.clone();
+    if pass.errors > 0 {
+        report.notes.push(format!(
+            "{name}: {who}: {} of {} messages were not accepted; first failure: {}",
+            pass.errors,
+            pass.messages,
+            pass.first_error.as_deref().unwrap_or("?")
+        ));
+    }
+    if pass.missing() > 0 {
+        report.notes.push(format!(
+            "{name}: {who}: MISSING {} of {} webhooks (none arrived for {} s)",
+            pass.missing(),
+            pass.expected,
+            STALL.as_secs()
+        ));
+    }
+    if pass.duplicates > 0 {
+        report.notes.push(format!(
+            "{name}: {who}: {} duplicate webhooks (allowed: at least once)",
+            pass.duplicates
+        ));
+    }
+}

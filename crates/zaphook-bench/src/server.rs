@@ -1,0 +1,317 @@
+//! The system under test: the `zaphook` release binary started as a child process on a fresh
+//! data directory, its API (connections, webhooks), and what it costs (CPU time and peak RSS
+//! read from /proc). The child is killed and its directory removed when dropped.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{AUTHORIZATION, CONTENT_TYPE};
+use hyper::{Method, Request};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+
+use crate::relay::{HttpClient, http_client};
+
+/// The admin token of company 1 of every benchmark server.
+pub const TOKEN: &str = "zaphook-bench-admin-token";
+
+/// How zaphook is started.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    pub bin: PathBuf,
+    /// Passed through as `--database-url` when set.
+    pub database_url: Option<String>,
+    /// Passed as the hidden `--retry-schedule-ms` when set.
+    pub retry_schedule_ms: Option<Vec<u64>>,
+}
+
+/// The default binary: `target/release/zaphook` beside (or above) this benchmark's binary.
+pub fn default_bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap_or_default();
+    match exe.parent() {
+        Some(dir) if dir.file_name().is_some_and(|n| n == "release") => dir.join("zaphook"),
+        Some(dir) => dir.parent().unwrap_or(dir).join("release").join("zaphook"),
+        None => PathBuf::from("target/release/zaphook"),
+    }
+}
+
+/// CPU time and memory of a process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    /// User + system CPU seconds so far.
+    pub cpu_s: f64,
+    /// Peak resident set size (VmHWM), KiB.
+    pub peak_rss_kib: u64,
+}
+
+/// Clock ticks per second of /proc's CPU times, and whether it was assumed (100) because
+/// `getconf CLK_TCK` did not answer.
+pub fn clock_ticks() -> (u64, bool) {
+    static TICKS: OnceLock<(u64, bool)> = OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8(o.stdout).ok())
+            .and_then(|s| s.trim().parse().ok())
+            .map(|t| (t, false))
+            .unwrap_or((100, true))
+    })
+}
+
+/// The usage of process `pid`, from /proc/PID/stat and /proc/PID/status.
+pub fn usage(pid: u32) -> Option<Usage> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    Some(Usage {
+        cpu_s: cpu_ticks(&stat)? as f64 / clock_ticks().0 as f64,
+        peak_rss_kib: peak_rss_kib(&status)?,
+    })
+}
+
+/// utime + stime (fields 14 and 15 of /proc/PID/stat; the command name before them may hold
+/// spaces and parentheses, so count from its closing one).
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    let after = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    // `after` starts at field 3 (state).
+    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
+    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
+    Some(utime + stime)
+}
+
+fn peak_rss_kib(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// What the child wrote on stderr: the last lines, and how many warnings and errors.
+#[derive(Default)]
+struct Stderr {
+    tail: Mutex<VecDeque<String>>,
+    warnings: AtomicU64,
+    errors: AtomicU64,
+}
+
+/// A running zaphook.
+pub struct Zaphook {
+    child: Child,
+    pid: u32,
+    addr: SocketAddr,
+    client: HttpClient,
+    stderr: Arc<Stderr>,
+    _dir: tempfile::TempDir,
+}
+
+impl Zaphook {
+    /// Starts `zaphook serve` on a loopback port and a fresh data directory, and waits for its
+    /// `zaphook listening on http://ADDR` line.
+    pub async fn start(options: &ServeOptions) -> crate::Result<Self> {
+        if !options.bin.is_file() {
+            return Err(format!(
+                "the zaphook binary is missing at {}: build it with `cargo build --release --workspace` (or pass --zaphook-bin PATH)",
+                options.bin.display()
+            )
+            .into());
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("zaphook-bench-")
+            .tempdir()?;
+        let mut command = Command::new(&options.bin);
+        command
+            .arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args(["--bootstrap-token", TOKEN, "--allow-private-targets"]);
+        if let Some(url) = &options.database_url {
+            command.args(["--database-url", url]);
+        }
+        if let Some(schedule) = &options.retry_schedule_ms {
+            let list: Vec<String> = schedule.iter().map(u64::to_string).collect();
+            command.arg(format!("--retry-schedule-ms={}", list.join(",")));
+        }
+        // Only the flags above configure it, whatever this shell exports.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("ZAPHOOK_") {
+                command.env_remove(name);
+            }
+        }
+        command
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", options.bin.display()))?;
+        let pid = child.id().ok_or("zaphook exited at once")?;
+        let stderr = Arc::new(Stderr::default());
+        let stderr_task = tokio::spawn(drain_stderr(
+            child.stderr.take().ok_or("no stderr")?,
+            Arc::clone(&stderr),
+        ));
+        let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
+        let listening = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Ok(Some(line)) = stdout.next_line().await {
+                if let Some(addr) = line.strip_prefix("zaphook listening on http://") {
+                    return addr.trim().parse::<SocketAddr>().ok();
+                }
+            }
+            None
+        })
+        .await;
+        let addr = match listening {
+            Ok(Some(addr)) => addr,
+            Ok(None) => {
+                let status = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+                let _ = tokio::time::timeout(Duration::from_secs(1), stderr_task).await;
+                let tail: Vec<String> = stderr.tail.lock().expect("tail").iter().cloned().collect();
+                let status = match status {
+                    Ok(Ok(s)) => s.to_string(),
+                    _ => "still running".into(),
+                };
+                return Err(format!(
+                    "zaphook exited before listening ({status}); its stderr:\n{}",
+                    tail.join("\n")
+                )
+                .into());
+            }
+            Err(_) => return Err("zaphook did not print its listening line within 60 s".into()),
+        };
+        // Keep reading stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+        Ok(Zaphook {
+            child,
+            pid,
+            addr,
+            client: http_client(),
+            stderr,
+            _dir: dir,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn usage(&self) -> crate::Result<Usage> {
+        usage(self.pid)
+            .ok_or_else(|| format!("cannot read /proc/{} (did zaphook exit?)", self.pid).into())
+    }
+
+    /// Warning and error lines zaphook logged so far.
+    pub fn log_counts(&self) -> (u64, u64) {
+        (
+            self.stderr.warnings.load(Ordering::Relaxed),
+            self.stderr.errors.load(Ordering::Relaxed),
+        )
+    }
+
+    /// The last lines zaphook logged.
+    pub fn log_tail(&self, n: usize) -> Vec<String> {
+        let tail = self.stderr.tail.lock().expect("tail");
+        tail.iter()
+            .skip(tail.len().saturating_sub(n))
+            .cloned()
+            .collect()
+    }
+
+    /// Creates a sandbox connection; returns its id.
+    pub async fn create_connection(&self) -> crate::Result<i64> {
+        let created = self
+            .call(
+                "/api/v1/connections",
+                json!({"name": "bench", "channel": "sandbox"}),
+            )
+            .await?;
+        created["id"]
+            .as_i64()
+            .ok_or_else(|| format!("no id in {created}").into())
+    }
+
+    /// Creates an endpoint for `message.created` at `url`; returns its id.
+    pub async fn create_webhook(&self, url: &str) -> crate::Result<i64> {
+        let created = self
+            .call(
+                "/api/v1/webhooks",
+                json!({"url": url, "events": ["message.created"]}),
+            )
+            .await?;
+        created["id"]
+            .as_i64()
+            .ok_or_else(|| format!("no id in {created}").into())
+    }
+
+    /// POSTs `body` to the API as the admin; fails unless the answer is 2xx.
+    async fn call(&self, path: &str, body: Value) -> crate::Result<Value> {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("http://{}{path}", self.addr))
+            .header(CONTENT_TYPE, "application/json")
+            .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Full::new(Bytes::from(body.to_string())))?;
+        let response = self.client.request(request).await?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            return Err(format!(
+                "POST {path} answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )
+            .into());
+        }
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    /// Kills zaphook and waits for it to go; the data directory goes with `self`.
+    pub async fn stop(mut self) {
+        let _ = self.child.start_kill();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
+    }
+}
+
+async fn drain_stderr(stream: impl AsyncRead + Unpin, into: Arc<Stderr>) {
+    let mut lines = BufReader::new(stream).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.contains(" WARN ") {
+            into.warnings.fetch_add(1, Ordering::Relaxed);
+        }
+        if line.contains(" ERROR ") {
+            into.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        let mut tail = into.tail.lock().expect("tail");
+        if tail.len() == 50 {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_cpu_ticks_and_peak_rss() {
+        let stat = "1234 (my (odd) name) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 9 0 100 200 300";
+        assert_eq!(cpu_ticks(stat), Some(300));
+        let status = "Name:\tzaphook\nVmPeak:\t  9000 kB\nVmHWM:\t    4321 kB\nVmRSS:\t 4000 kB\n";
+        assert_eq!(peak_rss_kib(status), Some(4321));
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let me = usage(std::process::id()).expect("/proc of this process");
+        assert!(me.peak_rss_kib > 0);
+    }
+}

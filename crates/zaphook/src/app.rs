@@ -171,7 +171,6 @@ impl Application {
                 sends_ready: Arc::new(Notify::new()),
             },
             sender,
-            allow_private_targets: settings.allow_private_targets,
         };
         Ok(Application {
             listener,

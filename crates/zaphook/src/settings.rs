@@ -5,11 +5,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::delivery::DeliveryConfig;
 use crate::delivery::housekeeping::HousekeepingConfig;
 use crate::delivery::http::HttpConfig;
+use crate::delivery::ssrf::{Cidr, TargetPolicy};
 use crate::store::sqlite::Durability;
 
 #[derive(Debug, Parser)]
@@ -106,8 +108,11 @@ pub struct ServeArgs {
     #[arg(long, env = "ZAPHOOK_BOOTSTRAP_TOKEN")]
     pub bootstrap_token: Option<String>,
     /// Let webhooks reach loopback and private addresses (local development and tests).
-    #[arg(long, env = "ZAPHOOK_ALLOW_PRIVATE_TARGETS")]
+    #[arg(long, env = "ZAPHOOK_ALLOW_PRIVATE_TARGETS", value_parser = BoolishValueParser::new())]
     pub allow_private_targets: bool,
+    /// Internal networks webhooks may reach, comma separated CIDRs (e.g. 10.20.0.0/16).
+    #[arg(long, env = "ZAPHOOK_ALLOW_PRIVATE_CIDRS", value_delimiter = ',')]
+    pub allow_private_cidrs: Vec<Cidr>,
     /// Public base URL of this server (the base of `mediaUrl`).
     #[arg(long, env = "ZAPHOOK_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -143,7 +148,6 @@ pub struct Settings {
     pub database_url: Option<String>,
     pub durability: Durability,
     pub bootstrap_token: Option<String>,
-    pub allow_private_targets: bool,
     pub public_url: Option<String>,
     pub http: HttpConfig,
     pub delivery: DeliveryConfig,
@@ -170,7 +174,6 @@ impl Settings {
             database_url: None,
             durability: Durability::Full,
             bootstrap_token: None,
-            allow_private_targets: false,
             public_url: None,
             http: HttpConfig::default(),
             delivery: DeliveryConfig::default(),
@@ -184,9 +187,11 @@ impl Settings {
         s.database_url = args.store.database_url.clone();
         s.durability = args.store.durability();
         s.bootstrap_token = args.bootstrap_token;
-        s.allow_private_targets = args.allow_private_targets;
         s.public_url = args.public_url;
-        s.http.allow_private_targets = args.allow_private_targets;
+        s.http.targets = TargetPolicy {
+            allow_private: args.allow_private_targets,
+            allowed: args.allow_private_cidrs,
+        };
         s.http.request_timeout = Duration::from_secs(args.delivery_timeout.max(1));
         s.delivery.per_endpoint = args.endpoint_concurrency.max(1);
         s.housekeeping.retention = Duration::from_secs(args.retention_days.max(1) * 24 * 3600);

@@ -372,8 +372,7 @@ async fn malformed_bodies_get_clear_errors_and_write_nothing() {
 #[tokio::test]
 async fn private_targets_are_refused_unless_allowed() {
     let app = common::spawn_app_with(|s| {
-        s.allow_private_targets = false;
-        s.http.allow_private_targets = false;
+        s.http.targets.allow_private = false;
     })
     .await;
     for url in [

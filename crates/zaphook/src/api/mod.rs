@@ -40,7 +40,6 @@ pub const MAX_LIMIT: i64 = 200;
 pub struct AppState {
     pub ingest: Ingest,
     pub sender: HttpSender,
-    pub allow_private_targets: bool,
 }
 
 #[derive(OpenApi)]

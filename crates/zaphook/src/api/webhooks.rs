@@ -1,8 +1,6 @@
 //! Webhook endpoints and their delivery log: create, read, change, remove, test, rotate the
 //! secret, recover failed deliveries; list deliveries, read one with every attempt, retry one.
 
-use std::net::IpAddr;
-
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -13,7 +11,8 @@ use utoipa_axum::routes;
 use super::error::{ApiError, ApiResult, Checks};
 use super::extract::{Company, Json, Path, Query};
 use super::{AppState, Page, page_limit};
-use crate::delivery::{sign, ssrf};
+use crate::delivery::sign;
+use crate::delivery::ssrf::TargetPolicy;
 use crate::domain::{
     self, Delivery, DeliveryDetail, DeliveryStatus, EventType, Ordering, Webhook, WebhookSpec,
     rfc3339,
@@ -76,17 +75,14 @@ pub struct WebhookBody {
     rate_limit: Option<Option<i64>>,
 }
 
-fn check_target(checks: &mut Checks, url: &str, allow_private: bool) -> String {
+fn check_target(checks: &mut Checks, url: &str, targets: &TargetPolicy) -> String {
     let url = checks.url("url", url);
-    if !allow_private
-        && let Ok(parsed) = reqwest::Url::parse(&url)
-        && let Some(host) = parsed.host_str()
-        && let Ok(ip) = host.trim_matches(['[', ']']).parse::<IpAddr>()
-        && ssrf::is_internal(ip)
+    if let Ok(parsed) = reqwest::Url::parse(&url)
+        && targets.check_literal(&parsed).is_err()
     {
         checks.fail(
             "url",
-            "points to a private or internal address; start the server with --allow-private-targets to allow it",
+            "points to a private or internal address; allow it with --allow-private-targets or --allow-private-cidrs",
         );
     }
     url
@@ -97,10 +93,10 @@ fn merge(
     checks: &mut Checks,
     mut spec: WebhookSpec,
     body: WebhookBody,
-    allow_private: bool,
+    targets: &TargetPolicy,
 ) -> WebhookSpec {
     if let Some(url) = body.url {
-        spec.url = check_target(checks, &url, allow_private);
+        spec.url = check_target(checks, &url, targets);
     }
     if let Some(events) = body.events {
         if events.is_empty() {
@@ -199,7 +195,7 @@ async fn create_webhook(
         enabled: true,
         rate_limit: None,
     };
-    let spec = merge(&mut checks, defaults, body, state.allow_private_targets);
+    let spec = merge(&mut checks, defaults, body, state.sender.targets());
     checks.done()?;
     let now = state.ingest.clock.now_ms();
     let webhook = store::write(&state.ingest.store, move |tx| {
@@ -263,13 +259,13 @@ async fn patch_webhook(
         ));
     }
     let now = state.ingest.clock.now_ms();
-    let allow_private = state.allow_private_targets;
+    let targets = state.sender.targets().clone();
     let webhook = store::write(&state.ingest.store, move |tx| {
         let current = tx
             .webhook(company, id)?
             .ok_or_else(|| webhook_not_found(id))?;
         let mut checks = Checks::default();
-        let spec = merge(&mut checks, current, body, allow_private);
+        let spec = merge(&mut checks, current, body, &targets);
         checks.done()?;
         check_scope(tx, company, &spec)?;
         tx.update_webhook(company, id, &spec, now)?;

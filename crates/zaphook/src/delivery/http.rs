@@ -1,6 +1,7 @@
 //! The HTTP side of a delivery attempt: one signed POST with the contract's headers, no
 //! redirects, explicit timeouts, and at most 4 KiB of the answer read.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::domain::EventType;
@@ -16,7 +17,7 @@ pub const RESPONSE_EXCERPT: usize = 4096;
 pub struct HttpConfig {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
-    pub allow_private_targets: bool,
+    pub targets: ssrf::TargetPolicy,
 }
 
 impl Default for HttpConfig {
@@ -24,7 +25,7 @@ impl Default for HttpConfig {
         HttpConfig {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(15),
-            allow_private_targets: false,
+            targets: ssrf::TargetPolicy::default(),
         }
     }
 }
@@ -48,26 +49,33 @@ impl Outcome {
 #[derive(Clone)]
 pub struct HttpSender {
     client: reqwest::Client,
-    allow_private_targets: bool,
+    targets: ssrf::TargetPolicy,
 }
 
 impl HttpSender {
     pub fn new(config: &HttpConfig) -> Result<Self, reqwest::Error> {
-        let mut builder = reqwest::Client::builder()
+        let resolver = ssrf::GuardedResolver {
+            policy: config.targets.clone(),
+            lookup: ssrf::system_lookup(),
+        };
+        let builder = reqwest::Client::builder()
             .user_agent(concat!("zaphook/", env!("CARGO_PKG_VERSION")))
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
             .tcp_nodelay(true)
-            .pool_idle_timeout(Duration::from_secs(30));
-        if !config.allow_private_targets {
-            builder = builder.dns_resolver(ssrf::guarded_resolver());
-        }
+            .pool_idle_timeout(Duration::from_secs(30))
+            .dns_resolver(Arc::new(resolver));
         Ok(HttpSender {
             client: builder.build()?,
-            allow_private_targets: config.allow_private_targets,
+            targets: config.targets.clone(),
         })
+    }
+
+    /// The addresses this sender may reach.
+    pub fn targets(&self) -> &ssrf::TargetPolicy {
+        &self.targets
     }
 
     /// POSTs `payload` as event `event_id` to the target, signed for `timestamp` (Unix seconds).
@@ -100,9 +108,7 @@ impl HttpSender {
         timestamp: i64,
     ) -> Result<Outcome, String> {
         let url = reqwest::Url::parse(&target.url).map_err(|e| format!("invalid url: {e}"))?;
-        if !self.allow_private_targets {
-            ssrf::check_literal(&url)?;
-        }
+        self.targets.check_literal(&url)?;
         let signature = signature_header(
             &target.secret,
             target.previous_secret.as_deref(),
@@ -128,8 +134,7 @@ impl HttpSender {
             .headers()
             .get("retry-after")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| parse_retry_after(v, time::OffsetDateTime::now_utc()));
         let mut body = Vec::new();
         let mut error = None;
         while body.len() < RESPONSE_EXCERPT {
@@ -156,6 +161,21 @@ impl HttpSender {
     }
 }
 
+/// A `Retry-After` value: delay seconds, or an HTTP date (IMF-fixdate) relative to `now`.
+pub fn parse_retry_after(value: &str, now: time::OffsetDateTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let format = time::macros::format_description!(
+        "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+    );
+    let at = time::PrimitiveDateTime::parse(value, format)
+        .ok()?
+        .assume_utc();
+    Some(Duration::try_from(at - now).unwrap_or(Duration::ZERO))
+}
+
 /// A short, stable description of a transport error for the delivery log.
 fn describe(e: reqwest::Error) -> String {
     let kind = if e.is_timeout() {
@@ -177,4 +197,28 @@ fn describe(e: reqwest::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        let now = time::macros::datetime!(2026-11-27 12:00:00 UTC);
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 27 Nov 2026 12:01:30 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 27 Nov 2026 11:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+    }
 }

@@ -254,7 +254,8 @@ pub struct Attempt {
 pub struct DeliveryDetail {
     #[serde(flatten)]
     pub delivery: Delivery,
+    /// The body exactly as it is sent (the bytes that are signed).
     #[schema(value_type = Object)]
-    pub payload: serde_json::Value,
+    pub payload: Box<serde_json::value::RawValue>,
     pub attempts_log: Vec<Attempt>,
 }

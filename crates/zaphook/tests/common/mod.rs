@@ -39,8 +39,7 @@ pub struct TestApp {
 pub fn test_settings(data_dir: PathBuf) -> Settings {
     let mut s = Settings::new("127.0.0.1:0".parse().unwrap(), data_dir);
     s.bootstrap_token = Some(TOKEN.to_string());
-    s.allow_private_targets = true;
-    s.http.allow_private_targets = true;
+    s.http.targets.allow_private = true;
     s.http.request_timeout = Duration::from_secs(2);
     s.delivery.lease = Duration::from_secs(3);
     s.delivery.poll_interval = Duration::from_millis(100);

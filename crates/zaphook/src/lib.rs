@@ -8,6 +8,8 @@ pub mod clock;
 pub mod delivery;
 pub mod domain;
 pub mod ingest;
+pub mod listen;
 pub mod payload;
+pub mod replay;
 pub mod settings;
 pub mod store;

@@ -6,7 +6,9 @@ use tracing_subscriber::EnvFilter;
 
 use zaphook::app::{self, Application};
 use zaphook::clock::Clock;
-use zaphook::settings::{Cli, Command, CompanyCommand, Settings, StoreArgs, TokenCommand};
+use zaphook::settings::{
+    Cli, Command, CompanyCommand, ListenArgs, ReplayArgs, Settings, StoreArgs, TokenCommand,
+};
 use zaphook::store;
 
 #[tokio::main]
@@ -19,6 +21,8 @@ async fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(Settings::from_serve(args)).await,
+        Command::Listen(args) => listen(args).await,
+        Command::Replay(args) => replay(args).await,
         Command::Migrate(args) => {
             open(&args)?;
             println!("migrations applied");
@@ -71,6 +75,53 @@ async fn serve(settings: Settings) -> anyhow::Result<()> {
     }
     println!("zaphook listening on http://{}", app.local_addr());
     app.run_until_stopped(shutdown_signal()).await?;
+    Ok(())
+}
+
+async fn listen(args: ListenArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", args.port))
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
+    println!(
+        "zaphook listen on http://{}/ — point a webhook there (start the server with --allow-private-targets); Ctrl-C to stop",
+        listener.local_addr()?
+    );
+    if args.secret.is_none() {
+        println!("no --secret given: signatures are shown but not checked");
+    }
+    let options = zaphook::listen::ListenOptions {
+        secret: args.secret,
+        forward_to: args.forward_to,
+        status: args.status,
+        tolerance_secs: args.tolerance,
+    };
+    zaphook::listen::serve(
+        listener,
+        options,
+        Box::new(std::io::stdout()),
+        shutdown_signal(),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
+    let since = zaphook::domain::rfc3339::parse(args.since.trim())
+        .context("--since must be an RFC 3339 time, like 2026-11-27T00:00:00Z")?;
+    let store = open(&args.store)?;
+    let (queued, mark) = zaphook::replay::queue(&store, args.webhook, since).await?;
+    println!(
+        "replay: {queued} deliveries of webhook {} queued again",
+        args.webhook
+    );
+    if queued == 0 || args.no_wait {
+        return Ok(());
+    }
+    let done = zaphook::replay::follow(&store, args.webhook, mark, queued).await?;
+    println!(
+        "replay: done: {} delivered, {} failed again, {} dead",
+        done.delivered, done.failed, done.dead
+    );
     Ok(())
 }
 

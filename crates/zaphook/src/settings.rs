@@ -31,6 +31,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply pending database migrations and exit.
     Migrate(StoreArgs),
+    /// A local webhook receiver: verify signatures, print events, answer or forward them.
+    Listen(ListenArgs),
+    /// Queue again the failed and dead deliveries of an endpoint since a time, and follow them.
+    Replay(ReplayArgs),
     /// Manage companies.
     Company {
         #[command(subcommand)]
@@ -68,6 +72,40 @@ pub enum TokenCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ListenArgs {
+    /// Port to listen on (127.0.0.1).
+    #[arg(long, default_value_t = 9000)]
+    pub port: u16,
+    /// The endpoint's `whsec_…` secret, to verify each request's signature.
+    #[arg(long, env = "ZAPHOOK_LISTEN_SECRET")]
+    pub secret: Option<String>,
+    /// Forward each request to this URL and answer what it answers.
+    #[arg(long)]
+    pub forward_to: Option<String>,
+    /// Status to answer when not forwarding.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u16).range(100..=599))]
+    pub status: u16,
+    /// Seconds `webhook-timestamp` may be away from now.
+    #[arg(long, default_value_t = 300)]
+    pub tolerance: i64,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// The endpoint's id.
+    #[arg(long)]
+    pub webhook: i64,
+    /// RFC 3339 time: deliveries created since then are queued again.
+    #[arg(long)]
+    pub since: String,
+    /// Queue and exit without following the deliveries.
+    #[arg(long)]
+    pub no_wait: bool,
+    #[command(flatten)]
+    pub store: StoreArgs,
 }
 
 /// Where the data lives.
@@ -123,6 +161,9 @@ pub struct ServeArgs {
     /// must exceed the delivery timeout (default: the timeout + 30 s).
     #[arg(long, env = "ZAPHOOK_DELIVERY_LEASE")]
     pub delivery_lease: Option<u64>,
+    /// Seconds shutdown waits for attempts in flight before giving them back to the queue.
+    #[arg(long, env = "ZAPHOOK_SHUTDOWN_GRACE", default_value_t = 10)]
+    pub shutdown_grace: u64,
     /// Days delivered and dead deliveries are kept in the delivery log.
     #[arg(long, env = "ZAPHOOK_RETENTION_DAYS", default_value_t = 30)]
     pub retention_days: u64,
@@ -194,6 +235,7 @@ impl Settings {
         };
         s.http.request_timeout = Duration::from_secs(args.delivery_timeout.max(1));
         s.delivery.per_endpoint = args.endpoint_concurrency.max(1);
+        s.delivery.drain_timeout = Duration::from_secs(args.shutdown_grace);
         s.housekeeping.retention = Duration::from_secs(args.retention_days.max(1) * 24 * 3600);
         s.delivery.lease = match args.delivery_lease {
             Some(secs) => Duration::from_secs(secs),

@@ -163,7 +163,8 @@ CREATE TABLE deliveries (
     next_attempt_at   INTEGER NOT NULL,
     last_status_code  INTEGER,
     created_at        INTEGER NOT NULL,
-    delivered_at      INTEGER
+    delivered_at      INTEGER,
+    recovered_at      INTEGER
 );
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at)
     WHERE state IN ('pending', 'delivering', 'failed');

@@ -52,6 +52,43 @@ pub fn signature_header(
         .join(" ")
 }
 
+/// Checks a request against `secret`: one of the `v1,` signatures of `header` must match, and
+/// `timestamp` must be within `tolerance_secs` of `now` (against replays).
+pub fn verify(
+    secret: &str,
+    id: &str,
+    timestamp: &str,
+    body: &[u8],
+    header: &str,
+    now: i64,
+    tolerance_secs: i64,
+) -> Result<(), String> {
+    let key = secret_key(secret).ok_or("the secret is not a whsec_ secret")?;
+    let ts: i64 = timestamp
+        .parse()
+        .map_err(|_| format!("webhook-timestamp {timestamp:?} is not a number"))?;
+    if (now - ts).abs() > tolerance_secs {
+        return Err(format!(
+            "webhook-timestamp is {}s away from now (tolerance {tolerance_secs}s)",
+            now - ts
+        ));
+    }
+    let mut expected = Hmac::<Sha256>::new_from_slice(&key).map_err(|e| e.to_string())?;
+    expected.update(format!("{id}.{ts}.").as_bytes());
+    expected.update(body);
+    for signature in header.split(' ') {
+        let Some(encoded) = signature.strip_prefix("v1,") else {
+            continue;
+        };
+        if let Ok(given) = STANDARD.decode(encoded)
+            && expected.clone().verify_slice(&given).is_ok()
+        {
+            return Ok(());
+        }
+    }
+    Err("no v1 signature matches the secret".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,6 +111,20 @@ mod tests {
             sign(secret, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body).as_deref(),
             Some("v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=")
         );
+    }
+
+    #[test]
+    fn verify_accepts_any_matching_signature_within_tolerance() {
+        let (new, old) = (generate_secret(), generate_secret());
+        let header = signature_header(&new, Some(&old), "evt_1", 1000, "{}");
+        assert!(verify(&old, "evt_1", "1000", b"{}", &header, 1100, 300).is_ok());
+        assert!(verify(&new, "evt_1", "1000", b"{}", &header, 1100, 300).is_ok());
+        let other = generate_secret();
+        assert!(verify(&other, "evt_1", "1000", b"{}", &header, 1100, 300).is_err());
+        assert!(verify(&new, "evt_1", "1000", b"{ }", &header, 1100, 300).is_err());
+        assert!(verify(&new, "evt_2", "1000", b"{}", &header, 1100, 300).is_err());
+        assert!(verify(&new, "evt_1", "1000", b"{}", &header, 2000, 300).is_err());
+        assert!(verify(&new, "evt_1", "soon", b"{}", &header, 1100, 300).is_err());
     }
 
     #[test]

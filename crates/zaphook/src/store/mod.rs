@@ -187,6 +187,23 @@ pub struct Recorded {
     pub disabled: Option<String>,
 }
 
+/// Deliveries queued again by one recovery, by where they stand now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryProgress {
+    /// Not attempted yet, or being attempted.
+    pub waiting: i64,
+    pub delivered: i64,
+    /// Attempted and failed again; retried on the schedule.
+    pub failed: i64,
+    pub dead: i64,
+}
+
+impl RecoveryProgress {
+    pub fn total(&self) -> i64 {
+        self.waiting + self.delivered + self.failed + self.dead
+    }
+}
+
 /// An endpoint with due deliveries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DueWebhook {
@@ -409,8 +426,14 @@ pub trait Tx {
     fn retry_delivery(&mut self, company_id: i64, id: &str, now: i64) -> StoreResult<bool>;
     /// Queues again every failed or dead delivery of an endpoint created since `since`.
     fn recover_deliveries(&mut self, webhook_id: i64, since: i64, now: i64) -> StoreResult<usize>;
-    /// How many of an endpoint's deliveries created since `since` are still waiting.
-    fn count_waiting(&mut self, webhook_id: i64, since: i64) -> StoreResult<i64>;
+    /// Where the deliveries an endpoint's recovery at `recovered_at` queued again stand.
+    fn recovery_progress(
+        &mut self,
+        webhook_id: i64,
+        recovered_at: i64,
+    ) -> StoreResult<RecoveryProgress>;
+    /// The company an endpoint belongs to (for the command line, which has no token).
+    fn webhook_company(&mut self, id: i64) -> StoreResult<Option<i64>>;
 
     // Housekeeping.
     /// Deletes up to `batch` finished (delivered or dead) deliveries created before `before`,

@@ -12,8 +12,8 @@ use crate::domain::{
 };
 use crate::store::{
     AttemptRecord, Claimed, DueWebhook, EndpointBacklog, EventScope, NewContact, NewTicket,
-    NextStep, Reactor, Recorded, SendJob, StoreError, StoreResult, Subscriber, Target,
-    TicketFilter, Tx,
+    NextStep, Reactor, Recorded, RecoveryProgress, SendJob, StoreError, StoreResult, Subscriber,
+    Target, TicketFilter, Tx,
 };
 
 pub struct SqliteTx<'c> {
@@ -1202,20 +1202,44 @@ impl Tx for SqliteTx<'_> {
 
     fn recover_deliveries(&mut self, webhook_id: i64, since: i64, now: i64) -> StoreResult<usize> {
         Ok(self.conn.execute(
-            "UPDATE deliveries SET state = 'pending', next_attempt_at = ?3
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = ?3, recovered_at = ?3
              WHERE webhook_id = ?1 AND created_at >= ?2 AND state IN ('failed', 'dead')",
             params![webhook_id, since, now],
         )?)
     }
 
-    fn count_waiting(&mut self, webhook_id: i64, since: i64) -> StoreResult<i64> {
-        Ok(self.conn.query_row(
-            "SELECT count(*) FROM deliveries
-             WHERE webhook_id = ?1 AND created_at >= ?2
-               AND state IN ('pending', 'delivering', 'failed')",
-            params![webhook_id, since],
-            |r| r.get(0),
-        )?)
+    fn recovery_progress(
+        &mut self,
+        webhook_id: i64,
+        recovered_at: i64,
+    ) -> StoreResult<RecoveryProgress> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT state, count(*) FROM deliveries
+             WHERE webhook_id = ?1 AND recovered_at = ?2 GROUP BY state",
+        )?;
+        let mut progress = RecoveryProgress::default();
+        let rows = stmt.query_map([webhook_id, recovered_at], |r| {
+            Ok((wire(r, 0, DeliveryStatus::parse)?, r.get::<_, i64>(1)?))
+        })?;
+        for row in rows {
+            let (state, n) = row?;
+            match state {
+                DeliveryStatus::Pending | DeliveryStatus::Delivering => progress.waiting += n,
+                DeliveryStatus::Delivered => progress.delivered += n,
+                DeliveryStatus::Failed => progress.failed += n,
+                DeliveryStatus::Dead => progress.dead += n,
+            }
+        }
+        Ok(progress)
+    }
+
+    fn webhook_company(&mut self, id: i64) -> StoreResult<Option<i64>> {
+        Ok(self
+            .conn
+            .query_row("SELECT company_id FROM webhooks WHERE id = ?1", [id], |r| {
+                r.get(0)
+            })
+            .optional()?)
     }
 
     fn prune(&mut self, before: i64, batch: i64) -> StoreResult<usize> {

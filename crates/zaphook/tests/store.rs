@@ -1,0 +1,261 @@
+//! Store conformance: the repository operations the layers above rely on, run directly
+//! against a store. Every backend must pass these; they run on SQLite always.
+
+use std::sync::Arc;
+
+use zaphook::domain::{Channel, DeliveryStatus, EventType, Ordering, WebhookSpec};
+use zaphook::store::sqlite::Durability;
+use zaphook::store::{self, AttemptRecord, Claimed, EventScope, NextStep, Store, StoreError, Tx};
+
+fn open() -> (tempfile::TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = zaphook::app::open_store(dir.path(), None, Durability::Full).unwrap();
+    (dir, store)
+}
+
+fn spec(url: &str, ordering: Ordering) -> WebhookSpec {
+    WebhookSpec {
+        url: url.to_string(),
+        events: vec![EventType::MessageCreated],
+        connection_id: None,
+        queue_id: None,
+        include_groups: true,
+        ordering,
+        token: None,
+        secret: zaphook::delivery::sign::generate_secret(),
+        description: None,
+        enabled: true,
+        rate_limit: None,
+    }
+}
+
+/// Company 1 with one endpoint per ordering given; answers the endpoint ids.
+fn setup(tx: &mut dyn Tx, orderings: &[Ordering]) -> Result<Vec<i64>, StoreError> {
+    let company = tx.insert_company("Acme", 0)?;
+    tx.insert_connection(company, "A", Channel::Sandbox, None, 0)?;
+    orderings
+        .iter()
+        .map(|o| {
+            Ok(tx
+                .insert_webhook(company, &spec("http://example.com/", *o), 0)?
+                .id)
+        })
+        .collect()
+}
+
+/// Appends one message.created event of `ticket` for every subscriber, at `now`.
+fn event(tx: &mut dyn Tx, ticket: i64, now: i64) -> Result<String, StoreError> {
+    let scope = EventScope {
+        company_id: 1,
+        event_type: EventType::MessageCreated,
+        connection_id: Some(1),
+        queue_id: None,
+        is_group: false,
+        ticket_id: Some(ticket),
+    };
+    let id = zaphook::domain::new_event_id();
+    tx.insert_event(
+        &id,
+        &scope,
+        &format!("{{\"ticket\":{ticket},\"at\":{now}}}"),
+        now,
+    )?;
+    for s in tx.subscribers(&scope)? {
+        let key = (s.ordering == Ordering::Ticket).then_some(ticket);
+        tx.insert_delivery(
+            &zaphook::domain::new_delivery_id(),
+            &id,
+            EventType::MessageCreated,
+            s.webhook_id,
+            key,
+            now,
+        )?;
+    }
+    Ok(id)
+}
+
+fn claim_all(tx: &mut dyn Tx, now: i64, lease_until: i64) -> Result<Vec<Claimed>, StoreError> {
+    let mut all = Vec::new();
+    for w in tx.due_webhooks(now)? {
+        all.extend(tx.claim_deliveries(now, lease_until, w.id, 100)?);
+    }
+    Ok(all)
+}
+
+fn record(c: &Claimed, at: i64, next: NextStep) -> AttemptRecord {
+    AttemptRecord {
+        seq: c.seq,
+        webhook_id: c.target.webhook_id,
+        lease: c.lease,
+        at,
+        status_code: Some(if next == NextStep::Delivered {
+            200
+        } else {
+            500
+        }),
+        latency_ms: 1,
+        error: None,
+        response_body: None,
+        next,
+        disable_webhook: false,
+        disable_after_ms: i64::MAX / 2,
+    }
+}
+
+async fn run<R: Send + 'static>(
+    store: &Arc<dyn Store>,
+    f: impl FnOnce(&mut dyn Tx) -> Result<R, StoreError> + Send + 'static,
+) -> R {
+    store::write(store, f).await.unwrap()
+}
+
+#[tokio::test]
+async fn claims_follow_ticket_order_and_leases() {
+    let (_dir, store) = open();
+    run(&store, |tx| {
+        setup(tx, &[Ordering::Ticket])?;
+        for (ticket, at) in [(1, 10), (1, 11), (2, 12)] {
+            event(tx, ticket, at)?;
+        }
+        // The first event of each ticket is claimable; ticket 1's second waits.
+        let first = claim_all(tx, 100, 1_000)?;
+        let tickets: Vec<&str> = first.iter().map(|c| &*c.payload).collect();
+        assert_eq!(tickets.len(), 2, "{tickets:?}");
+        assert!(tickets[0].contains("\"ticket\":1") && tickets[1].contains("\"ticket\":2"));
+        // Leased: nothing more now; the lease expires at 1000.
+        assert!(claim_all(tx, 500, 1_500)?.is_empty());
+        // A failure keeps the next event of the ticket waiting, until the retry succeeds.
+        assert!(
+            tx.record_attempt(&record(&first[0], 600, NextStep::RetryAt(700)))?
+                .applied
+        );
+        assert!(
+            claim_all(tx, 650, 2_000)?
+                .iter()
+                .all(|c| !c.payload.contains("\"ticket\":1"))
+        );
+        let retry = claim_all(tx, 700, 2_000)?;
+        assert_eq!(retry.len(), 1);
+        assert_eq!(retry[0].seq, first[0].seq);
+        assert_eq!(retry[0].attempts, 1);
+        tx.record_attempt(&record(&retry[0], 710, NextStep::Delivered))?;
+        let next = claim_all(tx, 720, 2_000)?;
+        assert_eq!(next.len(), 1);
+        assert!(next[0].payload.contains("\"at\":11"));
+        // The old lease of ticket 2's event expired: it is claimed again, and the first
+        // worker's late record is ignored.
+        let again = claim_all(tx, 1_000, 3_000)?;
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].seq, first[1].seq);
+        assert!(
+            !tx.record_attempt(&record(&first[1], 1_001, NextStep::Delivered))?
+                .applied
+        );
+        assert!(
+            tx.record_attempt(&record(&again[0], 1_002, NextStep::Delivered))?
+                .applied
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn unordered_endpoints_do_not_wait_and_dead_unblocks() {
+    let (_dir, store) = open();
+    run(&store, |tx| {
+        let hooks = setup(tx, &[Ordering::None, Ordering::Ticket])?;
+        event(tx, 1, 10)?;
+        event(tx, 1, 11)?;
+        let claimed = claim_all(tx, 100, 1_000)?;
+        let per = |w: i64| claimed.iter().filter(|c| c.target.webhook_id == w).count();
+        assert_eq!(per(hooks[0]), 2, "no ordering: both at once");
+        assert_eq!(per(hooks[1]), 1, "ticket ordering: one at a time");
+        let ordered = claimed
+            .iter()
+            .find(|c| c.target.webhook_id == hooks[1])
+            .unwrap();
+        tx.record_attempt(&record(ordered, 200, NextStep::Dead))?;
+        let next = claim_all(tx, 300, 1_000)?;
+        assert_eq!(
+            next.len(),
+            1,
+            "a dead event no longer holds its ticket back"
+        );
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn release_recover_and_prune() {
+    let (_dir, store) = open();
+    run(&store, |tx| {
+        let hook = setup(tx, &[Ordering::None])?[0];
+        for at in [10, 11, 12] {
+            event(tx, 1, at)?;
+        }
+        let c = claim_all(tx, 100, 10_000)?;
+        assert_eq!(c.len(), 3);
+        // Given back at shutdown: due again at once.
+        assert_eq!(tx.release_deliveries(&[(c[0].seq, c[0].lease)], 150)?, 1);
+        assert_eq!(tx.next_delivery_due()?, Some(150));
+        tx.record_attempt(&record(&c[1], 160, NextStep::Delivered))?;
+        tx.record_attempt(&record(&c[2], 160, NextStep::Dead))?;
+        // Recovery queues the dead one again and marks it.
+        assert_eq!(tx.recover_deliveries(hook, 0, 200)?, 1);
+        let progress = tx.recovery_progress(hook, 200)?;
+        assert_eq!((progress.waiting, progress.total()), (1, 1));
+        // Pruning takes only finished deliveries older than the cutoff.
+        assert_eq!(tx.prune(5, 100)?, 0);
+        let pruned = tx.prune(1_000, 100)?;
+        assert_eq!(
+            pruned, 2,
+            "the delivered delivery and its event, which nothing else needs"
+        );
+        let left = tx.deliveries(hook, None, None, 10)?;
+        assert_eq!(left.len(), 2);
+        assert!(left.iter().all(|d| d.status == DeliveryStatus::Pending));
+        Ok(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_failing_job_rolls_back_alone_in_a_shared_commit() {
+    let (_dir, store) = open();
+    run(&store, |tx| tx.insert_company("Acme", 0)).await;
+    let ok = store::write(&store, |tx| tx.insert_queue(1, "kept", 0));
+    let failing = store::write(&store, |tx| {
+        tx.insert_queue(1, "rolled back", 0)?;
+        Err::<(), _>(StoreError::Corrupt("the job fails after writing".into()))
+    });
+    let (ok, failing) = tokio::join!(ok, failing);
+    assert!(ok.is_ok());
+    assert!(failing.is_err());
+    let names: Vec<String> = store::read(&store, |tx| tx.queues(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|q| q.name)
+        .collect();
+    assert_eq!(names, vec!["kept".to_string()]);
+}
+
+#[tokio::test]
+async fn company_scoped_lookups_see_nothing_of_another_company() {
+    let (_dir, store) = open();
+    run(&store, |tx| {
+        let a = tx.insert_company("A", 0)?;
+        let b = tx.insert_company("B", 0)?;
+        let conn = tx.insert_connection(a, "A", Channel::Sandbox, None, 0)?;
+        let hook = tx.insert_webhook(a, &spec("http://example.com/", Ordering::Ticket), 0)?;
+        assert!(tx.connection(b, conn.id)?.is_none());
+        assert!(tx.webhook(b, hook.id)?.is_none());
+        assert!(tx.target(b, hook.id, 0)?.is_none());
+        assert!(!tx.delete_webhook(b, hook.id)?);
+        assert!(tx.connection(a, conn.id)?.is_some());
+        Ok(())
+    })
+    .await;
+}

@@ -2,6 +2,7 @@
 //! beside a bare relay doing "HTTP in, HTTP out" on the same machine in the same run.
 
 pub mod load;
+pub mod pass;
 pub mod receiver;
 pub mod relay;
 pub mod report;

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use zaphook_bench::pass::Shape;
 use zaphook_bench::report::{self, Report, ScenarioReport};
-use zaphook_bench::scenarios::{Bench, SCENARIOS, Shape, Sizes};
+use zaphook_bench::scenarios::{Bench, SCENARIOS, Sizes};
 use zaphook_bench::server::{self, ServeOptions};
 
 /// Measures how fast zaphook turns inbound messages into delivered webhooks, beside a bare

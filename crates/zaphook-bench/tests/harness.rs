@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use zaphook_bench::scenarios::{Shape, receiver_pass, relay_pass};
+use zaphook_bench::pass::{Shape, receiver_pass, relay_pass};
 
 const SHAPE: Shape = Shape {
     connections: 8,

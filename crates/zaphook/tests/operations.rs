@@ -5,7 +5,6 @@
 mod common;
 
 use std::io::Write;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -282,41 +281,19 @@ async fn sigterm_drains_gives_back_unfinished_attempts_and_exits_zero() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zaphook"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
+    let server = common::ServerProcess::start(
+        dir.path(),
+        &[
             "--bootstrap-token",
             "t0k3n",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .args([
             "--allow-private-targets",
             "--delivery-timeout",
             "60",
             "--shutdown-grace",
             "1",
-        ])
-        .env("ZAPHOOK_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let base = {
-        use std::io::BufRead;
-        let stdout = child.stdout.take().unwrap();
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        let base = loop {
-            let line = lines.next().unwrap().unwrap();
-            if let Some(a) = line.strip_prefix("zaphook listening on ") {
-                break a.to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        base
-    };
+        ],
+    );
+    let base = server.base.clone();
     let client = reqwest::Client::new();
     let post = |path: &str, body: serde_json::Value| {
         client
@@ -353,12 +330,7 @@ async fn sigterm_drains_gives_back_unfinished_attempts_and_exits_zero() {
     })
     .await;
 
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = child.wait().unwrap();
+    let status = server.terminate();
     assert_eq!(status.code(), Some(0), "zaphook exits 0 on SIGTERM");
 
     // The unfinished attempt was given back: due at once, not left to its lease.

@@ -6,57 +6,32 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::TestReceiver;
+use common::{ServerProcess, TestReceiver};
 use serde_json::json;
 
 const TOKEN: &str = "restart-test-token";
 
-/// Starts the real `zaphook` binary; answers the child and its base URL.
-fn spawn_server(data_dir: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_zaphook"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
+fn spawn_server(data_dir: &Path) -> ServerProcess {
+    // Enough quick retries that a 30 % failure rate never exhausts them (0.3^31).
+    let schedule = ["100"; 30].join(",");
+    ServerProcess::start(
+        data_dir,
+        &[
             "--bootstrap-token",
             TOKEN,
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args([
             "--allow-private-targets",
             "--delivery-timeout",
             "1",
             "--delivery-lease",
             "2",
-        ])
-        // Enough quick retries that a 30 % failure rate never exhausts them (0.3^31).
-        .args(["--retry-schedule-ms", &["100"; 30].join(",")])
-        .env("ZAPHOOK_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("the zaphook binary starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let base = loop {
-        let line = lines
-            .next()
-            .expect("the server prints its address")
-            .expect("stdout is readable");
-        if let Some(addr) = line.strip_prefix("zaphook listening on ") {
-            break addr.trim().to_string();
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, base)
+            "--retry-schedule-ms",
+            &schedule,
+        ],
+    )
 }
 
 async fn post(client: &reqwest::Client, url: String, body: serde_json::Value) -> Option<u16> {
@@ -82,7 +57,8 @@ async fn a_killed_server_delivers_everything_it_acknowledged_after_a_restart() {
         }
     })
     .await;
-    let (mut child, base) = spawn_server(dir.path());
+    let server = spawn_server(dir.path());
+    let base = server.base.clone();
     let client = reqwest::Client::new();
     assert_eq!(
         post(
@@ -131,15 +107,14 @@ async fn a_killed_server_delivers_everything_it_acknowledged_after_a_restart() {
         acked.load(Ordering::SeqCst) >= 100
     })
     .await;
-    child.kill().expect("SIGKILL");
-    child.wait().unwrap();
+    server.kill();
     let mut acknowledged = HashSet::new();
     for s in senders {
         acknowledged.extend(s.await.unwrap());
     }
     assert!(acknowledged.len() >= 100 && acknowledged.len() < 300);
 
-    let (mut child, _) = spawn_server(dir.path());
+    let restarted = spawn_server(dir.path());
     let got = receiver
         .wait_until(|all| {
             let bodies: HashSet<String> = all
@@ -150,8 +125,7 @@ async fn a_killed_server_delivers_everything_it_acknowledged_after_a_restart() {
             acknowledged.iter().all(|b| bodies.contains(b))
         })
         .await;
-    child.kill().unwrap();
-    child.wait().unwrap();
+    restarted.kill();
 
     // Order per ticket: a message first arrives only after the one before it of the same
     // contact was accepted (answered 200).

@@ -38,6 +38,10 @@ struct Args {
     /// Distinct contacts (hence tickets) the messages are spread over.
     #[arg(long, default_value_t = 1_000)]
     contacts: u64,
+    /// Runs of `throughput`, `fanout` and `isolation` whose median is reported (default 3;
+    /// 1 with --quick).
+    #[arg(long)]
+    repeat: Option<usize>,
 }
 
 #[tokio::main]
@@ -90,7 +94,9 @@ async fn run(args: Args) -> ExitCode {
         Some(one) => names.push(one.as_str()),
         None => names.extend(SCENARIOS),
     }
-    let mut bench = Bench::new(serve, shape, sizes.clone());
+    let repeat = args.repeat.unwrap_or(if args.quick { 1 } else { 3 });
+    println!("repeat: median of {repeat} run(s) for throughput, fanout and isolation");
+    let mut bench = Bench::new(serve, shape, sizes.clone(), repeat);
     let mut done: Vec<ScenarioReport> = Vec::new();
     let mut failure = None;
     for name in names {

@@ -14,6 +14,35 @@ pub fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
     Some(sorted[rank.clamp(1, sorted.len()) - 1])
 }
 
+/// The run whose `key` is the median (the upper middle of an even count), and every run's key
+/// in run order.
+pub fn median<T: Clone>(runs: &[T], key: impl Fn(&T) -> f64) -> (T, Vec<f64>) {
+    let keys: Vec<f64> = runs.iter().map(&key).collect();
+    let mut order: Vec<usize> = (0..runs.len()).collect();
+    order.sort_by(|a, b| keys[*a].total_cmp(&keys[*b]));
+    (runs[order[runs.len() / 2]].clone(), keys)
+}
+
+/// KiB → MiB.
+pub fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// `a / b`, when `b` is a figure.
+pub fn ratio(a: f64, b: f64) -> Option<f64> {
+    (b > 0.0).then(|| a / b)
+}
+
+/// A ratio with two decimals.
+pub fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or("—".into(), |r| format!("{r:.2}"))
+}
+
+/// `12,345/s`.
+pub fn rate_cell(per_s: f64) -> String {
+    format!("{}/s", thousands(per_s))
+}
+
 /// A latency distribution in milliseconds.
 #[derive(Debug, Clone, Copy, Serialize)]
 pub struct Latency {
@@ -301,5 +330,13 @@ mod tests {
                 .all(|l| l.chars().count() == lines[0].chars().count())
         );
         assert!(lines[2].contains("| yes "));
+    }
+
+    #[test]
+    fn median_picks_the_middle_run() {
+        let runs = [5.0, 1.0, 9.0];
+        assert_eq!(median(&runs, |r| *r), (5.0, vec![5.0, 1.0, 9.0]));
+        assert_eq!(median(&[3.0], |r| *r).0, 3.0);
+        assert_eq!(median(&[1.0, 2.0], |r| *r).0, 2.0);
     }
 }

@@ -9,7 +9,9 @@ use serde::Serialize;
 use crate::load::{self, LoadSpec, per_second};
 use crate::pass::{Pass, STALL, Shape, Target, analyze, drive, receiver_pass, relay_pass};
 use crate::receiver::{Hang, Receiver, ReservedPort, hook_url};
-use crate::report::{Latency, Row, ScenarioReport, thousands};
+use crate::report::{
+    Latency, Row, ScenarioReport, fmt_ratio, median, mib, rate_cell, ratio, thousands,
+};
 use crate::server::{self, ServeOptions, Zaphook};
 use crate::{inbound_path, now_us};
 
@@ -78,39 +80,71 @@ impl ZaphookPass {
     }
 }
 
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
-}
-
-fn ratio(a: f64, b: f64) -> Option<f64> {
-    (b > 0.0).then(|| a / b)
-}
-
-fn fmt_ratio(r: Option<f64>) -> String {
-    r.map_or("—".into(), |r| format!("{r:.2}"))
-}
-
-fn rate_cell(per_s: f64) -> String {
-    format!("{}/s", thousands(per_s))
-}
-
 /// Runs the scenarios and remembers what later ones compare against.
 pub struct Bench {
     pub serve: ServeOptions,
     pub shape: Shape,
     pub sizes: Sizes,
+    /// Runs of `throughput`, `fanout` and `isolation`, of which the median is reported.
+    pub repeat: usize,
     /// zaphook's `throughput` pass, once run.
     reference: Option<ZaphookPass>,
 }
 
 impl Bench {
-    pub fn new(serve: ServeOptions, shape: Shape, sizes: Sizes) -> Self {
+    pub fn new(serve: ServeOptions, shape: Shape, sizes: Sizes, repeat: usize) -> Self {
         Bench {
             serve,
             shape,
             sizes,
+            repeat: repeat.max(1),
             reference: None,
         }
+    }
+
+    /// `repeat` runs of the relay and of zaphook, alternating so both see the same machine;
+    /// the median run of each (by webhooks per second) and a note with every run's figure.
+    async fn repeated(
+        &self,
+        report: &mut ScenarioReport,
+        endpoints: u16,
+        hang: bool,
+        count: u64,
+        with_relay: bool,
+    ) -> crate::Result<(Option<Pass>, ZaphookPass)> {
+        let mut relays = Vec::new();
+        let mut zaps = Vec::new();
+        for _ in 0..self.repeat {
+            if with_relay {
+                relays.push(
+                    relay_pass(self.shape, endpoints, count, None, Duration::ZERO, false).await?,
+                );
+            }
+            zaps.push(self.zaphook_pass(endpoints, hang, count, None).await?);
+        }
+        let (zap, zap_runs) = median(&zaps, |z| z.pass.delivered_per_s);
+        let relay = (!relays.is_empty()).then(|| median(&relays, |p| p.delivered_per_s));
+        if self.repeat > 1 {
+            let list = |runs: &[f64]| {
+                runs.iter()
+                    .map(|r| thousands(*r))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            let mut note = format!(
+                "{}: median of {} runs; zaphook webhooks/s per run: {}",
+                report.name,
+                self.repeat,
+                list(&zap_runs)
+            );
+            if let Some((_, relay_runs)) = &relay {
+                note.push_str(&format!("; relay: {}", list(relay_runs)));
+                report.figure("relay_runs_per_s", relay_runs);
+            }
+            report.notes.push(note);
+            report.figure("zaphook_runs_per_s", &zap_runs);
+        }
+        Ok((relay.map(|(r, _)| r), zap))
     }
 
     pub async fn run(&mut self, name: &str) -> crate::Result<ScenarioReport> {
@@ -185,9 +219,9 @@ impl Bench {
 
     async fn throughput(&mut self) -> crate::Result<ScenarioReport> {
         let count = self.sizes.throughput;
-        let relay = relay_pass(self.shape, 1, count, None, Duration::ZERO, false).await?;
-        let zap = self.zaphook_pass(1, false, count, None).await?;
         let mut report = ScenarioReport::new("throughput");
+        let (relay, zap) = self.repeated(&mut report, 1, false, count, true).await?;
+        let relay = relay.expect("the relay ran");
         let delivered = ratio(zap.pass.delivered_per_s, relay.delivered_per_s);
         let mut row = Row::new("throughput", "delivered/s (first send → last arrival)");
         row.zaphook = rate_cell(zap.pass.delivered_per_s);
@@ -249,9 +283,11 @@ impl Bench {
 
     async fn fanout(&mut self) -> crate::Result<ScenarioReport> {
         let (count, endpoints) = (self.sizes.fanout, self.sizes.fanout_endpoints);
-        let relay = relay_pass(self.shape, endpoints, count, None, Duration::ZERO, false).await?;
-        let zap = self.zaphook_pass(endpoints, false, count, None).await?;
         let mut report = ScenarioReport::new("fanout");
+        let (relay, zap) = self
+            .repeated(&mut report, endpoints, false, count, true)
+            .await?;
+        let relay = relay.expect("the relay ran");
         let metric = format!("deliveries/s, {endpoints} endpoints");
         let mut row = Row::new("fanout", &metric);
         row.zaphook = rate_cell(zap.pass.delivered_per_s);
@@ -277,12 +313,13 @@ impl Bench {
         let mut report = ScenarioReport::new("isolation");
         if self.reference.is_none() {
             report.notes.push(
-                "isolation: `throughput` did not run in this invocation, so a zaphook-only throughput pass ran first as the reference".into(),
+                "isolation: `throughput` did not run in this invocation, so zaphook-only throughput runs came first as the reference".into(),
             );
-            self.reference = Some(self.zaphook_pass(1, false, count, None).await?);
+            let (_, reference) = self.repeated(&mut report, 1, false, count, false).await?;
+            self.reference = Some(reference);
         }
         let reference = self.reference.clone().expect("reference set above");
-        let zap = self.zaphook_pass(1, true, count, None).await?;
+        let (_, zap) = self.repeated(&mut report, 1, true, count, false).await?;
         let r = ratio(zap.pass.delivered_per_s, reference.pass.delivered_per_s);
         let mut row = Row::new(
             "isolation",

@@ -49,11 +49,26 @@ async fn main() -> ExitCode {
     let args = Args::parse();
     tokio::select! {
         code = run(args) => code,
-        _ = tokio::signal::ctrl_c() => {
+        signal = interrupted() => {
             // Returning drops the running scenario: its zaphook is killed, its temp dir removed.
-            eprintln!("interrupted");
+            eprintln!("{signal}: stopped");
             ExitCode::from(130)
         }
+    }
+}
+
+/// Waits for Ctrl-C or SIGTERM.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
     }
 }
 
@@ -111,7 +126,7 @@ async fn run(args: Args) -> ExitCode {
             }
             Err(e) => {
                 eprintln!("{name} failed: {e}");
-                failure = Some(format!("{name}: {e}"));
+                failure = Some(name);
                 break;
             }
         }
@@ -146,7 +161,9 @@ async fn run(args: Args) -> ExitCode {
     }
     match failure {
         Some(f) => {
-            eprintln!("error: {f}");
+            eprintln!(
+                "error: the {f} scenario failed (see above); the scenarios after it did not run"
+            );
             ExitCode::FAILURE
         }
         None => ExitCode::SUCCESS,

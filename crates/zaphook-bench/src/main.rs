@@ -89,7 +89,8 @@ async fn run(args: Args) -> ExitCode {
     };
     let machine = report::machine();
     let command: Vec<String> = std::env::args().collect();
-    println!("zaphook-bench — {}", report::utc_now());
+    let started = report::utc_now();
+    println!("zaphook-bench — {started}");
     println!(
         "machine: {} cores, {} GiB, {}; load average {}",
         machine.cores, machine.memory_gib, machine.cpu_model, machine.load_average
@@ -142,7 +143,7 @@ async fn run(args: Args) -> ExitCode {
     );
     if let Some(path) = &args.json {
         let report = Report {
-            date: report::utc_now(),
+            date: started,
             command: command.join(" "),
             machine,
             sizes: serde_json::to_value(&sizes).unwrap_or_default(),

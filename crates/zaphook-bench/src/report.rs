@@ -196,6 +196,7 @@ pub fn utc_now() -> String {
 /// The document `--json` writes.
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// When the run started (UTC).
     pub date: String,
     pub command: String,
     pub machine: Machine,

@@ -149,15 +149,18 @@ CREATE TABLE events (
 ) WITHOUT ROWID;
 
 -- One row per (event, endpoint). `seq` is the commit order that per-ticket ordering follows.
--- state: pending | delivering (leased until next_attempt_at) | delivered | failed | dead
+-- state: pending | delivering (leased until next_attempt_at) | delivered | failed | dead.
+-- `blocked`: an older delivery of the same endpoint and ticket is not finished yet; the one
+-- that finishes unblocks the next, so claims never scan deliveries that must wait.
 CREATE TABLE deliveries (
-    seq               INTEGER PRIMARY KEY AUTOINCREMENT,
+    seq               INTEGER PRIMARY KEY,
     id                TEXT NOT NULL UNIQUE,
     webhook_id        INTEGER NOT NULL REFERENCES webhooks(id) ON DELETE CASCADE,
     event_id          TEXT NOT NULL REFERENCES events(id),
     event_type        TEXT NOT NULL,
     ordering_key      INTEGER,
     state             TEXT NOT NULL,
+    blocked           INTEGER NOT NULL DEFAULT 0,
     attempts          INTEGER NOT NULL DEFAULT 0,
     lease             INTEGER NOT NULL DEFAULT 0,
     next_attempt_at   INTEGER NOT NULL,
@@ -167,11 +170,11 @@ CREATE TABLE deliveries (
     recovered_at      INTEGER
 );
 CREATE INDEX deliveries_due ON deliveries (next_attempt_at)
-    WHERE state IN ('pending', 'delivering', 'failed');
-CREATE INDEX deliveries_webhook_due ON deliveries (webhook_id, next_attempt_at, seq)
-    WHERE state IN ('pending', 'delivering', 'failed');
+    WHERE state IN ('pending', 'delivering', 'failed') AND blocked = 0;
+CREATE INDEX deliveries_webhook_due ON deliveries (webhook_id, next_attempt_at)
+    WHERE state IN ('pending', 'delivering', 'failed') AND blocked = 0;
 CREATE INDEX deliveries_order ON deliveries (webhook_id, ordering_key, seq)
-    WHERE state IN ('pending', 'delivering', 'failed');
+    WHERE state IN ('pending', 'delivering', 'failed') AND ordering_key IS NOT NULL;
 CREATE INDEX deliveries_webhook ON deliveries (webhook_id, seq);
 CREATE INDEX deliveries_event ON deliveries (event_id);
 CREATE INDEX deliveries_finished ON deliveries (created_at) WHERE state IN ('delivered', 'dead');

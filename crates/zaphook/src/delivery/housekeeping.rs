@@ -42,6 +42,13 @@ pub async fn run(
         if let Err(e) = prune(&store, &clock, &config, &shutdown).await {
             tracing::error!(error = %e, "pruning old deliveries failed");
         }
+        match store::write(&store, |tx| tx.free_orphaned()).await {
+            Ok(0) => {}
+            Ok(freed) => {
+                tracing::warn!(freed, "freed deliveries left blocked without an older one")
+            }
+            Err(e) => tracing::error!(error = %e, "checking blocked deliveries failed"),
+        }
         if let Err(e) = refresh_gauges(&store, &clock, &mut reported).await {
             tracing::error!(error = %e, "reading delivery backlogs failed");
         }

@@ -28,6 +28,38 @@ pub struct Limits {
     buckets: HashMap<i64, Bucket>,
 }
 
+/// What the limits allow at one moment, to decide claims away from the dispatcher (inside a
+/// store job). Spending from it changes nothing in the `Limits` it came from.
+#[derive(Debug, Clone)]
+pub struct Room {
+    total: usize,
+    per_endpoint: usize,
+    in_flight: HashMap<i64, usize>,
+    tokens: HashMap<i64, usize>,
+}
+
+impl Room {
+    /// How many attempts endpoint `id` may start now; takes them from the room.
+    pub fn take(&mut self, id: i64, rate_limit: Option<i64>) -> usize {
+        let busy = self.in_flight.get(&id).copied().unwrap_or(0);
+        let mut room = self.total.min(self.per_endpoint.saturating_sub(busy));
+        if let Some(rate) = rate_limit.filter(|r| *r > 0) {
+            let tokens = self.tokens.get(&id).copied().unwrap_or(rate as usize);
+            room = room.min(tokens);
+        }
+        room
+    }
+
+    /// Records that `n` attempts of endpoint `id` were claimed.
+    pub fn claimed(&mut self, id: i64, n: usize) {
+        self.total = self.total.saturating_sub(n);
+        *self.in_flight.entry(id).or_default() += n;
+        if let Some(t) = self.tokens.get_mut(&id) {
+            *t = t.saturating_sub(n);
+        }
+    }
+}
+
 impl Limits {
     pub fn new(max_total: usize, per_endpoint: usize) -> Self {
         Limits {
@@ -43,14 +75,26 @@ impl Limits {
         self.total < self.max_total
     }
 
-    /// How many attempts endpoint `id` may start now. Reserves nothing: call `started` for
-    /// each attempt started and `spend_token` for each delivery claimed.
-    pub fn room_for(&mut self, id: i64, rate_limit: Option<i64>) -> usize {
-        let left_total = self.max_total.saturating_sub(self.total);
-        let left_endpoint = self
-            .per_endpoint
-            .saturating_sub(self.in_flight.get(&id).copied().unwrap_or(0));
-        let mut room = left_total.min(left_endpoint);
+    /// The room now, buckets refilled.
+    pub fn room(&mut self) -> Room {
+        let now = Instant::now();
+        let mut tokens = HashMap::new();
+        for (id, bucket) in &mut self.buckets {
+            bucket.refill(now);
+            tokens.insert(*id, bucket.tokens.floor().max(0.0) as usize);
+        }
+        Room {
+            total: self.max_total.saturating_sub(self.total),
+            per_endpoint: self.per_endpoint,
+            in_flight: self.in_flight.clone(),
+            tokens,
+        }
+    }
+
+    /// An attempt of endpoint `id` started; it spends a token when the endpoint is limited.
+    pub fn started(&mut self, id: i64, rate_limit: Option<i64>) {
+        *self.in_flight.entry(id).or_default() += 1;
+        self.total += 1;
         match rate_limit.filter(|r| *r > 0) {
             Some(rate) => {
                 let now = Instant::now();
@@ -60,25 +104,12 @@ impl Limits {
                     refilled: now,
                 });
                 bucket.rate = rate as f64;
-                bucket.refill(now);
-                room = room.min(bucket.tokens.floor() as usize);
+                bucket.tokens -= 1.0;
             }
             None => {
                 self.buckets.remove(&id);
             }
         }
-        room
-    }
-
-    pub fn spend_token(&mut self, id: i64) {
-        if let Some(bucket) = self.buckets.get_mut(&id) {
-            bucket.tokens -= 1.0;
-        }
-    }
-
-    pub fn started(&mut self, id: i64) {
-        *self.in_flight.entry(id).or_default() += 1;
-        self.total += 1;
     }
 
     pub fn finished(&mut self, id: i64) {
@@ -108,32 +139,39 @@ mod tests {
     #[test]
     fn caps_total_and_per_endpoint() {
         let mut l = Limits::new(3, 2);
-        assert_eq!(l.room_for(1, None), 2);
-        l.started(1);
-        l.started(1);
-        assert_eq!(l.room_for(1, None), 0);
-        assert_eq!(l.room_for(2, None), 1);
-        l.started(2);
+        assert_eq!(l.room().take(1, None), 2);
+        l.started(1, None);
+        l.started(1, None);
+        assert_eq!(l.room().take(1, None), 0);
+        assert_eq!(l.room().take(2, None), 1);
+        l.started(2, None);
         assert!(!l.has_room());
         l.finished(1);
-        assert_eq!(l.room_for(1, None), 1);
+        assert_eq!(l.room().take(1, None), 1);
+        // Claims taken from one room count against the others of it.
+        let mut room = Limits::new(3, 2).room();
+        assert_eq!(room.take(1, None), 2);
+        room.claimed(1, 2);
+        assert_eq!(room.take(1, None), 0);
+        assert_eq!(room.take(2, None), 1);
     }
 
     #[tokio::test(start_paused = true)]
     async fn rate_limit_refills_over_time() {
         let mut l = Limits::new(100, 100);
-        assert_eq!(l.room_for(1, Some(4)), 4);
+        assert_eq!(l.room().take(1, Some(4)), 4);
         for _ in 0..4 {
-            l.spend_token(1);
+            l.started(1, Some(4));
+            l.finished(1);
         }
-        assert_eq!(l.room_for(1, Some(4)), 0);
+        assert_eq!(l.room().take(1, Some(4)), 0);
         let next = l.next_token_at().expect("a refill time");
         assert_eq!(next - Instant::now(), Duration::from_millis(250));
         tokio::time::advance(Duration::from_millis(500)).await;
-        assert_eq!(l.room_for(1, Some(4)), 2);
+        assert_eq!(l.room().take(1, Some(4)), 2);
         tokio::time::advance(Duration::from_secs(10)).await;
         assert_eq!(
-            l.room_for(1, Some(4)),
+            l.room().take(1, Some(4)),
             4,
             "a bucket holds one second's worth"
         );

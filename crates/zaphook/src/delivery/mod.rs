@@ -20,9 +20,9 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
-use crate::store::{self, AttemptRecord, Claimed, NextStep, Store, StoreError, StoreResult};
+use crate::store::{self, AttemptRecord, Claimed, NextStep, Recorded, Store, StoreError};
 use http::{HttpSender, Outcome};
-use limits::Limits;
+use limits::{Limits, Room};
 use retry::RetryPolicy;
 
 #[derive(Debug, Clone)]
@@ -67,90 +67,163 @@ pub struct Dispatcher {
 /// Leases of the attempts in flight, by delivery `seq`, to give back at shutdown.
 type Leases = Arc<Mutex<HashMap<i64, i64>>>;
 
+/// An attempt that ended, waiting to be recorded with the next claim.
+struct Finished {
+    record: AttemptRecord,
+    delivery_id: String,
+}
+
+/// What one store round trip did: recorded the finished attempts, claimed new ones.
+struct Cycle {
+    recorded: Vec<(Finished, Recorded)>,
+    claimed: Vec<(Claimed, Option<i64>)>,
+    next_due: Option<i64>,
+}
+
 impl Dispatcher {
     /// Runs until `shutdown` turns true; then waits for attempts in flight up to the drain
-    /// timeout and gives the unfinished ones back, due at once.
+    /// timeout, records what finished and gives the rest back, due at once.
+    ///
+    /// Each turn is one write transaction that records every attempt finished since the last
+    /// turn and claims what is due, so the writer sees one job per turn, not one per attempt.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let this = Arc::new(self);
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<i64>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
         let leases: Leases = Arc::default();
         let mut limits = Limits::new(this.config.max_in_flight, this.config.per_endpoint);
         let mut tasks = JoinSet::new();
-        loop {
-            if *shutdown.borrow() {
-                break;
-            }
-            while let Ok(webhook_id) = done_rx.try_recv() {
-                limits.finished(webhook_id);
+        let mut finished: Vec<Finished> = Vec::new();
+        while !*shutdown.borrow() {
+            while let Ok(f) = done_rx.try_recv() {
+                limits.finished(f.record.webhook_id);
+                finished.push(f);
             }
             while tasks.try_join_next().is_some() {}
 
-            let mut claimed_any = false;
-            if limits.has_room() {
-                match this.claim(&mut limits).await {
-                    Ok(claimed) => {
-                        claimed_any = !claimed.is_empty();
-                        for delivery in claimed {
-                            let webhook_id = delivery.target.webhook_id;
-                            limits.started(webhook_id);
-                            lock(&leases).insert(delivery.seq, delivery.lease);
-                            let (this, done, leases) =
-                                (Arc::clone(&this), done_tx.clone(), Arc::clone(&leases));
-                            tasks.spawn(async move {
-                                let seq = delivery.seq;
-                                this.attempt(delivery).await;
-                                lock(&leases).remove(&seq);
-                                let _ = done.send(webhook_id);
-                            });
-                        }
+            let batch = std::mem::take(&mut finished);
+            let claim = limits.has_room();
+            let cycle = match this.cycle(batch, claim.then(|| limits.room())).await {
+                Ok(cycle) => cycle,
+                Err((e, batch)) => {
+                    tracing::error!(error = %e, "recording and claiming deliveries failed");
+                    if !matches!(e, StoreError::Closed) {
+                        finished = batch;
                     }
-                    Err(e) => tracing::error!(error = %e, "claiming deliveries failed"),
+                    tokio::time::sleep(this.config.poll_interval).await;
+                    continue;
                 }
+            };
+            report(cycle.recorded);
+            let claimed_any = !cycle.claimed.is_empty();
+            for (delivery, rate_limit) in cycle.claimed {
+                limits.started(delivery.target.webhook_id, rate_limit);
+                lock(&leases).insert(delivery.seq, delivery.lease);
+                let (this, done, leases) =
+                    (Arc::clone(&this), done_tx.clone(), Arc::clone(&leases));
+                tasks.spawn(async move {
+                    let seq = delivery.seq;
+                    let finished = this.attempt(delivery).await;
+                    lock(&leases).remove(&seq);
+                    let _ = done.send(finished);
+                });
             }
             if claimed_any && limits.has_room() {
                 // There may be more due right now.
                 continue;
             }
-            let poll = tokio::time::Instant::now() + this.config.poll_interval;
-            let due = match store::read(&this.store, |tx| tx.next_delivery_due()).await {
-                Ok(Some(due)) => this.clock.instant_at(due),
-                Ok(None) | Err(StoreError::Closed) => poll,
-                Err(e) => {
-                    tracing::error!(error = %e, "reading the next due delivery failed");
-                    poll
-                }
+            let now = tokio::time::Instant::now();
+            let poll = now + this.config.poll_interval;
+            let due = cycle.next_due.map(|at| this.clock.instant_at(at));
+            // Due work that was not claimed waits for room (an attempt finishing, a token),
+            // not for its due time, which has passed: looking again at once would spin.
+            let wake_at = match due {
+                Some(due) if due > now => due.min(poll),
+                Some(_) => limits.next_token_at().unwrap_or(poll).min(poll),
+                None => poll,
             };
-            let wake_at = due
-                .min(poll)
-                .max(limits.next_token_at().unwrap_or(due.min(poll)));
             tokio::select! {
                 _ = this.wake.notified() => {}
-                Some(webhook_id) = done_rx.recv() => limits.finished(webhook_id),
+                Some(f) = done_rx.recv() => {
+                    limits.finished(f.record.webhook_id);
+                    finished.push(f);
+                }
                 _ = tokio::time::sleep_until(wake_at) => {}
                 _ = shutdown.changed() => {}
             }
         }
-        this.drain(tasks, leases).await;
+        this.drain(tasks, leases, finished, done_rx).await;
     }
 
-    async fn drain(&self, mut tasks: JoinSet<()>, leases: Leases) {
+    /// One store round trip: record `finished`, then claim what `room` allows.
+    async fn cycle(
+        &self,
+        finished: Vec<Finished>,
+        room: Option<Room>,
+    ) -> Result<Cycle, (StoreError, Vec<Finished>)> {
+        let now = self.clock.now_ms();
+        let lease_until = now + self.config.lease.as_millis() as i64;
+        let records: Vec<AttemptRecord> = finished.iter().map(|f| f.record.clone()).collect();
+        let result = store::write(&self.store, move |tx| {
+            let mut recorded = Vec::with_capacity(records.len());
+            for record in &records {
+                recorded.push(tx.record_attempt(record)?);
+            }
+            let mut claimed = Vec::new();
+            if let Some(mut room) = room {
+                for webhook in tx.due_webhooks(now)? {
+                    let n = room.take(webhook.id, webhook.rate_limit);
+                    if n == 0 {
+                        continue;
+                    }
+                    let got = tx.claim_deliveries(now, lease_until, webhook.id, n as i64)?;
+                    room.claimed(webhook.id, got.len());
+                    claimed.extend(got.into_iter().map(|c| (c, webhook.rate_limit)));
+                }
+            }
+            let next_due = tx.next_delivery_due()?;
+            Ok::<_, StoreError>((recorded, claimed, next_due))
+        })
+        .await;
+        match result {
+            Ok((recorded, claimed, next_due)) => Ok(Cycle {
+                recorded: finished.into_iter().zip(recorded).collect(),
+                claimed,
+                next_due,
+            }),
+            Err(e) => Err((e, finished)),
+        }
+    }
+
+    async fn drain(
+        &self,
+        mut tasks: JoinSet<()>,
+        leases: Leases,
+        mut finished: Vec<Finished>,
+        mut done_rx: mpsc::UnboundedReceiver<Finished>,
+    ) {
         let drained = tokio::time::timeout(self.config.drain_timeout, async {
             while tasks.join_next().await.is_some() {}
         })
         .await;
-        if drained.is_ok() {
-            return;
+        if drained.is_err() {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
         }
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
+        while let Ok(f) = done_rx.try_recv() {
+            finished.push(f);
+        }
         let unfinished: Vec<(i64, i64)> = lock(&leases).drain().collect();
-        let now = self.clock.now_ms();
-        let count = unfinished.len();
-        match store::write(&self.store, move |tx| {
+        let (count, now) = (unfinished.len(), self.clock.now_ms());
+        let records: Vec<AttemptRecord> = finished.iter().map(|f| f.record.clone()).collect();
+        let saved = store::write(&self.store, move |tx| {
+            for record in &records {
+                tx.record_attempt(record)?;
+            }
             tx.release_deliveries(&unfinished, now)
         })
-        .await
-        {
+        .await;
+        match saved {
+            Ok(0) => {}
             Ok(released) => tracing::warn!(
                 released,
                 "shutdown: attempts still in flight were stopped and given back"
@@ -158,40 +231,12 @@ impl Dispatcher {
             Err(e) => tracing::error!(
                 error = %e,
                 count,
-                "shutdown: could not give back unfinished attempts; their leases will expire"
+                "shutdown: could not record the last attempts; their leases will expire"
             ),
         }
     }
 
-    async fn claim(&self, limits: &mut Limits) -> StoreResult<Vec<Claimed>> {
-        let now = self.clock.now_ms();
-        let lease_until = now + self.config.lease.as_millis() as i64;
-        let due = store::read(&self.store, move |tx| tx.due_webhooks(now)).await?;
-        let wanted: Vec<(i64, i64)> = due
-            .iter()
-            .filter_map(|w| {
-                let room = limits.room_for(w.id, w.rate_limit);
-                (room > 0).then_some((w.id, room as i64))
-            })
-            .collect();
-        if wanted.is_empty() {
-            return Ok(Vec::new());
-        }
-        let claimed = store::write(&self.store, move |tx| {
-            let mut claimed = Vec::new();
-            for (webhook_id, room) in wanted {
-                claimed.extend(tx.claim_deliveries(now, lease_until, webhook_id, room)?);
-            }
-            Ok::<_, StoreError>(claimed)
-        })
-        .await?;
-        for c in &claimed {
-            limits.spend_token(c.target.webhook_id);
-        }
-        Ok(claimed)
-    }
-
-    async fn attempt(&self, delivery: Claimed) {
+    async fn attempt(&self, delivery: Claimed) -> Finished {
         let started_ms = self.clock.now_ms();
         let outcome = self
             .sender
@@ -204,7 +249,6 @@ impl Dispatcher {
             )
             .await;
         let record = self.decide(&delivery, &outcome, started_ms);
-        let next = record.next;
         tracing::debug!(
             delivery = %delivery.id,
             event = %delivery.event_id,
@@ -212,12 +256,12 @@ impl Dispatcher {
             status = ?outcome.status,
             latency_ms = outcome.latency_ms,
             error = ?outcome.error,
-            next = ?next,
+            next = ?record.next,
             "delivery attempt"
         );
         metrics::histogram!("zaphook_delivery_attempt_seconds")
             .record(outcome.latency_ms as f64 / 1000.0);
-        let outcome_label = match next {
+        let outcome_label = match record.next {
             NextStep::Delivered => "delivered",
             NextStep::RetryAt(_) => "failed",
             NextStep::Dead => "dead",
@@ -228,28 +272,13 @@ impl Dispatcher {
             "event_type" => delivery.event_type.as_str()
         )
         .increment(1);
-        if next == NextStep::Dead {
+        if record.next == NextStep::Dead {
             tracing::warn!(delivery = %delivery.id, event = %delivery.event_id, webhook = delivery.target.webhook_id,
                 "delivery is dead after its last attempt; retry it with POST /api/v1/deliveries/{}/retry", delivery.id);
         }
-        let webhook_id = delivery.target.webhook_id;
-        match store::write(&self.store, move |tx| tx.record_attempt(&record)).await {
-            Ok(recorded) => {
-                if let Some(reason) = recorded.disabled {
-                    tracing::warn!(
-                        event = "webhook.disabled",
-                        webhook = webhook_id,
-                        %reason,
-                        "webhook.disabled: endpoint {webhook_id} is disabled ({reason}); enable it with PATCH /api/v1/webhooks/{webhook_id} {{\"enabled\": true}}"
-                    );
-                    metrics::counter!("zaphook_webhooks_disabled_total").increment(1);
-                }
-            }
-            Err(e) => tracing::error!(
-                delivery = %delivery.id,
-                error = %e,
-                "recording an attempt failed; the lease will expire and it is retried"
-            ),
+        Finished {
+            record,
+            delivery_id: delivery.id,
         }
     }
 
@@ -277,6 +306,25 @@ impl Dispatcher {
             next,
             disable_webhook: outcome.status == Some(410),
             disable_after_ms: self.config.disable_after.as_millis() as i64,
+        }
+    }
+}
+
+/// Logs what recording the attempts changed: a lost lease, an endpoint disabled.
+fn report(recorded: Vec<(Finished, Recorded)>) {
+    for (f, r) in recorded {
+        if !r.applied {
+            tracing::debug!(delivery = %f.delivery_id, "attempt recorded after its lease was taken over");
+        }
+        if let Some(reason) = r.disabled {
+            let webhook_id = f.record.webhook_id;
+            tracing::warn!(
+                event = "webhook.disabled",
+                webhook = webhook_id,
+                %reason,
+                "webhook.disabled: endpoint {webhook_id} is disabled ({reason}); enable it with PATCH /api/v1/webhooks/{webhook_id} {{\"enabled\": true}}"
+            );
+            metrics::counter!("zaphook_webhooks_disabled_total").increment(1);
         }
     }
 }

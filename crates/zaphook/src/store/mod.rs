@@ -439,6 +439,9 @@ pub trait Tx {
     /// Deletes up to `batch` finished (delivered or dead) deliveries created before `before`,
     /// with their attempts, and events no delivery refers to any more. Answers how many rows.
     fn prune(&mut self, before: i64, batch: i64) -> StoreResult<usize>;
+    /// Frees blocked deliveries that have no older unfinished one left to wait for (the
+    /// finishing path never leaves one behind; this is the safety net). Answers how many.
+    fn free_orphaned(&mut self) -> StoreResult<usize>;
     /// Waiting deliveries per endpoint.
     fn backlogs(&mut self) -> StoreResult<Vec<EndpointBacklog>>;
     fn disabled_webhooks(&mut self) -> StoreResult<i64>;

@@ -826,8 +826,13 @@ impl Tx for SqliteTx<'_> {
         self.conn
             .prepare_cached(
                 "INSERT INTO deliveries (id, webhook_id, event_id, event_type, ordering_key, state,
-                    next_attempt_at, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending', ?6, ?6)",
+                    blocked, next_attempt_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending',
+                    ?5 IS NOT NULL AND EXISTS (
+                        SELECT 1 FROM deliveries o
+                        WHERE o.webhook_id = ?2 AND o.ordering_key = ?5
+                          AND o.state IN ('pending', 'delivering', 'failed')),
+                    ?6, ?6)",
             )?
             .execute(params![
                 id,
@@ -972,7 +977,7 @@ impl Tx for SqliteTx<'_> {
             "SELECT w.id, w.rate_limit FROM webhooks w WHERE w.enabled = 1 AND EXISTS (
                 SELECT 1 FROM deliveries d
                 WHERE d.webhook_id = w.id AND d.state IN ('pending', 'delivering', 'failed')
-                  AND d.next_attempt_at <= ?1)
+                  AND d.blocked = 0 AND d.next_attempt_at <= ?1)
              ORDER BY w.id",
         )?;
         let rows = stmt.query_map([now], |r| {
@@ -998,11 +1003,7 @@ impl Tx for SqliteTx<'_> {
              JOIN webhooks w ON w.id = d.webhook_id
              JOIN events e ON e.id = d.event_id
              WHERE d.webhook_id = ?3 AND d.state IN ('pending', 'delivering', 'failed')
-               AND d.next_attempt_at <= ?1
-               AND (d.ordering_key IS NULL OR NOT EXISTS (
-                    SELECT 1 FROM deliveries o
-                    WHERE o.webhook_id = d.webhook_id AND o.ordering_key = d.ordering_key
-                      AND o.seq < d.seq AND o.state IN ('pending', 'delivering', 'failed')))
+               AND d.blocked = 0 AND d.next_attempt_at <= ?1
              ORDER BY d.next_attempt_at, d.seq
              LIMIT ?2";
         let lease: i64 = rand::random::<u32>() as i64;
@@ -1068,6 +1069,18 @@ impl Tx for SqliteTx<'_> {
             applied: changed > 0,
             disabled: None,
         };
+        if changed > 0 && matches!(a.next, NextStep::Delivered | NextStep::Dead) {
+            // Finished: the next delivery of the same endpoint and ticket may go.
+            self.conn
+                .prepare_cached(
+                    "UPDATE deliveries SET blocked = 0 WHERE seq = (
+                        SELECT o.seq FROM deliveries d JOIN deliveries o
+                          ON o.webhook_id = d.webhook_id AND o.ordering_key = d.ordering_key
+                        WHERE d.seq = ?1 AND o.state IN ('pending', 'delivering', 'failed')
+                        ORDER BY o.seq LIMIT 1)",
+                )?
+                .execute([a.seq])?;
+        }
         if a.next == NextStep::Delivered {
             self.conn
                 .prepare_cached(
@@ -1123,7 +1136,7 @@ impl Tx for SqliteTx<'_> {
             .conn
             .prepare_cached(
                 "SELECT min(next_attempt_at) FROM deliveries
-                 WHERE state IN ('pending', 'delivering', 'failed')",
+                 WHERE state IN ('pending', 'delivering', 'failed') AND blocked = 0",
             )?
             .query_row([], |r| r.get(0))?)
     }
@@ -1193,7 +1206,7 @@ impl Tx for SqliteTx<'_> {
 
     fn retry_delivery(&mut self, company_id: i64, id: &str, now: i64) -> StoreResult<bool> {
         Ok(self.conn.execute(
-            "UPDATE deliveries SET state = 'pending', next_attempt_at = ?3
+            "UPDATE deliveries SET state = 'pending', blocked = 0, next_attempt_at = ?3
              WHERE id = ?2 AND state <> 'delivering'
                AND event_id IN (SELECT id FROM events WHERE company_id = ?1)",
             params![company_id, id, now],
@@ -1202,7 +1215,8 @@ impl Tx for SqliteTx<'_> {
 
     fn recover_deliveries(&mut self, webhook_id: i64, since: i64, now: i64) -> StoreResult<usize> {
         Ok(self.conn.execute(
-            "UPDATE deliveries SET state = 'pending', next_attempt_at = ?3, recovered_at = ?3
+            "UPDATE deliveries SET state = 'pending', blocked = 0, next_attempt_at = ?3,
+                recovered_at = ?3
              WHERE webhook_id = ?1 AND created_at >= ?2 AND state IN ('failed', 'dead')",
             params![webhook_id, since, now],
         )?)
@@ -1262,6 +1276,22 @@ impl Tx for SqliteTx<'_> {
             )?
             .execute(params![before, batch])?;
         Ok(deliveries + events)
+    }
+
+    fn free_orphaned(&mut self) -> StoreResult<usize> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "UPDATE deliveries SET blocked = 0 WHERE blocked = 1
+                   AND state IN ('pending', 'delivering', 'failed')
+                   AND NOT EXISTS (
+                    SELECT 1 FROM deliveries o
+                    WHERE o.webhook_id = deliveries.webhook_id
+                      AND o.ordering_key = deliveries.ordering_key
+                      AND o.seq < deliveries.seq
+                      AND o.state IN ('pending', 'delivering', 'failed'))",
+            )?
+            .execute([])?)
     }
 
     fn backlogs(&mut self) -> StoreResult<Vec<EndpointBacklog>> {

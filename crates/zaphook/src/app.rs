@@ -171,6 +171,7 @@ impl Application {
                 sends_ready: Arc::new(Notify::new()),
             },
             sender,
+            tokens: api::TokenCache::default(),
         };
         Ok(Application {
             listener,
@@ -222,6 +223,7 @@ impl Application {
                 stop_rx.clone(),
             ));
         }
+        workers.spawn(api::metrics_upkeep(stop_rx.clone()));
         let router = api::router(self.state);
         tracing::info!(address = %self.listener.local_addr()?, "zaphook is listening");
         let served = axum::serve(self.listener, router)

@@ -7,6 +7,9 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use super::AppState;
 use super::error::ApiError;
@@ -76,6 +79,31 @@ fn query_rejection(rejection: QueryRejection) -> ApiError {
     ApiError::BadRequest(rejection.body_text())
 }
 
+/// Tokens recently found valid, so most requests skip the database. A revoked token stops
+/// working within `TOKEN_TTL`.
+#[derive(Clone, Default)]
+pub struct TokenCache(Arc<Mutex<HashMap<String, (i64, Instant)>>>);
+
+const TOKEN_TTL: Duration = Duration::from_secs(10);
+const TOKEN_CACHE_SIZE: usize = 10_000;
+
+impl TokenCache {
+    fn get(&self, hash: &str) -> Option<i64> {
+        let cache = self.0.lock().ok()?;
+        let (company, at) = cache.get(hash)?;
+        (at.elapsed() < TOKEN_TTL).then_some(*company)
+    }
+
+    fn put(&self, hash: String, company: i64) {
+        if let Ok(mut cache) = self.0.lock() {
+            if cache.len() >= TOKEN_CACHE_SIZE {
+                cache.clear();
+            }
+            cache.insert(hash, (company, Instant::now()));
+        }
+    }
+}
+
 /// The company whose bearer token came with the request.
 #[derive(Debug, Clone, Copy)]
 pub struct Company(pub i64);
@@ -105,7 +133,14 @@ impl FromRequestParts<AppState> for Company {
             .filter(|t| !t.is_empty() && t.len() <= 256)
             .ok_or(ApiError::Unauthorized)?;
         let hash = token_hash(token);
-        let company = store::read(&state.ingest.store, move |tx| tx.token_company(&hash)).await?;
-        company.map(Company).ok_or(ApiError::Unauthorized)
+        if let Some(company) = state.tokens.get(&hash) {
+            return Ok(Company(company));
+        }
+        let lookup = hash.clone();
+        let company = store::read(&state.ingest.store, move |tx| tx.token_company(&lookup))
+            .await?
+            .ok_or(ApiError::Unauthorized)?;
+        state.tokens.put(hash, company);
+        Ok(Company(company))
     }
 }

@@ -24,7 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_swagger_ui::SwaggerUi;
 
 pub use error::{ApiError, ApiResult, FieldError, Problem};
-pub use extract::token_hash;
+pub use extract::{TokenCache, token_hash};
 
 use crate::delivery::http::HttpSender;
 use crate::ingest::Ingest;
@@ -40,6 +40,7 @@ pub const MAX_LIMIT: i64 = 200;
 pub struct AppState {
     pub ingest: Ingest,
     pub sender: HttpSender,
+    pub tokens: extract::TokenCache,
 }
 
 #[derive(OpenApi)]
@@ -84,6 +85,18 @@ pub fn page_limit(limit: Option<i64>) -> ApiResult<i64> {
             "limit",
             format!("must be between 1 and {MAX_LIMIT}"),
         )),
+    }
+}
+
+/// Folds recorded histogram samples into their buckets; without it they pile up between
+/// scrapes. Runs until `shutdown` turns true.
+pub async fn metrics_upkeep(mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(5));
+    while !*shutdown.borrow() {
+        tokio::select! {
+            _ = tick.tick() => prometheus().run_upkeep(),
+            _ = shutdown.changed() => {}
+        }
     }
 }
 

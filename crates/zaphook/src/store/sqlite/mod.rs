@@ -170,14 +170,17 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
 }
 
 fn run_batch(conn: &Connection, batch: Vec<WriteJob>) {
-    if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+    if let Err(e) = statement(conn, "BEGIN IMMEDIATE") {
         tracing::error!(error = %e, "cannot begin a write transaction");
         // Dropping the jobs unrun fails their callers with `Closed`.
         return;
     }
+    // A lone job needs no savepoint: if it fails, the whole transaction is rolled back.
+    let alone = batch.len() == 1;
     let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+    let mut keep_all = true;
     for job in batch {
-        if let Err(e) = conn.execute_batch("SAVEPOINT job") {
+        if !alone && let Err(e) = statement(conn, "SAVEPOINT job") {
             tracing::error!(error = %e, "cannot open a savepoint");
             continue;
         }
@@ -195,16 +198,21 @@ fn run_batch(conn: &Connection, batch: Vec<WriteJob>) {
                 false
             }
         };
+        if alone {
+            keep_all = keep;
+            continue;
+        }
         let end = if keep {
-            "RELEASE job"
+            statement(conn, "RELEASE job")
         } else {
-            "ROLLBACK TO job; RELEASE job"
+            statement(conn, "ROLLBACK TO job").and_then(|_| statement(conn, "RELEASE job"))
         };
-        if let Err(e) = conn.execute_batch(end) {
+        if let Err(e) = end {
             tracing::error!(error = %e, "cannot close a savepoint");
         }
     }
-    let committed = conn.execute_batch("COMMIT").map_err(|e| e.to_string());
+    let end = if keep_all { "COMMIT" } else { "ROLLBACK" };
+    let committed = statement(conn, end).map_err(|e| e.to_string());
     if let Err(e) = &committed {
         tracing::error!(error = %e, "commit failed");
         let _ = conn.execute_batch("ROLLBACK");
@@ -217,4 +225,9 @@ fn run_batch(conn: &Connection, batch: Vec<WriteJob>) {
                 .map_err(|e| StoreError::Database(e.clone())),
         );
     }
+}
+
+/// Runs a statement without parameters, prepared once per connection.
+fn statement(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }

@@ -85,6 +85,7 @@ fn claim_all(tx: &mut dyn Tx, now: i64, lease_until: i64) -> Result<Vec<Claimed>
 fn record(c: &Claimed, at: i64, next: NextStep) -> AttemptRecord {
     AttemptRecord {
         seq: c.seq,
+        ordering_key: c.ordering_key,
         webhook_id: c.target.webhook_id,
         lease: c.lease,
         at,

@@ -20,7 +20,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
-use crate::store::{self, AttemptRecord, Claimed, NextStep, Recorded, Store, StoreError};
+use crate::store::{self, AttemptRecord, Claimed, NextStep, Recorded, Store, StoreError, Tx};
 use http::{HttpSender, Outcome};
 use limits::{Limits, Room};
 use retry::RetryPolicy;
@@ -164,10 +164,7 @@ impl Dispatcher {
         let lease_until = now + self.config.lease.as_millis() as i64;
         let records: Vec<AttemptRecord> = finished.iter().map(|f| f.record.clone()).collect();
         let result = store::write(&self.store, move |tx| {
-            let mut recorded = Vec::with_capacity(records.len());
-            for record in &records {
-                recorded.push(tx.record_attempt(record)?);
-            }
+            let recorded = record_all(tx, &records)?;
             let mut claimed = Vec::new();
             if let Some(mut room) = room {
                 for webhook in tx.due_webhooks(now)? {
@@ -216,9 +213,7 @@ impl Dispatcher {
         let (count, now) = (unfinished.len(), self.clock.now_ms());
         let records: Vec<AttemptRecord> = finished.iter().map(|f| f.record.clone()).collect();
         let saved = store::write(&self.store, move |tx| {
-            for record in &records {
-                tx.record_attempt(record)?;
-            }
+            record_all(tx, &records)?;
             tx.release_deliveries(&unfinished, now)
         })
         .await;
@@ -296,6 +291,7 @@ impl Dispatcher {
         };
         AttemptRecord {
             seq: delivery.seq,
+            ordering_key: delivery.ordering_key,
             webhook_id: delivery.target.webhook_id,
             lease: delivery.lease,
             at: started_ms,
@@ -308,6 +304,20 @@ impl Dispatcher {
             disable_after_ms: self.config.disable_after.as_millis() as i64,
         }
     }
+}
+
+/// Records finished attempts; the endpoints that delivered are no longer failing.
+fn record_all(tx: &mut dyn Tx, records: &[AttemptRecord]) -> Result<Vec<Recorded>, StoreError> {
+    let mut recorded = Vec::with_capacity(records.len());
+    let mut healthy = Vec::new();
+    for record in records {
+        recorded.push(tx.record_attempt(record)?);
+        if record.next == NextStep::Delivered && !healthy.contains(&record.webhook_id) {
+            healthy.push(record.webhook_id);
+        }
+    }
+    tx.mark_healthy(&healthy)?;
+    Ok(recorded)
 }
 
 /// Logs what recording the attempts changed: a lost lease, an endpoint disabled.

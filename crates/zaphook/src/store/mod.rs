@@ -151,6 +151,8 @@ pub struct Target {
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub seq: i64,
+    /// The ticket whose order the delivery keeps, if its endpoint orders by ticket.
+    pub ordering_key: Option<i64>,
     pub id: String,
     pub event_id: String,
     pub event_type: EventType,
@@ -165,6 +167,7 @@ pub struct Claimed {
 pub struct AttemptRecord {
     pub seq: i64,
     pub webhook_id: i64,
+    pub ordering_key: Option<i64>,
     pub lease: i64,
     pub at: i64,
     pub status_code: Option<i64>,
@@ -408,8 +411,10 @@ pub trait Tx {
         limit: i64,
     ) -> StoreResult<Vec<Claimed>>;
     /// Logs an attempt and moves the delivery on, if the lease is still ours; keeps the
-    /// endpoint's health (disabled on `410 Gone` or after failing too long).
+    /// endpoint's health on failure (disabled on `410 Gone` or after failing too long).
     fn record_attempt(&mut self, record: &AttemptRecord) -> StoreResult<Recorded>;
+    /// These endpoints just delivered: they are no longer failing.
+    fn mark_healthy(&mut self, webhook_ids: &[i64]) -> StoreResult<()>;
     /// Gives leased deliveries back (state pending, due now), if the leases are still ours.
     fn release_deliveries(&mut self, leases: &[(i64, i64)], now: i64) -> StoreResult<usize>;
     /// When the earliest waiting delivery becomes due.

@@ -67,6 +67,8 @@ impl ReaderPool {
 
 fn open_connection(path: &Path, durability: Durability) -> StoreResult<Connection> {
     let conn = Connection::open(path)?;
+    // Every statement of the store stays prepared (the default keeps only 16).
+    conn.set_prepared_statement_cache_capacity(256);
     let synchronous = match durability {
         Durability::Full => "FULL",
         Durability::Normal => "NORMAL",

@@ -998,7 +998,8 @@ impl Tx for SqliteTx<'_> {
     ) -> StoreResult<Vec<Claimed>> {
         let sql = "SELECT d.seq, d.id, d.event_id, d.event_type, d.attempts, e.payload,
                     w.id, w.url, w.secret,
-                    CASE WHEN w.previous_secret_until > ?1 THEN w.previous_secret END, w.token
+                    CASE WHEN w.previous_secret_until > ?1 THEN w.previous_secret END, w.token,
+                    d.ordering_key
              FROM deliveries d
              JOIN webhooks w ON w.id = d.webhook_id
              JOIN events e ON e.id = d.event_id
@@ -1012,6 +1013,7 @@ impl Tx for SqliteTx<'_> {
             stmt.query_map(params![now, limit, webhook_id], |r| {
                 Ok(Claimed {
                     seq: r.get(0)?,
+                    ordering_key: r.get(11)?,
                     id: r.get(1)?,
                     event_id: r.get(2)?,
                     event_type: wire(r, 3, EventType::parse)?,
@@ -1069,25 +1071,22 @@ impl Tx for SqliteTx<'_> {
             applied: changed > 0,
             disabled: None,
         };
-        if changed > 0 && matches!(a.next, NextStep::Delivered | NextStep::Dead) {
+        if changed > 0
+            && let Some(key) = a.ordering_key
+            && matches!(a.next, NextStep::Delivered | NextStep::Dead)
+        {
             // Finished: the next delivery of the same endpoint and ticket may go.
             self.conn
                 .prepare_cached(
                     "UPDATE deliveries SET blocked = 0 WHERE seq = (
-                        SELECT o.seq FROM deliveries d JOIN deliveries o
-                          ON o.webhook_id = d.webhook_id AND o.ordering_key = d.ordering_key
-                        WHERE d.seq = ?1 AND o.state IN ('pending', 'delivering', 'failed')
-                        ORDER BY o.seq LIMIT 1)",
+                        SELECT seq FROM deliveries
+                        WHERE webhook_id = ?1 AND ordering_key = ?2
+                          AND state IN ('pending', 'delivering', 'failed')
+                        ORDER BY seq LIMIT 1)",
                 )?
-                .execute([a.seq])?;
+                .execute([a.webhook_id, key])?;
         }
         if a.next == NextStep::Delivered {
-            self.conn
-                .prepare_cached(
-                    "UPDATE webhooks SET failing_since = NULL
-                     WHERE id = ?1 AND failing_since IS NOT NULL",
-                )?
-                .execute([a.webhook_id])?;
             return Ok(recorded);
         }
         self.conn
@@ -1117,6 +1116,16 @@ impl Tx for SqliteTx<'_> {
             recorded.disabled = Some(reason);
         }
         Ok(recorded)
+    }
+
+    fn mark_healthy(&mut self, webhook_ids: &[i64]) -> StoreResult<()> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE webhooks SET failing_since = NULL WHERE id = ?1 AND failing_since IS NOT NULL",
+        )?;
+        for id in webhook_ids {
+            stmt.execute([id])?;
+        }
+        Ok(())
     }
 
     fn release_deliveries(&mut self, leases: &[(i64, i64)], now: i64) -> StoreResult<usize> {

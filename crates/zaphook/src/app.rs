@@ -17,7 +17,7 @@ use crate::channels;
 use crate::clock::Clock;
 use crate::delivery::http::HttpSender;
 use crate::delivery::{Dispatcher, housekeeping};
-use crate::ingest::Ingest;
+use crate::ingest::{Handoff, Ingest};
 use crate::settings::Settings;
 use crate::store::sqlite::{Durability, SqliteStore};
 use crate::store::{self, Store, StoreError};
@@ -140,6 +140,7 @@ pub struct Application {
     settings: Settings,
     /// The admin token generated for a new database, to show once.
     pub generated_token: Option<String>,
+    handoffs: Option<tokio::sync::mpsc::UnboundedReceiver<Vec<crate::store::Claimed>>>,
 }
 
 impl Application {
@@ -163,12 +164,20 @@ impl Application {
         let sender = HttpSender::new(&settings.http)
             .map_err(|e| AppError::Config(format!("cannot build the HTTP client: {e}")))?;
         let listener = TcpListener::bind(settings.listen).await?;
+        let (handoff, handoffs) = if settings.run_workers {
+            let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
+            let lease = settings.delivery.lease;
+            (Some(Handoff { lease, sender }), Some(receiver))
+        } else {
+            (None, None)
+        };
         let state = AppState {
             ingest: Ingest {
                 store,
                 clock,
                 deliveries_ready: Arc::new(Notify::new()),
                 sends_ready: Arc::new(Notify::new()),
+                handoff,
             },
             sender,
             tokens: api::TokenCache::default(),
@@ -178,6 +187,7 @@ impl Application {
             state,
             settings,
             generated_token,
+            handoffs,
         })
     }
 
@@ -209,6 +219,7 @@ impl Application {
                 sender: self.state.sender.clone(),
                 config: self.settings.delivery.clone(),
                 wake: Arc::clone(&ingest.deliveries_ready),
+                handoffs: self.handoffs,
             };
             workers.spawn(dispatcher.run(stop_rx.clone()));
             workers.spawn(housekeeping::run(

@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 use crate::clock::Clock;
 use crate::domain::{
@@ -15,7 +15,8 @@ use crate::domain::{
 };
 use crate::payload::{self, Previous, Snapshot};
 use crate::store::{
-    self, EventScope, NewContact, NewTicket, Reactor, SendJob, Store, StoreError, Tx,
+    self, Claimed, EventScope, Handoffs, NewContact, NewTicket, Reactor, SendJob, Store,
+    StoreError, Tx,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +124,15 @@ pub struct Ingest {
     pub deliveries_ready: Arc<Notify>,
     /// Woken after a commit that appended a channel send job.
     pub sends_ready: Arc<Notify>,
+    /// Where deliveries leased as they are written go once committed: the local dispatcher.
+    pub handoff: Option<Handoff>,
+}
+
+/// The way to the local dispatcher for deliveries leased at write time.
+#[derive(Clone)]
+pub struct Handoff {
+    pub lease: std::time::Duration,
+    pub sender: mpsc::UnboundedSender<Vec<Claimed>>,
 }
 
 impl Ingest {
@@ -135,13 +145,29 @@ impl Ingest {
     {
         let now = self.clock.now_ms();
         let started = std::time::Instant::now();
-        let result = store::write(&self.store, move |tx| f(tx, company_id, now)).await;
+        let lease = self.handoff.as_ref().map(|h| Handoffs {
+            lease: rand::random::<u32>() as i64,
+            lease_until: now + h.lease.as_millis() as i64,
+            claimed: Vec::new(),
+        });
+        let result = store::write(&self.store, move |tx| {
+            *tx.handoffs() = lease;
+            let answer = f(tx, company_id, now)?;
+            let claimed = tx.handoffs().take().map(|h| h.claimed).unwrap_or_default();
+            Ok::<_, IngestError>((answer, claimed))
+        })
+        .await;
         metrics::histogram!("zaphook_ingest_commit_seconds")
             .record(started.elapsed().as_secs_f64());
-        if result.is_ok() {
-            self.deliveries_ready.notify_one();
+        let (answer, claimed) = result?;
+        if !claimed.is_empty()
+            && let Some(handoff) = &self.handoff
+        {
+            // If the dispatcher is gone the leases expire and the deliveries are claimed.
+            let _ = handoff.sender.send(claimed);
         }
-        result
+        self.deliveries_ready.notify_one();
+        Ok(answer)
     }
 
     pub async fn inbound(&self, company_id: i64, cmd: InboundMessage) -> IngestResult<Message> {
@@ -178,26 +204,43 @@ fn append(
     now: i64,
     render: impl FnOnce(&mut dyn Tx) -> IngestResult<String>,
 ) -> IngestResult<()> {
-    let subscribers = tx.subscribers(&scope)?;
+    let subscribers = tx.subscribers(&scope, now)?;
     if subscribers.is_empty() {
         return Ok(());
     }
-    let payload = render(tx)?;
+    let payload: Arc<str> = Arc::from(render(tx)?);
     let event_id = domain::new_event_id();
     tx.insert_event(&event_id, &scope, &payload, now)?;
+    let lease = tx.handoffs().as_ref().map(|h| (h.lease, h.lease_until));
     for s in subscribers {
         let ordering_key = match s.ordering {
             domain::Ordering::Ticket => scope.ticket_id,
             domain::Ordering::None => None,
         };
-        tx.insert_delivery(
-            &domain::new_delivery_id(),
+        let id = domain::new_delivery_id();
+        let leased = tx.insert_delivery(
+            &id,
             &event_id,
             scope.event_type,
-            s.webhook_id,
+            s.target.webhook_id,
             ordering_key,
             now,
+            lease,
         )?;
+        if let (Some(seq), Some(handoffs)) = (leased, tx.handoffs().as_mut()) {
+            handoffs.claimed.push(Claimed {
+                seq,
+                ordering_key,
+                id,
+                event_id: event_id.clone(),
+                event_type: scope.event_type,
+                attempts: 0,
+                lease: handoffs.lease,
+                lease_until: handoffs.lease_until,
+                payload: Arc::clone(&payload),
+                target: s.target,
+            });
+        }
     }
     Ok(())
 }

@@ -60,15 +60,16 @@ fn event(tx: &mut dyn Tx, ticket: i64, now: i64) -> Result<String, StoreError> {
         &format!("{{\"ticket\":{ticket},\"at\":{now}}}"),
         now,
     )?;
-    for s in tx.subscribers(&scope)? {
+    for s in tx.subscribers(&scope, now)? {
         let key = (s.ordering == Ordering::Ticket).then_some(ticket);
         tx.insert_delivery(
             &zaphook::domain::new_delivery_id(),
             &id,
             EventType::MessageCreated,
-            s.webhook_id,
+            s.target.webhook_id,
             key,
             now,
+            None,
         )?;
     }
     Ok(id)

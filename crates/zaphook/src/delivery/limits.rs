@@ -91,6 +91,22 @@ impl Limits {
         }
     }
 
+    /// Whether endpoint `id` may start one more attempt now.
+    pub fn can_start(&mut self, id: i64, rate_limit: Option<i64>) -> bool {
+        if self.total >= self.max_total
+            || self.in_flight.get(&id).copied().unwrap_or(0) >= self.per_endpoint
+        {
+            return false;
+        }
+        match (rate_limit.filter(|r| *r > 0), self.buckets.get_mut(&id)) {
+            (Some(_), Some(bucket)) => {
+                bucket.refill(Instant::now());
+                bucket.tokens >= 1.0
+            }
+            _ => true,
+        }
+    }
+
     /// An attempt of endpoint `id` started; it spends a token when the endpoint is limited.
     pub fn started(&mut self, id: i64, rate_limit: Option<i64>) {
         *self.in_flight.entry(id).or_default() += 1;

@@ -62,6 +62,39 @@ pub struct Dispatcher {
     pub sender: HttpSender,
     pub config: DeliveryConfig,
     pub wake: Arc<Notify>,
+    /// Deliveries ingest leased as it wrote them, to attempt without a claim.
+    pub handoffs: Option<mpsc::UnboundedReceiver<Vec<Claimed>>>,
+}
+
+/// How late a hand-off may start; later ones go back to the queue rather than use up a lease
+/// that is running out.
+const HANDOFF_GRACE_MS: i64 = 5_000;
+
+/// The attempts in flight and what bounds them.
+struct Flight {
+    limits: Limits,
+    tasks: JoinSet<()>,
+    leases: Leases,
+    done: mpsc::UnboundedSender<Finished>,
+}
+
+impl Flight {
+    fn start(&mut self, this: &Arc<Dispatcher>, delivery: Claimed) {
+        self.limits
+            .started(delivery.target.webhook_id, delivery.target.rate_limit);
+        lock(&self.leases).insert(delivery.seq, delivery.lease);
+        let (this, done, leases) = (
+            Arc::clone(this),
+            self.done.clone(),
+            Arc::clone(&self.leases),
+        );
+        self.tasks.spawn(async move {
+            let seq = delivery.seq;
+            let finished = this.attempt(delivery).await;
+            lock(&leases).remove(&seq);
+            let _ = done.send(finished);
+        });
+    }
 }
 
 /// Leases of the attempts in flight, by delivery `seq`, to give back at shutdown.
@@ -76,7 +109,7 @@ struct Finished {
 /// What one store round trip did: recorded the finished attempts, claimed new ones.
 struct Cycle {
     recorded: Vec<(Finished, Recorded)>,
-    claimed: Vec<(Claimed, Option<i64>)>,
+    claimed: Vec<Claimed>,
     next_due: Option<i64>,
 }
 
@@ -86,28 +119,35 @@ impl Dispatcher {
     ///
     /// Each turn is one write transaction that records every attempt finished since the last
     /// turn and claims what is due, so the writer sees one job per turn, not one per attempt.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
+        let mut handoffs = self.handoffs.take();
         let this = Arc::new(self);
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
-        let leases: Leases = Arc::default();
-        let mut limits = Limits::new(this.config.max_in_flight, this.config.per_endpoint);
-        let mut tasks = JoinSet::new();
+        let mut flight = Flight {
+            limits: Limits::new(this.config.max_in_flight, this.config.per_endpoint),
+            tasks: JoinSet::new(),
+            leases: Arc::default(),
+            done: done_tx,
+        };
         let mut finished: Vec<Finished> = Vec::new();
+        let mut give_back: Vec<(i64, i64)> = Vec::new();
         while !*shutdown.borrow() {
             while let Ok(f) = done_rx.try_recv() {
-                limits.finished(f.record.webhook_id);
+                flight.limits.finished(f.record.webhook_id);
                 finished.push(f);
             }
-            while tasks.try_join_next().is_some() {}
+            while flight.tasks.try_join_next().is_some() {}
 
             let batch = std::mem::take(&mut finished);
-            let claim = limits.has_room();
-            let cycle = match this.cycle(batch, claim.then(|| limits.room())).await {
+            let back = std::mem::take(&mut give_back);
+            let room = flight.limits.has_room().then(|| flight.limits.room());
+            let cycle = match this.cycle(batch, back, room).await {
                 Ok(cycle) => cycle,
-                Err((e, batch)) => {
+                Err((e, batch, back)) => {
                     tracing::error!(error = %e, "recording and claiming deliveries failed");
                     if !matches!(e, StoreError::Closed) {
                         finished = batch;
+                        give_back = back;
                     }
                     tokio::time::sleep(this.config.poll_interval).await;
                     continue;
@@ -115,19 +155,10 @@ impl Dispatcher {
             };
             report(cycle.recorded);
             let claimed_any = !cycle.claimed.is_empty();
-            for (delivery, rate_limit) in cycle.claimed {
-                limits.started(delivery.target.webhook_id, rate_limit);
-                lock(&leases).insert(delivery.seq, delivery.lease);
-                let (this, done, leases) =
-                    (Arc::clone(&this), done_tx.clone(), Arc::clone(&leases));
-                tasks.spawn(async move {
-                    let seq = delivery.seq;
-                    let finished = this.attempt(delivery).await;
-                    lock(&leases).remove(&seq);
-                    let _ = done.send(finished);
-                });
+            for delivery in cycle.claimed {
+                flight.start(&this, delivery);
             }
-            if claimed_any && limits.has_room() {
+            if claimed_any && flight.limits.has_room() {
                 // There may be more due right now.
                 continue;
             }
@@ -138,33 +169,77 @@ impl Dispatcher {
             // not for its due time, which has passed: looking again at once would spin.
             let wake_at = match due {
                 Some(due) if due > now => due.min(poll),
-                Some(_) => limits.next_token_at().unwrap_or(poll).min(poll),
+                Some(_) => flight.limits.next_token_at().unwrap_or(poll).min(poll),
                 None => poll,
             };
-            tokio::select! {
-                _ = this.wake.notified() => {}
-                Some(f) = done_rx.recv() => {
-                    limits.finished(f.record.webhook_id);
-                    finished.push(f);
+            // Hand-offs are started here without a store round trip; the loop only goes
+            // around again when something needs recording, claiming or giving back.
+            loop {
+                tokio::select! {
+                    _ = this.wake.notified() => break,
+                    Some(f) = done_rx.recv() => {
+                        flight.limits.finished(f.record.webhook_id);
+                        finished.push(f);
+                        break;
+                    }
+                    Some(batch) = next_handoffs(&mut handoffs) => {
+                        this.take_handoffs(batch, &mut flight, &mut give_back);
+                        if !give_back.is_empty() {
+                            break;
+                        }
+                    }
+                    _ = tokio::time::sleep_until(wake_at) => break,
+                    _ = shutdown.changed() => break,
                 }
-                _ = tokio::time::sleep_until(wake_at) => {}
-                _ = shutdown.changed() => {}
             }
         }
-        this.drain(tasks, leases, finished, done_rx).await;
+        if let Some(rx) = handoffs.as_mut() {
+            while let Ok(batch) = rx.try_recv() {
+                give_back.extend(batch.iter().map(|c| (c.seq, c.lease)));
+            }
+        }
+        this.drain(flight, finished, give_back, done_rx).await;
+    }
+
+    /// Starts handed-off deliveries that are within their limits and fresh enough; the
+    /// others go back to the queue.
+    fn take_handoffs(
+        self: &Arc<Self>,
+        batch: Vec<Claimed>,
+        flight: &mut Flight,
+        give_back: &mut Vec<(i64, i64)>,
+    ) {
+        let now = self.clock.now_ms();
+        let lease_ms = self.config.lease.as_millis() as i64;
+        for delivery in batch {
+            let leased_at = delivery.lease_until - lease_ms;
+            let fresh = now <= leased_at + HANDOFF_GRACE_MS;
+            if fresh
+                && flight
+                    .limits
+                    .can_start(delivery.target.webhook_id, delivery.target.rate_limit)
+            {
+                flight.start(self, delivery);
+            } else {
+                give_back.push((delivery.seq, delivery.lease));
+            }
+        }
     }
 
     /// One store round trip: record `finished`, then claim what `room` allows.
     async fn cycle(
         &self,
         finished: Vec<Finished>,
+        give_back: Vec<(i64, i64)>,
         room: Option<Room>,
-    ) -> Result<Cycle, (StoreError, Vec<Finished>)> {
+    ) -> Result<Cycle, (StoreError, Vec<Finished>, Vec<(i64, i64)>)> {
         let now = self.clock.now_ms();
         let lease_until = now + self.config.lease.as_millis() as i64;
         let records: Vec<AttemptRecord> = finished.iter().map(|f| f.record.clone()).collect();
+        let back = give_back.clone();
         let result = store::write(&self.store, move |tx| {
             let recorded = record_all(tx, &records)?;
+            tx.release_deliveries(&back, now)?;
             let mut claimed = Vec::new();
             if let Some(mut room) = room {
                 for webhook in tx.due_webhooks(now)? {
@@ -174,7 +249,7 @@ impl Dispatcher {
                     }
                     let got = tx.claim_deliveries(now, lease_until, webhook.id, n as i64)?;
                     room.claimed(webhook.id, got.len());
-                    claimed.extend(got.into_iter().map(|c| (c, webhook.rate_limit)));
+                    claimed.extend(got);
                 }
             }
             let next_due = tx.next_delivery_due()?;
@@ -187,29 +262,30 @@ impl Dispatcher {
                 claimed,
                 next_due,
             }),
-            Err(e) => Err((e, finished)),
+            Err(e) => Err((e, finished, give_back)),
         }
     }
 
     async fn drain(
         &self,
-        mut tasks: JoinSet<()>,
-        leases: Leases,
+        mut flight: Flight,
         mut finished: Vec<Finished>,
+        give_back: Vec<(i64, i64)>,
         mut done_rx: mpsc::UnboundedReceiver<Finished>,
     ) {
         let drained = tokio::time::timeout(self.config.drain_timeout, async {
-            while tasks.join_next().await.is_some() {}
+            while flight.tasks.join_next().await.is_some() {}
         })
         .await;
         if drained.is_err() {
-            tasks.abort_all();
-            while tasks.join_next().await.is_some() {}
+            flight.tasks.abort_all();
+            while flight.tasks.join_next().await.is_some() {}
         }
         while let Ok(f) = done_rx.try_recv() {
             finished.push(f);
         }
-        let unfinished: Vec<(i64, i64)> = lock(&leases).drain().collect();
+        let mut unfinished: Vec<(i64, i64)> = lock(&flight.leases).drain().collect();
+        unfinished.extend(give_back);
         let (count, now) = (unfinished.len(), self.clock.now_ms());
         let records: Vec<AttemptRecord> = finished.iter().map(|f| f.record.clone()).collect();
         let saved = store::write(&self.store, move |tx| {
@@ -221,7 +297,7 @@ impl Dispatcher {
             Ok(0) => {}
             Ok(released) => tracing::warn!(
                 released,
-                "shutdown: attempts still in flight were stopped and given back"
+                "shutdown: attempts not started or not finished were given back"
             ),
             Err(e) => tracing::error!(
                 error = %e,
@@ -336,6 +412,16 @@ fn report(recorded: Vec<(Finished, Recorded)>) {
             );
             metrics::counter!("zaphook_webhooks_disabled_total").increment(1);
         }
+    }
+}
+
+/// The next batch of hand-offs, or never when there is no hand-off channel.
+async fn next_handoffs(
+    rx: &mut Option<mpsc::UnboundedReceiver<Vec<Claimed>>>,
+) -> Option<Vec<Claimed>> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

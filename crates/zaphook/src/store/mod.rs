@@ -119,10 +119,20 @@ pub enum Reactor {
 }
 
 /// An endpoint that wants an event, and how it orders deliveries.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Subscriber {
-    pub webhook_id: i64,
     pub ordering: Ordering,
+    pub target: Target,
+}
+
+/// Deliveries leased as they are written, for the local dispatcher to attempt as soon as the
+/// transaction commits, without a claim. A crash before the attempt leaves them to their
+/// lease, like any claimed delivery.
+#[derive(Debug, Default)]
+pub struct Handoffs {
+    pub lease: i64,
+    pub lease_until: i64,
+    pub claimed: Vec<Claimed>,
 }
 
 /// What decides which endpoints receive an event.
@@ -145,6 +155,8 @@ pub struct Target {
     /// The secret being rotated out, while it still signs alongside the new one.
     pub previous_secret: Option<String>,
     pub token: Option<String>,
+    /// Most attempts per second, when limited.
+    pub rate_limit: Option<i64>,
 }
 
 /// A delivery a worker holds under a lease.
@@ -158,6 +170,7 @@ pub struct Claimed {
     pub event_type: EventType,
     pub attempts: i64,
     pub lease: i64,
+    pub lease_until: i64,
     pub payload: Arc<str>,
     pub target: Target,
 }
@@ -352,7 +365,8 @@ pub trait Tx {
     fn next_send_job_due(&mut self) -> StoreResult<Option<i64>>;
 
     // Events and their deliveries (the outbox).
-    fn subscribers(&mut self, scope: &EventScope) -> StoreResult<Vec<Subscriber>>;
+    /// The endpoints that want an event, with what it takes to send it to them at `now`.
+    fn subscribers(&mut self, scope: &EventScope, now: i64) -> StoreResult<Vec<Subscriber>>;
     fn insert_event(
         &mut self,
         id: &str,
@@ -368,7 +382,10 @@ pub trait Tx {
         webhook_id: i64,
         ordering_key: Option<i64>,
         now: i64,
-    ) -> StoreResult<()>;
+        lease: Option<(i64, i64)>,
+    ) -> StoreResult<Option<i64>>;
+    /// The deliveries handed off in this transaction, when the caller asked for hand-offs.
+    fn handoffs(&mut self) -> &mut Option<Handoffs>;
 
     // Webhook endpoints.
     fn insert_webhook(

@@ -11,18 +11,22 @@ use crate::domain::{
     WebhookSpec,
 };
 use crate::store::{
-    AttemptRecord, Claimed, DueWebhook, EndpointBacklog, EventScope, NewContact, NewTicket,
-    NextStep, Reactor, Recorded, RecoveryProgress, SendJob, StoreError, StoreResult, Subscriber,
-    Target, TicketFilter, Tx,
+    AttemptRecord, Claimed, DueWebhook, EndpointBacklog, EventScope, Handoffs, NewContact,
+    NewTicket, NextStep, Reactor, Recorded, RecoveryProgress, SendJob, StoreError, StoreResult,
+    Subscriber, Target, TicketFilter, Tx,
 };
 
 pub struct SqliteTx<'c> {
     conn: &'c Connection,
+    handoffs: Option<Handoffs>,
 }
 
 impl<'c> SqliteTx<'c> {
     pub fn new(conn: &'c Connection) -> Self {
-        SqliteTx { conn }
+        SqliteTx {
+            conn,
+            handoffs: None,
+        }
     }
 }
 
@@ -763,9 +767,11 @@ impl Tx for SqliteTx<'_> {
             .query_row([], |r| r.get(0))?)
     }
 
-    fn subscribers(&mut self, s: &EventScope) -> StoreResult<Vec<Subscriber>> {
+    fn subscribers(&mut self, s: &EventScope, now: i64) -> StoreResult<Vec<Subscriber>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, ordering FROM webhooks
+            "SELECT id, ordering, url, secret,
+                    CASE WHEN previous_secret_until > ?6 THEN previous_secret END, token, rate_limit
+             FROM webhooks
              WHERE company_id = ?1 AND enabled = 1
                AND instr(',' || events || ',', ',' || ?2 || ',') > 0
                AND (connection_id IS NULL OR connection_id = ?3)
@@ -779,12 +785,20 @@ impl Tx for SqliteTx<'_> {
                 s.event_type.as_str(),
                 s.connection_id,
                 s.queue_id,
-                s.is_group
+                s.is_group,
+                now
             ],
             |r| {
                 Ok(Subscriber {
-                    webhook_id: r.get(0)?,
                     ordering: wire(r, 1, Ordering::parse)?,
+                    target: Target {
+                        webhook_id: r.get(0)?,
+                        url: r.get(2)?,
+                        secret: r.get(3)?,
+                        previous_secret: r.get(4)?,
+                        token: r.get(5)?,
+                        rate_limit: r.get(6)?,
+                    },
                 })
             },
         )?;
@@ -822,17 +836,30 @@ impl Tx for SqliteTx<'_> {
         webhook_id: i64,
         ordering_key: Option<i64>,
         now: i64,
-    ) -> StoreResult<()> {
+        lease: Option<(i64, i64)>,
+    ) -> StoreResult<Option<i64>> {
+        let blocked = match ordering_key {
+            None => false,
+            Some(key) => self
+                .conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM deliveries
+                     WHERE webhook_id = ?1 AND ordering_key = ?2
+                       AND state IN ('pending', 'delivering', 'failed'))",
+                )?
+                .query_row([webhook_id, key], |r| r.get(0))?,
+        };
+        // A delivery nothing holds back may be leased at once, for a hand-off.
+        let leased = lease.filter(|_| !blocked);
+        let (state, next_attempt_at, lease_id) = match leased {
+            Some((lease_id, until)) => ("delivering", until, lease_id),
+            None => ("pending", now, 0),
+        };
         self.conn
             .prepare_cached(
                 "INSERT INTO deliveries (id, webhook_id, event_id, event_type, ordering_key, state,
-                    blocked, next_attempt_at, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 'pending',
-                    ?5 IS NOT NULL AND EXISTS (
-                        SELECT 1 FROM deliveries o
-                        WHERE o.webhook_id = ?2 AND o.ordering_key = ?5
-                          AND o.state IN ('pending', 'delivering', 'failed')),
-                    ?6, ?6)",
+                    blocked, lease, next_attempt_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?
             .execute(params![
                 id,
@@ -840,9 +867,17 @@ impl Tx for SqliteTx<'_> {
                 event_id,
                 event_type.as_str(),
                 ordering_key,
+                state,
+                blocked,
+                lease_id,
+                next_attempt_at,
                 now
             ])?;
-        Ok(())
+        Ok(leased.map(|_| self.conn.last_insert_rowid()))
+    }
+
+    fn handoffs(&mut self) -> &mut Option<Handoffs> {
+        &mut self.handoffs
     }
 
     fn insert_webhook(
@@ -956,7 +991,8 @@ impl Tx for SqliteTx<'_> {
 
     fn target(&mut self, company_id: i64, id: i64, now: i64) -> StoreResult<Option<Target>> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, url, secret, CASE WHEN previous_secret_until > ?3 THEN previous_secret END, token
+            "SELECT id, url, secret, CASE WHEN previous_secret_until > ?3 THEN previous_secret END,
+                    token, rate_limit
              FROM webhooks WHERE company_id = ?1 AND id = ?2",
         )?;
         Ok(stmt
@@ -967,6 +1003,7 @@ impl Tx for SqliteTx<'_> {
                     secret: r.get(2)?,
                     previous_secret: r.get(3)?,
                     token: r.get(4)?,
+                    rate_limit: r.get(5)?,
                 })
             })
             .optional()?)
@@ -999,7 +1036,7 @@ impl Tx for SqliteTx<'_> {
         let sql = "SELECT d.seq, d.id, d.event_id, d.event_type, d.attempts, e.payload,
                     w.id, w.url, w.secret,
                     CASE WHEN w.previous_secret_until > ?1 THEN w.previous_secret END, w.token,
-                    d.ordering_key
+                    d.ordering_key, w.rate_limit
              FROM deliveries d
              JOIN webhooks w ON w.id = d.webhook_id
              JOIN events e ON e.id = d.event_id
@@ -1019,6 +1056,7 @@ impl Tx for SqliteTx<'_> {
                     event_type: wire(r, 3, EventType::parse)?,
                     attempts: r.get(4)?,
                     lease,
+                    lease_until,
                     payload: Arc::from(r.get::<_, String>(5)?),
                     target: Target {
                         webhook_id: r.get(6)?,
@@ -1026,6 +1064,7 @@ impl Tx for SqliteTx<'_> {
                         secret: r.get(8)?,
                         previous_secret: r.get(9)?,
                         token: r.get(10)?,
+                        rate_limit: r.get(12)?,
                     },
                 })
             })?

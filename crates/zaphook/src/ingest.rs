@@ -15,8 +15,8 @@ use crate::domain::{
 };
 use crate::payload::{self, Previous, Snapshot};
 use crate::store::{
-    self, Claimed, EventScope, Handoffs, NewContact, NewTicket, Reactor, SendJob, Store,
-    StoreError, Tx,
+    self, Claimed, EventScope, Handoffs, NewContact, NewDelivery, NewTicket, Reactor, SendJob,
+    Store, StoreError, Tx,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -219,11 +219,13 @@ fn append(
         };
         let id = domain::new_delivery_id();
         let leased = tx.insert_delivery(
-            &id,
-            &event_id,
-            scope.event_type,
-            s.target.webhook_id,
-            ordering_key,
+            &NewDelivery {
+                id: &id,
+                event_id: &event_id,
+                event_type: scope.event_type,
+                webhook_id: s.target.webhook_id,
+                ordering_key,
+            },
             now,
             lease,
         )?;

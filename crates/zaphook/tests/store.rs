@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use zaphook::domain::{Channel, DeliveryStatus, EventType, Ordering, WebhookSpec};
 use zaphook::store::sqlite::Durability;
-use zaphook::store::{self, AttemptRecord, Claimed, EventScope, NextStep, Store, StoreError, Tx};
+use zaphook::store::{
+    self, AttemptRecord, Claimed, EventScope, NewDelivery, NextStep, Store, StoreError, Tx,
+};
 
 fn open() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
@@ -63,11 +65,13 @@ fn event(tx: &mut dyn Tx, ticket: i64, now: i64) -> Result<String, StoreError> {
     for s in tx.subscribers(&scope, now)? {
         let key = (s.ordering == Ordering::Ticket).then_some(ticket);
         tx.insert_delivery(
-            &zaphook::domain::new_delivery_id(),
-            &id,
-            EventType::MessageCreated,
-            s.target.webhook_id,
-            key,
+            &NewDelivery {
+                id: &zaphook::domain::new_delivery_id(),
+                event_id: &id,
+                event_type: EventType::MessageCreated,
+                webhook_id: s.target.webhook_id,
+                ordering_key: key,
+            },
             now,
             None,
         )?;

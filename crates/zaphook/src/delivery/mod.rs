@@ -12,7 +12,7 @@ pub mod retry;
 pub mod sign;
 pub mod ssrf;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -70,15 +70,42 @@ pub struct Dispatcher {
 /// that is running out.
 const HANDOFF_GRACE_MS: i64 = 5_000;
 
-/// The attempts in flight and what bounds them.
+/// The attempts in flight, what bounds them, and hand-offs waiting for room.
 struct Flight {
     limits: Limits,
     tasks: JoinSet<()>,
     leases: Leases,
     done: mpsc::UnboundedSender<Finished>,
+    /// Hand-offs not started yet, per endpoint, oldest first.
+    waiting: HashMap<i64, VecDeque<Claimed>>,
 }
 
 impl Flight {
+    /// Starts the waiting hand-offs that have room; those waiting too long go to `give_back`.
+    fn start_waiting(&mut self, this: &Arc<Dispatcher>, give_back: &mut Vec<(i64, i64)>) {
+        let now = this.clock.now_ms();
+        let lease_ms = this.config.lease.as_millis() as i64;
+        let mut queues = std::mem::take(&mut self.waiting);
+        for queue in queues.values_mut() {
+            while let Some(front) = queue.front() {
+                if now > front.lease_until - lease_ms + HANDOFF_GRACE_MS {
+                    give_back.extend(queue.pop_front().map(|c| (c.seq, c.lease)));
+                } else if self
+                    .limits
+                    .can_start(front.target.webhook_id, front.target.rate_limit)
+                {
+                    if let Some(delivery) = queue.pop_front() {
+                        self.start(this, delivery);
+                    }
+                } else {
+                    break;
+                }
+            }
+        }
+        queues.retain(|_, q| !q.is_empty());
+        self.waiting = queues;
+    }
+
     fn start(&mut self, this: &Arc<Dispatcher>, delivery: Claimed) {
         self.limits
             .started(delivery.target.webhook_id, delivery.target.rate_limit);
@@ -128,6 +155,7 @@ impl Dispatcher {
             tasks: JoinSet::new(),
             leases: Arc::default(),
             done: done_tx,
+            waiting: HashMap::new(),
         };
         let mut finished: Vec<Finished> = Vec::new();
         let mut give_back: Vec<(i64, i64)> = Vec::new();
@@ -137,6 +165,7 @@ impl Dispatcher {
                 finished.push(f);
             }
             while flight.tasks.try_join_next().is_some() {}
+            flight.start_waiting(&this, &mut give_back);
 
             let batch = std::mem::take(&mut finished);
             let back = std::mem::take(&mut give_back);
@@ -183,7 +212,14 @@ impl Dispatcher {
                         break;
                     }
                     Some(batch) = next_handoffs(&mut handoffs) => {
-                        this.take_handoffs(batch, &mut flight, &mut give_back);
+                        for delivery in batch {
+                            flight
+                                .waiting
+                                .entry(delivery.target.webhook_id)
+                                .or_default()
+                                .push_back(delivery);
+                        }
+                        flight.start_waiting(&this, &mut give_back);
                         if !give_back.is_empty() {
                             break;
                         }
@@ -198,32 +234,10 @@ impl Dispatcher {
                 give_back.extend(batch.iter().map(|c| (c.seq, c.lease)));
             }
         }
-        this.drain(flight, finished, give_back, done_rx).await;
-    }
-
-    /// Starts handed-off deliveries that are within their limits and fresh enough; the
-    /// others go back to the queue.
-    fn take_handoffs(
-        self: &Arc<Self>,
-        batch: Vec<Claimed>,
-        flight: &mut Flight,
-        give_back: &mut Vec<(i64, i64)>,
-    ) {
-        let now = self.clock.now_ms();
-        let lease_ms = self.config.lease.as_millis() as i64;
-        for delivery in batch {
-            let leased_at = delivery.lease_until - lease_ms;
-            let fresh = now <= leased_at + HANDOFF_GRACE_MS;
-            if fresh
-                && flight
-                    .limits
-                    .can_start(delivery.target.webhook_id, delivery.target.rate_limit)
-            {
-                flight.start(self, delivery);
-            } else {
-                give_back.push((delivery.seq, delivery.lease));
-            }
+        for queue in std::mem::take(&mut flight.waiting).into_values() {
+            give_back.extend(queue.iter().map(|c| (c.seq, c.lease)));
         }
+        this.drain(flight, finished, give_back, done_rx).await;
     }
 
     /// One store round trip: record `finished`, then claim what `room` allows.

@@ -125,6 +125,16 @@ pub struct Subscriber {
     pub target: Target,
 }
 
+/// A delivery to append for an event.
+pub struct NewDelivery<'a> {
+    pub id: &'a str,
+    pub event_id: &'a str,
+    pub event_type: EventType,
+    pub webhook_id: i64,
+    /// The ticket whose order it keeps, if its endpoint orders by ticket.
+    pub ordering_key: Option<i64>,
+}
+
 /// Deliveries leased as they are written, for the local dispatcher to attempt as soon as the
 /// transaction commits, without a claim. A crash before the attempt leaves them to their
 /// lease, like any claimed delivery.
@@ -374,13 +384,11 @@ pub trait Tx {
         payload: &str,
         now: i64,
     ) -> StoreResult<()>;
+    /// Inserts a delivery; leases it at once (answering its `seq`) when `lease` is given and
+    /// no older delivery of the same endpoint and ticket is unfinished.
     fn insert_delivery(
         &mut self,
-        id: &str,
-        event_id: &str,
-        event_type: EventType,
-        webhook_id: i64,
-        ordering_key: Option<i64>,
+        delivery: &NewDelivery<'_>,
         now: i64,
         lease: Option<(i64, i64)>,
     ) -> StoreResult<Option<i64>>;

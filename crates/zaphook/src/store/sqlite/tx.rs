@@ -12,8 +12,8 @@ use crate::domain::{
 };
 use crate::store::{
     AttemptRecord, Claimed, DueWebhook, EndpointBacklog, EventScope, Handoffs, NewContact,
-    NewTicket, NextStep, Reactor, Recorded, RecoveryProgress, SendJob, StoreError, StoreResult,
-    Subscriber, Target, TicketFilter, Tx,
+    NewDelivery, NewTicket, NextStep, Reactor, Recorded, RecoveryProgress, SendJob, StoreError,
+    StoreResult, Subscriber, Target, TicketFilter, Tx,
 };
 
 pub struct SqliteTx<'c> {
@@ -830,14 +830,11 @@ impl Tx for SqliteTx<'_> {
 
     fn insert_delivery(
         &mut self,
-        id: &str,
-        event_id: &str,
-        event_type: EventType,
-        webhook_id: i64,
-        ordering_key: Option<i64>,
+        d: &NewDelivery<'_>,
         now: i64,
         lease: Option<(i64, i64)>,
     ) -> StoreResult<Option<i64>> {
+        let (webhook_id, ordering_key) = (d.webhook_id, d.ordering_key);
         let blocked = match ordering_key {
             None => false,
             Some(key) => self
@@ -862,10 +859,10 @@ impl Tx for SqliteTx<'_> {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?
             .execute(params![
-                id,
+                d.id,
                 webhook_id,
-                event_id,
-                event_type.as_str(),
+                d.event_id,
+                d.event_type.as_str(),
                 ordering_key,
                 state,
                 blocked,

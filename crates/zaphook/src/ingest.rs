@@ -149,24 +149,31 @@ impl Ingest {
             lease: rand::random::<u32>() as i64,
             lease_until: now + h.lease.as_millis() as i64,
             claimed: Vec::new(),
+            queued: false,
         });
         let result = store::write(&self.store, move |tx| {
             *tx.handoffs() = lease;
             let answer = f(tx, company_id, now)?;
-            let claimed = tx.handoffs().take().map(|h| h.claimed).unwrap_or_default();
-            Ok::<_, IngestError>((answer, claimed))
+            let handoffs = tx.handoffs().take().unwrap_or_default();
+            Ok::<_, IngestError>((answer, handoffs))
         })
         .await;
         metrics::histogram!("zaphook_ingest_commit_seconds")
             .record(started.elapsed().as_secs_f64());
-        let (answer, claimed) = result?;
-        if !claimed.is_empty()
-            && let Some(handoff) = &self.handoff
-        {
-            // If the dispatcher is gone the leases expire and the deliveries are claimed.
-            let _ = handoff.sender.send(claimed);
+        let (answer, handoffs) = result?;
+        match &self.handoff {
+            Some(handoff) => {
+                if !handoffs.claimed.is_empty() {
+                    // If the dispatcher is gone the leases expire and the deliveries are
+                    // claimed like any other.
+                    let _ = handoff.sender.send(handoffs.claimed);
+                }
+                if handoffs.queued {
+                    self.deliveries_ready.notify_one();
+                }
+            }
+            None => self.deliveries_ready.notify_one(),
         }
-        self.deliveries_ready.notify_one();
         Ok(answer)
     }
 
@@ -229,8 +236,12 @@ fn append(
             now,
             lease,
         )?;
-        if let (Some(seq), Some(handoffs)) = (leased, tx.handoffs().as_mut()) {
-            handoffs.claimed.push(Claimed {
+        let Some(handoffs) = tx.handoffs().as_mut() else {
+            continue;
+        };
+        match leased {
+            None => handoffs.queued = true,
+            Some(seq) => handoffs.claimed.push(Claimed {
                 seq,
                 ordering_key,
                 id,
@@ -241,7 +252,7 @@ fn append(
                 lease_until: handoffs.lease_until,
                 payload: Arc::clone(&payload),
                 target: s.target,
-            });
+            }),
         }
     }
     Ok(())

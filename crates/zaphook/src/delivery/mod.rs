@@ -1,9 +1,11 @@
-//! Delivery of the outbox: a dispatcher claims due deliveries with a lease (in a short write
-//! transaction), runs each attempt as its own task outside any transaction, then records the
-//! attempt and either finishes the delivery or schedules the next try. A crash between claim
-//! and record leaves the lease to expire, and the delivery is tried again: at least once.
-//! Each endpoint has its own cap of attempts in flight and an optional rate limit, so a slow
-//! endpoint cannot take the capacity a healthy one needs.
+//! Delivery of the outbox. Deliveries reach the dispatcher two ways: handed off by ingest,
+//! already leased in the transaction that wrote them (the common case: no claim needed), or
+//! claimed with a lease from the database (retries, deliveries that waited behind an older one
+//! of their ticket, anything left by a crash). Each attempt runs as its own task outside any
+//! transaction; a recorder writes finished attempts in batches, finishing each delivery or
+//! scheduling its next try. A crash before the record leaves the lease to expire, and the
+//! delivery is tried again: at least once. Each endpoint has its own cap of attempts in flight
+//! and an optional rate limit, so a slow endpoint cannot take the capacity a healthy one needs.
 
 pub mod housekeeping;
 pub mod http;
@@ -66,30 +68,78 @@ pub struct Dispatcher {
     pub handoffs: Option<mpsc::UnboundedReceiver<Vec<Claimed>>>,
 }
 
+/// Leases of the attempts in flight, by delivery `seq`, to give back at shutdown.
+type Leases = Arc<Mutex<HashMap<i64, i64>>>;
+
 /// How late a hand-off may start; later ones go back to the queue rather than use up a lease
 /// that is running out.
 const HANDOFF_GRACE_MS: i64 = 5_000;
+
+/// An attempt that ended, on its way to the recorder.
+struct Finished {
+    record: AttemptRecord,
+    delivery_id: String,
+}
+
+/// What the recorder writes.
+enum ToRecord {
+    Attempt(Finished),
+    /// A leased delivery not attempted: due again at once.
+    GiveBack {
+        seq: i64,
+        lease: i64,
+    },
+}
 
 /// The attempts in flight, what bounds them, and hand-offs waiting for room.
 struct Flight {
     limits: Limits,
     tasks: JoinSet<()>,
     leases: Leases,
-    done: mpsc::UnboundedSender<Finished>,
+    /// Told the endpoint of every attempt that ends, to free its room at once.
+    ended: mpsc::UnboundedSender<i64>,
+    recorder: mpsc::UnboundedSender<ToRecord>,
     /// Hand-offs not started yet, per endpoint, oldest first.
     waiting: HashMap<i64, VecDeque<Claimed>>,
 }
 
 impl Flight {
-    /// Starts the waiting hand-offs that have room; those waiting too long go to `give_back`.
-    fn start_waiting(&mut self, this: &Arc<Dispatcher>, give_back: &mut Vec<(i64, i64)>) {
+    fn start(&mut self, this: &Arc<Dispatcher>, delivery: Claimed) {
+        self.limits
+            .started(delivery.target.webhook_id, delivery.target.rate_limit);
+        lock(&self.leases).insert(delivery.seq, delivery.lease);
+        let (this, ended, recorder, leases) = (
+            Arc::clone(this),
+            self.ended.clone(),
+            self.recorder.clone(),
+            Arc::clone(&self.leases),
+        );
+        self.tasks.spawn(async move {
+            let (seq, webhook_id) = (delivery.seq, delivery.target.webhook_id);
+            let finished = this.attempt(delivery).await;
+            lock(&leases).remove(&seq);
+            let _ = recorder.send(ToRecord::Attempt(finished));
+            let _ = ended.send(webhook_id);
+        });
+    }
+
+    fn give_back(&self, delivery: &Claimed) {
+        let _ = self.recorder.send(ToRecord::GiveBack {
+            seq: delivery.seq,
+            lease: delivery.lease,
+        });
+    }
+
+    /// Starts the waiting hand-offs that have room; those waiting too long go back.
+    fn start_waiting(&mut self, this: &Arc<Dispatcher>) {
         let now = this.clock.now_ms();
         let lease_ms = this.config.lease.as_millis() as i64;
         let mut queues = std::mem::take(&mut self.waiting);
         for queue in queues.values_mut() {
             while let Some(front) = queue.front() {
                 if now > front.lease_until - lease_ms + HANDOFF_GRACE_MS {
-                    give_back.extend(queue.pop_front().map(|c| (c.seq, c.lease)));
+                    self.give_back(front);
+                    queue.pop_front();
                 } else if self
                     .limits
                     .can_start(front.target.webhook_id, front.target.rate_limit)
@@ -105,111 +155,66 @@ impl Flight {
         queues.retain(|_, q| !q.is_empty());
         self.waiting = queues;
     }
-
-    fn start(&mut self, this: &Arc<Dispatcher>, delivery: Claimed) {
-        self.limits
-            .started(delivery.target.webhook_id, delivery.target.rate_limit);
-        lock(&self.leases).insert(delivery.seq, delivery.lease);
-        let (this, done, leases) = (
-            Arc::clone(this),
-            self.done.clone(),
-            Arc::clone(&self.leases),
-        );
-        self.tasks.spawn(async move {
-            let seq = delivery.seq;
-            let finished = this.attempt(delivery).await;
-            lock(&leases).remove(&seq);
-            let _ = done.send(finished);
-        });
-    }
-}
-
-/// Leases of the attempts in flight, by delivery `seq`, to give back at shutdown.
-type Leases = Arc<Mutex<HashMap<i64, i64>>>;
-
-/// An attempt that ended, waiting to be recorded with the next claim.
-struct Finished {
-    record: AttemptRecord,
-    delivery_id: String,
-}
-
-/// What one store round trip did: recorded the finished attempts, claimed new ones.
-struct Cycle {
-    recorded: Vec<(Finished, Recorded)>,
-    claimed: Vec<Claimed>,
-    next_due: Option<i64>,
 }
 
 impl Dispatcher {
     /// Runs until `shutdown` turns true; then waits for attempts in flight up to the drain
-    /// timeout, records what finished and gives the rest back, due at once.
-    ///
-    /// Each turn is one write transaction that records every attempt finished since the last
-    /// turn and claims what is due, so the writer sees one job per turn, not one per attempt.
+    /// timeout, and gives back what was not attempted or not finished, due at once.
     pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) {
         let mut handoffs = self.handoffs.take();
         let this = Arc::new(self);
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Finished>();
+        let (ended_tx, mut ended) = mpsc::unbounded_channel::<i64>();
+        let (record_tx, record_rx) = mpsc::unbounded_channel::<ToRecord>();
+        let recorder = tokio::spawn(Arc::clone(&this).record(record_rx));
         let mut flight = Flight {
             limits: Limits::new(this.config.max_in_flight, this.config.per_endpoint),
             tasks: JoinSet::new(),
             leases: Arc::default(),
-            done: done_tx,
+            ended: ended_tx,
+            recorder: record_tx,
             waiting: HashMap::new(),
         };
-        let mut finished: Vec<Finished> = Vec::new();
-        let mut give_back: Vec<(i64, i64)> = Vec::new();
+        // Whether the database had due deliveries the last claim could not take.
+        let mut backlog = true;
         while !*shutdown.borrow() {
-            while let Ok(f) = done_rx.try_recv() {
-                flight.limits.finished(f.record.webhook_id);
-                finished.push(f);
-            }
             while flight.tasks.try_join_next().is_some() {}
-            flight.start_waiting(&this, &mut give_back);
-
-            let batch = std::mem::take(&mut finished);
-            let back = std::mem::take(&mut give_back);
-            let room = flight.limits.has_room().then(|| flight.limits.room());
-            let cycle = match this.cycle(batch, back, room).await {
-                Ok(cycle) => cycle,
-                Err((e, batch, back)) => {
-                    tracing::error!(error = %e, "recording and claiming deliveries failed");
-                    if !matches!(e, StoreError::Closed) {
-                        finished = batch;
-                        give_back = back;
+            let mut next_due = None;
+            if flight.limits.has_room() {
+                match this.claim(flight.limits.room()).await {
+                    Ok((claimed, due)) => {
+                        next_due = due;
+                        let now = this.clock.now_ms();
+                        backlog = due.is_some_and(|d| d <= now);
+                        for delivery in claimed {
+                            flight.start(&this, delivery);
+                        }
                     }
-                    tokio::time::sleep(this.config.poll_interval).await;
-                    continue;
+                    Err(e) => tracing::error!(error = %e, "claiming deliveries failed"),
                 }
-            };
-            report(cycle.recorded);
-            let claimed_any = !cycle.claimed.is_empty();
-            for delivery in cycle.claimed {
-                flight.start(&this, delivery);
-            }
-            if claimed_any && flight.limits.has_room() {
-                // There may be more due right now.
-                continue;
             }
             let now = tokio::time::Instant::now();
             let poll = now + this.config.poll_interval;
-            let due = cycle.next_due.map(|at| this.clock.instant_at(at));
-            // Due work that was not claimed waits for room (an attempt finishing, a token),
-            // not for its due time, which has passed: looking again at once would spin.
-            let wake_at = match due {
+            let wake_at = match next_due.map(|at| this.clock.instant_at(at)) {
                 Some(due) if due > now => due.min(poll),
+                // Due work that was not claimed waits for room, not for its due time, which
+                // has passed: looking again at once would spin.
                 Some(_) => flight.limits.next_token_at().unwrap_or(poll).min(poll),
                 None => poll,
             };
-            // Hand-offs are started here without a store round trip; the loop only goes
-            // around again when something needs recording, claiming or giving back.
+            // Hand-offs and ended attempts are handled here without a store round trip; the
+            // loop goes around to claim only when the database may have something due.
             loop {
                 tokio::select! {
                     _ = this.wake.notified() => break,
-                    Some(f) = done_rx.recv() => {
-                        flight.limits.finished(f.record.webhook_id);
-                        finished.push(f);
-                        break;
+                    Some(webhook_id) = ended.recv() => {
+                        flight.limits.finished(webhook_id);
+                        while let Ok(webhook_id) = ended.try_recv() {
+                            flight.limits.finished(webhook_id);
+                        }
+                        flight.start_waiting(&this);
+                        if backlog && flight.limits.has_room() {
+                            break;
+                        }
                     }
                     Some(batch) = next_handoffs(&mut handoffs) => {
                         for delivery in batch {
@@ -219,10 +224,7 @@ impl Dispatcher {
                                 .or_default()
                                 .push_back(delivery);
                         }
-                        flight.start_waiting(&this, &mut give_back);
-                        if !give_back.is_empty() {
-                            break;
-                        }
+                        flight.start_waiting(&this);
                     }
                     _ = tokio::time::sleep_until(wake_at) => break,
                     _ = shutdown.changed() => break,
@@ -231,62 +233,79 @@ impl Dispatcher {
         }
         if let Some(rx) = handoffs.as_mut() {
             while let Ok(batch) = rx.try_recv() {
-                give_back.extend(batch.iter().map(|c| (c.seq, c.lease)));
+                batch.iter().for_each(|d| flight.give_back(d));
             }
         }
         for queue in std::mem::take(&mut flight.waiting).into_values() {
-            give_back.extend(queue.iter().map(|c| (c.seq, c.lease)));
+            queue.iter().for_each(|d| flight.give_back(d));
         }
-        this.drain(flight, finished, give_back, done_rx).await;
+        this.drain(flight, recorder).await;
     }
 
-    /// One store round trip: record `finished`, then claim what `room` allows.
-    async fn cycle(
-        &self,
-        finished: Vec<Finished>,
-        give_back: Vec<(i64, i64)>,
-        room: Option<Room>,
-    ) -> Result<Cycle, (StoreError, Vec<Finished>, Vec<(i64, i64)>)> {
+    /// Claims what `room` allows; answers the claims and when the next delivery is due.
+    async fn claim(&self, mut room: Room) -> Result<(Vec<Claimed>, Option<i64>), StoreError> {
         let now = self.clock.now_ms();
         let lease_until = now + self.config.lease.as_millis() as i64;
-        let records: Vec<AttemptRecord> = finished.iter().map(|f| f.record.clone()).collect();
-        let back = give_back.clone();
-        let result = store::write(&self.store, move |tx| {
-            let recorded = record_all(tx, &records)?;
-            tx.release_deliveries(&back, now)?;
+        store::write(&self.store, move |tx| {
             let mut claimed = Vec::new();
-            if let Some(mut room) = room {
-                for webhook in tx.due_webhooks(now)? {
-                    let n = room.take(webhook.id, webhook.rate_limit);
-                    if n == 0 {
-                        continue;
-                    }
-                    let got = tx.claim_deliveries(now, lease_until, webhook.id, n as i64)?;
-                    room.claimed(webhook.id, got.len());
-                    claimed.extend(got);
+            for webhook in tx.due_webhooks(now)? {
+                let n = room.take(webhook.id, webhook.rate_limit);
+                if n == 0 {
+                    continue;
+                }
+                let got = tx.claim_deliveries(now, lease_until, webhook.id, n as i64)?;
+                room.claimed(webhook.id, got.len());
+                claimed.extend(got);
+            }
+            Ok((claimed, tx.next_delivery_due()?))
+        })
+        .await
+    }
+
+    /// Writes finished attempts and give-backs in batches until every sender is gone. Wakes
+    /// the dispatcher when a batch may have made something claimable.
+    async fn record(self: Arc<Self>, mut inbox: mpsc::UnboundedReceiver<ToRecord>) {
+        while let Some(first) = inbox.recv().await {
+            let mut batch = vec![first];
+            while let Ok(more) = inbox.try_recv() {
+                batch.push(more);
+            }
+            let mut finished = Vec::new();
+            let mut give_back = Vec::new();
+            for item in batch {
+                match item {
+                    ToRecord::Attempt(f) => finished.push(f),
+                    ToRecord::GiveBack { seq, lease } => give_back.push((seq, lease)),
                 }
             }
-            let next_due = tx.next_delivery_due()?;
-            Ok::<_, StoreError>((recorded, claimed, next_due))
-        })
-        .await;
-        match result {
-            Ok((recorded, claimed, next_due)) => Ok(Cycle {
-                recorded: finished.into_iter().zip(recorded).collect(),
-                claimed,
-                next_due,
-            }),
-            Err(e) => Err((e, finished, give_back)),
+            // Something became claimable: a retry was scheduled, a ticket's next delivery
+            // was unblocked, or a delivery went back.
+            let claimable = !give_back.is_empty()
+                || finished.iter().any(|f| {
+                    f.record.ordering_key.is_some() || f.record.next != NextStep::Delivered
+                });
+            let records: Vec<AttemptRecord> = finished.iter().map(|f| f.record.clone()).collect();
+            let now = self.clock.now_ms();
+            let written = store::write(&self.store, move |tx| {
+                let recorded = record_all(tx, &records)?;
+                tx.release_deliveries(&give_back, now)?;
+                Ok::<_, StoreError>(recorded)
+            })
+            .await;
+            match written {
+                Ok(recorded) => report(finished.into_iter().zip(recorded).collect()),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "recording attempts failed; their leases will expire and they are tried again"
+                ),
+            }
+            if claimable {
+                self.wake.notify_one();
+            }
         }
     }
 
-    async fn drain(
-        &self,
-        mut flight: Flight,
-        mut finished: Vec<Finished>,
-        give_back: Vec<(i64, i64)>,
-        mut done_rx: mpsc::UnboundedReceiver<Finished>,
-    ) {
+    async fn drain(&self, mut flight: Flight, recorder: tokio::task::JoinHandle<()>) {
         let drained = tokio::time::timeout(self.config.drain_timeout, async {
             while flight.tasks.join_next().await.is_some() {}
         })
@@ -295,30 +314,19 @@ impl Dispatcher {
             flight.tasks.abort_all();
             while flight.tasks.join_next().await.is_some() {}
         }
-        while let Ok(f) = done_rx.try_recv() {
-            finished.push(f);
+        let unfinished: Vec<(i64, i64)> = lock(&flight.leases).drain().collect();
+        if !unfinished.is_empty() {
+            tracing::warn!(
+                count = unfinished.len(),
+                "shutdown: attempts still in flight were stopped and are given back"
+            );
         }
-        let mut unfinished: Vec<(i64, i64)> = lock(&flight.leases).drain().collect();
-        unfinished.extend(give_back);
-        let (count, now) = (unfinished.len(), self.clock.now_ms());
-        let records: Vec<AttemptRecord> = finished.iter().map(|f| f.record.clone()).collect();
-        let saved = store::write(&self.store, move |tx| {
-            record_all(tx, &records)?;
-            tx.release_deliveries(&unfinished, now)
-        })
-        .await;
-        match saved {
-            Ok(0) => {}
-            Ok(released) => tracing::warn!(
-                released,
-                "shutdown: attempts not started or not finished were given back"
-            ),
-            Err(e) => tracing::error!(
-                error = %e,
-                count,
-                "shutdown: could not record the last attempts; their leases will expire"
-            ),
+        for (seq, lease) in unfinished {
+            let _ = flight.recorder.send(ToRecord::GiveBack { seq, lease });
         }
+        // The recorder ends once it has written everything and every sender is gone.
+        drop(flight);
+        let _ = recorder.await;
     }
 
     async fn attempt(&self, delivery: Claimed) -> Finished {

@@ -143,6 +143,8 @@ pub struct Handoffs {
     pub lease: i64,
     pub lease_until: i64,
     pub claimed: Vec<Claimed>,
+    /// A delivery was written that could not be handed off (it waits behind an older one).
+    pub queued: bool,
 }
 
 /// What decides which endpoints receive an event.

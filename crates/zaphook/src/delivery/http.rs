@@ -50,6 +50,7 @@ impl Outcome {
 pub struct HttpSender {
     client: reqwest::Client,
     targets: ssrf::TargetPolicy,
+    request_timeout: Duration,
 }
 
 impl HttpSender {
@@ -70,7 +71,13 @@ impl HttpSender {
         Ok(HttpSender {
             client: builder.build()?,
             targets: config.targets.clone(),
+            request_timeout: config.request_timeout,
         })
+    }
+
+    /// How long one attempt may take at most.
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
     }
 
     /// The addresses this sender may reach.

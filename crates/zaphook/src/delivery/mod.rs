@@ -68,12 +68,18 @@ pub struct Dispatcher {
     pub handoffs: Option<mpsc::UnboundedReceiver<Vec<Claimed>>>,
 }
 
+/// What a claim took: deliveries, when the next is due, endpoints that had more than room.
+type Claims = (Vec<Claimed>, Option<i64>, Vec<i64>);
+
 /// Leases of the attempts in flight, by delivery `seq`, to give back at shutdown.
 type Leases = Arc<Mutex<HashMap<i64, i64>>>;
 
-/// How late a hand-off may start; later ones go back to the queue rather than use up a lease
-/// that is running out.
-const HANDOFF_GRACE_MS: i64 = 5_000;
+/// A hand-off starts only while its lease outlasts the whole request by this much (or by half
+/// of what the lease leaves beyond the request, if less); later ones go back to the queue
+/// rather than risk being sent twice.
+const LEASE_MARGIN_MS: i64 = 5_000;
+/// Most hand-offs kept waiting for room per endpoint; more go back to the queue at once.
+const MAX_WAITING: usize = 10_000;
 
 /// An attempt that ended, on its way to the recorder.
 struct Finished {
@@ -130,14 +136,22 @@ impl Flight {
         });
     }
 
-    /// Starts the waiting hand-offs that have room; those waiting too long go back.
+    /// Starts the waiting hand-offs that have room; those whose lease runs too short, or
+    /// beyond the most an endpoint may keep waiting, go back.
     fn start_waiting(&mut self, this: &Arc<Dispatcher>) {
         let now = this.clock.now_ms();
-        let lease_ms = this.config.lease.as_millis() as i64;
+        let timeout = this.sender.request_timeout().as_millis() as i64;
+        let slack = this.config.lease.as_millis() as i64 - timeout;
+        let needed = timeout + LEASE_MARGIN_MS.min(slack / 2);
         let mut queues = std::mem::take(&mut self.waiting);
         for queue in queues.values_mut() {
+            while queue.len() > MAX_WAITING {
+                if let Some(newest) = queue.pop_back() {
+                    self.give_back(&newest);
+                }
+            }
             while let Some(front) = queue.front() {
-                if now > front.lease_until - lease_ms + HANDOFF_GRACE_MS {
+                if now + needed > front.lease_until {
                     self.give_back(front);
                     queue.pop_front();
                 } else if self
@@ -174,17 +188,17 @@ impl Dispatcher {
             recorder: record_tx,
             waiting: HashMap::new(),
         };
-        // Whether the database had due deliveries the last claim could not take.
-        let mut backlog = true;
+        // Endpoints with due deliveries in the database that the last claim had no room for:
+        // when one of their attempts ends, it is worth claiming again.
+        let mut backlog: Vec<i64> = Vec::new();
         while !*shutdown.borrow() {
             while flight.tasks.try_join_next().is_some() {}
             let mut next_due = None;
             if flight.limits.has_room() {
                 match this.claim(flight.limits.room()).await {
-                    Ok((claimed, due)) => {
+                    Ok((claimed, due, full)) => {
                         next_due = due;
-                        let now = this.clock.now_ms();
-                        backlog = due.is_some_and(|d| d <= now);
+                        backlog = full;
                         for delivery in claimed {
                             flight.start(&this, delivery);
                         }
@@ -207,12 +221,14 @@ impl Dispatcher {
                 tokio::select! {
                     _ = this.wake.notified() => break,
                     Some(webhook_id) = ended.recv() => {
+                        let mut claim_again = backlog.contains(&webhook_id);
                         flight.limits.finished(webhook_id);
                         while let Ok(webhook_id) = ended.try_recv() {
+                            claim_again |= backlog.contains(&webhook_id);
                             flight.limits.finished(webhook_id);
                         }
                         flight.start_waiting(&this);
-                        if backlog && flight.limits.has_room() {
+                        if claim_again && flight.limits.has_room() {
                             break;
                         }
                     }
@@ -242,22 +258,27 @@ impl Dispatcher {
         this.drain(flight, recorder).await;
     }
 
-    /// Claims what `room` allows; answers the claims and when the next delivery is due.
-    async fn claim(&self, mut room: Room) -> Result<(Vec<Claimed>, Option<i64>), StoreError> {
+    /// Claims what `room` allows. Answers the claims, when the next delivery is due, and the
+    /// endpoints whose due deliveries did not all fit in the room.
+    async fn claim(&self, mut room: Room) -> Result<Claims, StoreError> {
         let now = self.clock.now_ms();
         let lease_until = now + self.config.lease.as_millis() as i64;
         store::write(&self.store, move |tx| {
-            let mut claimed = Vec::new();
+            let (mut claimed, mut full) = (Vec::new(), Vec::new());
             for webhook in tx.due_webhooks(now)? {
                 let n = room.take(webhook.id, webhook.rate_limit);
-                if n == 0 {
-                    continue;
+                let got = if n == 0 {
+                    Vec::new()
+                } else {
+                    tx.claim_deliveries(now, lease_until, webhook.id, n as i64)?
+                };
+                if got.len() == n {
+                    full.push(webhook.id);
                 }
-                let got = tx.claim_deliveries(now, lease_until, webhook.id, n as i64)?;
                 room.claimed(webhook.id, got.len());
                 claimed.extend(got);
             }
-            Ok((claimed, tx.next_delivery_due()?))
+            Ok((claimed, tx.next_delivery_due()?, full))
         })
         .await
     }

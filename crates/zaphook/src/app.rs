@@ -141,6 +141,7 @@ pub struct Application {
     /// The admin token generated for a new database, to show once.
     pub generated_token: Option<String>,
     handoffs: Option<tokio::sync::mpsc::UnboundedReceiver<Vec<crate::store::Claimed>>>,
+    busy: Arc<std::sync::Mutex<Vec<i64>>>,
 }
 
 impl Application {
@@ -164,10 +165,19 @@ impl Application {
         let sender = HttpSender::new(&settings.http)
             .map_err(|e| AppError::Config(format!("cannot build the HTTP client: {e}")))?;
         let listener = TcpListener::bind(settings.listen).await?;
+        let busy = Arc::default();
         let (handoff, handoffs) = if settings.run_workers {
             let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
             let lease = settings.delivery.lease;
-            (Some(Handoff { lease, sender }), Some(receiver))
+            let busy = Arc::clone(&busy);
+            (
+                Some(Handoff {
+                    lease,
+                    sender,
+                    busy,
+                }),
+                Some(receiver),
+            )
         } else {
             (None, None)
         };
@@ -188,6 +198,7 @@ impl Application {
             settings,
             generated_token,
             handoffs,
+            busy,
         })
     }
 
@@ -220,6 +231,7 @@ impl Application {
                 config: self.settings.delivery.clone(),
                 wake: Arc::clone(&ingest.deliveries_ready),
                 handoffs: self.handoffs,
+                busy: self.busy,
             };
             workers.spawn(dispatcher.run(stop_rx.clone()));
             workers.spawn(housekeeping::run(

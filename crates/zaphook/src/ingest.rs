@@ -133,6 +133,8 @@ pub struct Ingest {
 pub struct Handoff {
     pub lease: std::time::Duration,
     pub sender: mpsc::UnboundedSender<Vec<Claimed>>,
+    /// Endpoints the dispatcher has no room for now (it keeps this up to date).
+    pub busy: Arc<std::sync::Mutex<Vec<i64>>>,
 }
 
 impl Ingest {
@@ -150,6 +152,7 @@ impl Ingest {
             lease_until: now + h.lease.as_millis() as i64,
             claimed: Vec::new(),
             queued: false,
+            busy: h.busy.lock().map(|b| b.clone()).unwrap_or_default(),
         });
         let result = store::write(&self.store, move |tx| {
             *tx.handoffs() = lease;
@@ -218,8 +221,15 @@ fn append(
     let payload: Arc<str> = Arc::from(render(tx)?);
     let event_id = domain::new_event_id();
     tx.insert_event(&event_id, &scope, &payload, now)?;
-    let lease = tx.handoffs().as_ref().map(|h| (h.lease, h.lease_until));
+    let handoff = tx
+        .handoffs()
+        .as_ref()
+        .map(|h| ((h.lease, h.lease_until), h.busy.clone()));
     for s in subscribers {
+        let lease = handoff
+            .as_ref()
+            .filter(|(_, busy)| !busy.contains(&s.target.webhook_id))
+            .map(|(lease, _)| *lease);
         let ordering_key = match s.ordering {
             domain::Ordering::Ticket => scope.ticket_id,
             domain::Ordering::None => None,

@@ -66,6 +66,9 @@ pub struct Dispatcher {
     pub wake: Arc<Notify>,
     /// Deliveries ingest leased as it wrote them, to attempt without a claim.
     pub handoffs: Option<mpsc::UnboundedReceiver<Vec<Claimed>>>,
+    /// Endpoints with hand-offs waiting for room, told to ingest so it stops handing off
+    /// theirs (they wait in the database instead of in memory).
+    pub busy: Arc<Mutex<Vec<i64>>>,
 }
 
 /// What a claim took: deliveries, when the next is due, endpoints that had more than room.
@@ -167,7 +170,13 @@ impl Flight {
             }
         }
         queues.retain(|_, q| !q.is_empty());
+        let busy: Vec<i64> = queues.keys().copied().collect();
         self.waiting = queues;
+        if let Ok(mut shared) = this.busy.lock()
+            && *shared != busy
+        {
+            *shared = busy;
+        }
     }
 }
 

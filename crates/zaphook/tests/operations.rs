@@ -344,3 +344,16 @@ async fn sigterm_drains_gives_back_unfinished_attempts_and_exits_zero() {
     assert_eq!(page[0].status, zaphook::domain::DeliveryStatus::Pending);
     assert_eq!(page[0].attempts, 0);
 }
+
+#[tokio::test]
+async fn a_lease_shorter_than_the_request_timeout_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut settings = common::test_settings(dir.path().to_path_buf());
+    settings.http.request_timeout = Duration::from_secs(30);
+    settings.delivery.lease = Duration::from_secs(20);
+    let refused = zaphook::app::Application::build(settings).await;
+    let Err(e) = refused else {
+        panic!("a lease shorter than the request timeout must be refused");
+    };
+    assert!(e.to_string().contains("must outlast the request timeout"), "{e}");
+}

@@ -355,5 +355,8 @@ async fn a_lease_shorter_than_the_request_timeout_is_refused_at_start() {
     let Err(e) = refused else {
         panic!("a lease shorter than the request timeout must be refused");
     };
-    assert!(e.to_string().contains("must outlast the request timeout"), "{e}");
+    assert!(
+        e.to_string().contains("must outlast the request timeout"),
+        "{e}"
+    );
 }

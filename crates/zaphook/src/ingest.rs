@@ -151,7 +151,6 @@ impl Ingest {
             lease: rand::random::<u32>() as i64,
             lease_until: now + h.lease.as_millis() as i64,
             claimed: Vec::new(),
-            queued: false,
             busy: h.busy.lock().map(|b| b.clone()).unwrap_or_default(),
         });
         let result = store::write(&self.store, move |tx| {
@@ -165,16 +164,15 @@ impl Ingest {
             .record(started.elapsed().as_secs_f64());
         let (answer, handoffs) = result?;
         match &self.handoff {
-            Some(handoff) => {
-                if !handoffs.claimed.is_empty() {
-                    // If the dispatcher is gone the leases expire and the deliveries are
-                    // claimed like any other.
-                    let _ = handoff.sender.send(handoffs.claimed);
-                }
-                if handoffs.queued {
-                    self.deliveries_ready.notify_one();
-                }
+            // Deliveries not handed off wait in the database, and the dispatcher knows when
+            // to claim them: when the older delivery they wait behind finishes, or when their
+            // busy endpoint has room again.
+            Some(handoff) if !handoffs.claimed.is_empty() => {
+                // If the dispatcher is gone the leases expire and the deliveries are claimed
+                // like any other.
+                let _ = handoff.sender.send(handoffs.claimed);
             }
+            Some(_) => {}
             None => self.deliveries_ready.notify_one(),
         }
         Ok(answer)
@@ -249,9 +247,8 @@ fn append(
         let Some(handoffs) = tx.handoffs().as_mut() else {
             continue;
         };
-        match leased {
-            None => handoffs.queued = true,
-            Some(seq) => handoffs.claimed.push(Claimed {
+        if let Some(seq) = leased {
+            handoffs.claimed.push(Claimed {
                 seq,
                 ordering_key,
                 id,
@@ -262,7 +259,7 @@ fn append(
                 lease_until: handoffs.lease_until,
                 payload: Arc::clone(&payload),
                 target: s.target,
-            }),
+            });
         }
     }
     Ok(())

@@ -140,8 +140,9 @@ impl Flight {
     }
 
     /// Starts the waiting hand-offs that have room; those whose lease runs too short, or
-    /// beyond the most an endpoint may keep waiting, go back.
-    fn start_waiting(&mut self, this: &Arc<Dispatcher>) {
+    /// beyond the most an endpoint may keep waiting, go back. Answers whether an endpoint
+    /// stopped being busy: what ingest queued for it in the meantime is now worth claiming.
+    fn start_waiting(&mut self, this: &Arc<Dispatcher>) -> bool {
         let now = this.clock.now_ms();
         let timeout = this.sender.request_timeout().as_millis() as i64;
         let slack = this.config.lease.as_millis() as i64 - timeout;
@@ -172,11 +173,14 @@ impl Flight {
         queues.retain(|_, q| !q.is_empty());
         let busy: Vec<i64> = queues.keys().copied().collect();
         self.waiting = queues;
+        let mut freed = false;
         if let Ok(mut shared) = this.busy.lock()
             && *shared != busy
         {
+            freed = shared.iter().any(|id| !busy.contains(id));
             *shared = busy;
         }
+        freed
     }
 }
 
@@ -236,8 +240,8 @@ impl Dispatcher {
                             claim_again |= backlog.contains(&webhook_id);
                             flight.limits.finished(webhook_id);
                         }
-                        flight.start_waiting(&this);
-                        if claim_again && flight.limits.has_room() {
+                        let freed = flight.start_waiting(&this);
+                        if (claim_again || freed) && flight.limits.has_room() {
                             break;
                         }
                     }
@@ -249,7 +253,9 @@ impl Dispatcher {
                                 .or_default()
                                 .push_back(delivery);
                         }
-                        flight.start_waiting(&this);
+                        if flight.start_waiting(&this) {
+                            break;
+                        }
                     }
                     _ = tokio::time::sleep_until(wake_at) => break,
                     _ = shutdown.changed() => break,

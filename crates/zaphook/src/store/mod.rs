@@ -143,9 +143,6 @@ pub struct Handoffs {
     pub lease: i64,
     pub lease_until: i64,
     pub claimed: Vec<Claimed>,
-    /// A delivery was written that could not be handed off (it waits behind an older one,
-    /// or its endpoint is busy).
-    pub queued: bool,
     /// Endpoints whose hand-offs already wait for room: theirs are queued in the database.
     pub busy: Vec<i64>,
 }

@@ -61,6 +61,16 @@ impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T>
     }
 }
 
+/// For `#[serde(deserialize_with)]`: distinguishes an absent key (`None`, with
+/// `#[serde(default)]`) from an explicit `null` (`Some(None)`), for PATCH bodies.
+pub fn nullable<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 /// A query string.
 pub struct Query<T>(pub T);
 

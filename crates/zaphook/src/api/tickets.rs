@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -44,13 +44,6 @@ fn view(ticket: Ticket, contact: Option<Contact>) -> TicketView {
         api_config,
         contact,
     }
-}
-
-/// Distinguishes an absent key (`None`) from an explicit `null` (`Some(None)`).
-fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -198,11 +191,11 @@ async fn get_ticket(
 pub struct PatchTicketBody {
     status: Option<TicketStatus>,
     /// A queue id, or null to take the ticket out of its queue.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "super::extract::nullable")]
     #[schema(value_type = Option<i64>)]
     queue_id: Option<Option<i64>>,
     /// An agent id, or null to unassign.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "super::extract::nullable")]
     #[schema(value_type = Option<i64>)]
     user_id: Option<Option<i64>>,
 }

@@ -3,7 +3,7 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -34,12 +34,6 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(retry_delivery))
 }
 
-fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
-}
-
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookBody {
@@ -48,11 +42,11 @@ pub struct WebhookBody {
     /// Event types to receive; default `["message.created"]`.
     events: Option<Vec<EventType>>,
     /// Only events of this connection.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "super::extract::nullable")]
     #[schema(value_type = Option<i64>)]
     connection_id: Option<Option<i64>>,
     /// Only events of tickets in this queue.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "super::extract::nullable")]
     #[schema(value_type = Option<i64>)]
     queue_id: Option<Option<i64>>,
     /// Whether events of group conversations are sent (default true).
@@ -60,17 +54,17 @@ pub struct WebhookBody {
     /// `ticket` (default): one ticket's events arrive in order; `none`: no ordering.
     ordering: Option<Ordering>,
     /// Sent as `X-N8N-API-KEY` with every request.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "super::extract::nullable")]
     #[schema(value_type = Option<String>)]
     token: Option<Option<String>>,
     /// A `whsec_…` signing secret; generated when not given.
     secret: Option<String>,
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "super::extract::nullable")]
     #[schema(value_type = Option<String>)]
     description: Option<Option<String>>,
     enabled: Option<bool>,
     /// Most requests per second to this endpoint.
-    #[serde(default, deserialize_with = "nullable")]
+    #[serde(default, deserialize_with = "super::extract::nullable")]
     #[schema(value_type = Option<i64>)]
     rate_limit: Option<Option<i64>>,
 }

@@ -1,0 +1,280 @@
+//! Commands → domain rules → one transaction of the store. Each command finds or creates what
+//! it needs (contact, ticket), applies the rules (status moves forward, one reaction per
+//! reactor), and appends in the same transaction the events it caused: the payload rendered
+//! as the state is now, and one delivery per subscribed endpoint (the outbox). The caller gets
+//! its answer after the commit; delivery workers are woken then.
+
+use std::sync::Arc;
+
+use tokio::sync::{Notify, mpsc};
+
+use crate::clock::Clock;
+use crate::domain::{
+    self, Channel, Contact, EventType, MediaType, Message, MessageStatus, Reaction, SendType,
+    Ticket, TicketEventKind, TicketStatus,
+};
+use crate::payload::{self, Previous, Snapshot};
+use crate::store::{
+    self, Claimed, EventScope, Handoffs, NewContact, NewDelivery, NewTicket, Reactor, SendJob,
+    Store, StoreError, Tx,
+};
+
+mod messages;
+mod outbox;
+mod tickets;
+
+pub use messages::{
+    accept_outbound, agent_reaction, contact_reaction, delete_message, edit_message, inbound,
+    react, resolve_message, send, status_update,
+};
+pub use outbox::{emit_message, emit_ticket};
+pub use tickets::{create_ticket, update_ticket};
+
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{field}: {message}")]
+    Invalid {
+        field: &'static str,
+        message: String,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn not_found(what: impl Into<String>) -> IngestError {
+    IngestError::NotFound(what.into())
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> IngestError {
+    IngestError::Invalid {
+        field,
+        message: message.into(),
+    }
+}
+
+pub type IngestResult<T> = Result<T, IngestError>;
+
+/// A message from a contact, as a channel received it.
+#[derive(Debug, Clone)]
+pub struct InboundMessage {
+    pub connection_id: i64,
+    /// The channel the message must have come through.
+    pub channel: Channel,
+    /// Normalised number (or group id) of the sender.
+    pub from: String,
+    pub is_group: bool,
+    pub name: Option<String>,
+    pub body: String,
+    pub media_type: MediaType,
+    pub media_url: Option<String>,
+    pub message_id: String,
+    pub timestamp: i64,
+    pub quoted_message_id: Option<String>,
+}
+
+/// Where an outbound message goes.
+#[derive(Debug, Clone)]
+pub enum Recipient {
+    Number {
+        connection_id: i64,
+        number: String,
+        is_group: bool,
+    },
+    /// An open or pending ticket; `connection_id`, when given, must be the ticket's.
+    Ticket { id: i64, connection_id: Option<i64> },
+}
+
+/// A message to send.
+#[derive(Debug, Clone)]
+pub struct SendMessage {
+    pub to: Recipient,
+    pub body: String,
+    pub media_type: MediaType,
+    pub media_url: Option<String>,
+    pub quoted_message_id: Option<String>,
+    pub external_key: Option<String>,
+    pub user_id: Option<i64>,
+    pub send_type: SendType,
+}
+
+/// A ticket to open through the API.
+#[derive(Debug, Clone)]
+pub struct CreateTicket {
+    pub connection_id: i64,
+    pub contact: ContactRef,
+    pub queue_id: Option<i64>,
+    pub user_id: Option<i64>,
+    pub status: TicketStatus,
+    pub external_key: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub enum ContactRef {
+    Id(i64),
+    Number { number: String, is_group: bool },
+}
+
+/// Changes to a ticket; `Some(None)` clears a queue or an agent.
+#[derive(Debug, Clone, Default)]
+pub struct PatchTicket {
+    pub status: Option<TicketStatus>,
+    pub queue_id: Option<Option<i64>>,
+    pub user_id: Option<Option<i64>>,
+}
+
+/// Runs commands against the store and wakes the workers that act on what they appended.
+#[derive(Clone)]
+pub struct Ingest {
+    pub store: Arc<dyn Store>,
+    pub clock: Clock,
+    /// Woken after a commit that may have appended deliveries.
+    pub deliveries_ready: Arc<Notify>,
+    /// Woken after a commit that appended a channel send job.
+    pub sends_ready: Arc<Notify>,
+    /// Where deliveries leased as they are written go once committed: the local dispatcher.
+    pub handoff: Option<Handoff>,
+}
+
+/// The way to the local dispatcher for deliveries leased at write time.
+#[derive(Clone)]
+pub struct Handoff {
+    pub lease: std::time::Duration,
+    pub sender: mpsc::UnboundedSender<Vec<Claimed>>,
+    /// Endpoints the dispatcher has no room for now (it keeps this up to date).
+    pub busy: Arc<std::sync::Mutex<Vec<i64>>>,
+}
+
+impl Ingest {
+    /// Runs `f` in a write transaction with the company and the current time, then wakes the
+    /// delivery workers.
+    pub async fn run<R, F>(&self, company_id: i64, f: F) -> IngestResult<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut dyn Tx, i64, i64) -> IngestResult<R> + Send + 'static,
+    {
+        let now = self.clock.now_ms();
+        let started = std::time::Instant::now();
+        let lease = self.handoff.as_ref().map(|h| Handoffs {
+            lease: rand::random::<u32>() as i64,
+            lease_until: now + h.lease.as_millis() as i64,
+            claimed: Vec::new(),
+            busy: h.busy.lock().map(|b| b.clone()).unwrap_or_default(),
+        });
+        let result = store::write(&self.store, move |tx| {
+            *tx.handoffs() = lease;
+            let answer = f(tx, company_id, now)?;
+            let handoffs = tx.handoffs().take().unwrap_or_default();
+            Ok::<_, IngestError>((answer, handoffs))
+        })
+        .await;
+        metrics::histogram!("zaphook_ingest_commit_seconds")
+            .record(started.elapsed().as_secs_f64());
+        let (answer, handoffs) = result?;
+        match &self.handoff {
+            // Deliveries not handed off wait in the database, and the dispatcher knows when
+            // to claim them: when the older delivery they wait behind finishes, or when their
+            // busy endpoint has room again.
+            Some(handoff) if !handoffs.claimed.is_empty() => {
+                // If the dispatcher is gone the leases expire and the deliveries are claimed
+                // like any other.
+                let _ = handoff.sender.send(handoffs.claimed);
+            }
+            Some(_) => {}
+            None => self.deliveries_ready.notify_one(),
+        }
+        Ok(answer)
+    }
+
+    pub async fn inbound(&self, company_id: i64, cmd: InboundMessage) -> IngestResult<Message> {
+        self.run(company_id, move |tx, company, now| {
+            inbound(tx, company, now, &cmd)
+        })
+        .await
+    }
+
+    pub async fn send(&self, company_id: i64, cmd: SendMessage) -> IngestResult<Message> {
+        let result = self
+            .run(company_id, move |tx, company, now| {
+                send(tx, company, now, &cmd)
+            })
+            .await;
+        if result.is_ok() {
+            self.sends_ready.notify_one();
+        }
+        result
+    }
+}
+
+fn find_or_create_contact(
+    tx: &mut dyn Tx,
+    company_id: i64,
+    now: i64,
+    number: &str,
+    is_group: bool,
+    name: Option<&str>,
+) -> IngestResult<Contact> {
+    if let Some(contact) = tx.contact_by_number(company_id, number)? {
+        return Ok(contact);
+    }
+    Ok(tx.insert_contact(
+        company_id,
+        &NewContact {
+            number,
+            name: name.unwrap_or(number),
+            pushname: name,
+            email: None,
+            is_group,
+        },
+        now,
+    )?)
+}
+
+/// The open or pending ticket of the contact on the connection, or a new pending one.
+/// Answers whether it was created.
+fn find_or_create_ticket(
+    tx: &mut dyn Tx,
+    company_id: i64,
+    now: i64,
+    connection_id: i64,
+    contact: &Contact,
+) -> IngestResult<(Ticket, bool)> {
+    if let Some(ticket) = tx.active_ticket(connection_id, contact.id)? {
+        return Ok((ticket, false));
+    }
+    let ticket = tx.insert_ticket(
+        company_id,
+        &NewTicket {
+            connection_id,
+            contact_id: contact.id,
+            status: TicketStatus::Pending,
+            queue_id: None,
+            user_id: None,
+            is_group: contact.is_group,
+            external_key: None,
+        },
+        now,
+    )?;
+    Ok((ticket, true))
+}
+
+fn require_user(tx: &mut dyn Tx, company_id: i64, user_id: Option<i64>) -> IngestResult<()> {
+    if let Some(id) = user_id
+        && tx.user(company_id, id)?.is_none()
+    {
+        return Err(invalid("userId", format!("user {id} does not exist")));
+    }
+    Ok(())
+}
+
+fn require_queue(tx: &mut dyn Tx, company_id: i64, queue_id: Option<i64>) -> IngestResult<()> {
+    if let Some(id) = queue_id
+        && tx.queue(company_id, id)?.is_none()
+    {
+        return Err(invalid("queueId", format!("queue {id} does not exist")));
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! Appending events to the outbox: the payload rendered from the state in the transaction,
+//! one delivery per subscribed endpoint, leased for a hand-off when nothing holds it back.
+
+use super::*;
+
+fn connection_name(tx: &mut dyn Tx, company_id: i64, id: i64) -> IngestResult<String> {
+    Ok(tx
+        .connection(company_id, id)?
+        .map(|c| c.name)
+        .unwrap_or_default())
+}
+
+/// Appends an event for every endpoint subscribed to it; renders the payload only when one is.
+fn append(
+    tx: &mut dyn Tx,
+    scope: EventScope,
+    now: i64,
+    render: impl FnOnce(&mut dyn Tx) -> IngestResult<String>,
+) -> IngestResult<()> {
+    let subscribers = tx.subscribers(&scope, now)?;
+    if subscribers.is_empty() {
+        return Ok(());
+    }
+    let payload: Arc<str> = Arc::from(render(tx)?);
+    let event_id = domain::new_event_id();
+    tx.insert_event(&event_id, &scope, &payload, now)?;
+    let handoff = tx
+        .handoffs()
+        .as_ref()
+        .map(|h| ((h.lease, h.lease_until), h.busy.clone()));
+    for s in subscribers {
+        let lease = handoff
+            .as_ref()
+            .filter(|(_, busy)| !busy.contains(&s.target.webhook_id))
+            .map(|(lease, _)| *lease);
+        let ordering_key = match s.ordering {
+            domain::Ordering::Ticket => scope.ticket_id,
+            domain::Ordering::None => None,
+        };
+        let id = domain::new_delivery_id();
+        let leased = tx.insert_delivery(
+            &NewDelivery {
+                id: &id,
+                event_id: &event_id,
+                event_type: scope.event_type,
+                webhook_id: s.target.webhook_id,
+                ordering_key,
+            },
+            now,
+            lease,
+        )?;
+        let Some(handoffs) = tx.handoffs().as_mut() else {
+            continue;
+        };
+        if let Some(seq) = leased {
+            handoffs.claimed.push(Claimed {
+                seq,
+                ordering_key,
+                id,
+                event_id: event_id.clone(),
+                event_type: scope.event_type,
+                attempts: 0,
+                lease: handoffs.lease,
+                lease_until: handoffs.lease_until,
+                payload: Arc::clone(&payload),
+                target: s.target,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn scope(company_id: i64, event_type: EventType, ticket: &Ticket) -> EventScope {
+    EventScope {
+        company_id,
+        event_type,
+        connection_id: Some(ticket.connection_id),
+        queue_id: ticket.queue_id,
+        is_group: ticket.is_group,
+        ticket_id: Some(ticket.id),
+    }
+}
+
+/// Appends `message.created` / `message.updated` for `message` on `ticket`.
+pub fn emit_message(
+    tx: &mut dyn Tx,
+    company_id: i64,
+    now: i64,
+    event_type: EventType,
+    message: &Message,
+    ticket: &Ticket,
+) -> IngestResult<()> {
+    append(tx, scope(company_id, event_type, ticket), now, |tx| {
+        let contact = tx.contact(company_id, ticket.contact_id)?;
+        let user = match message.user_id {
+            Some(id) => tx.user(company_id, id)?,
+            None => None,
+        };
+        let name = connection_name(tx, company_id, ticket.connection_id)?;
+        Ok(payload::message(
+            event_type,
+            message,
+            &Snapshot {
+                ticket,
+                contact: contact.as_ref(),
+                user: user.as_ref(),
+                connection_id: ticket.connection_id,
+                connection_name: &name,
+            },
+        ))
+    })
+}
+
+/// Appends a ticket event of `kind` for `ticket`.
+pub fn emit_ticket(
+    tx: &mut dyn Tx,
+    company_id: i64,
+    now: i64,
+    kind: TicketEventKind,
+    ticket: &Ticket,
+    previous: Option<Previous>,
+) -> IngestResult<()> {
+    append(
+        tx,
+        scope(company_id, kind.event_type(), ticket),
+        now,
+        |tx| {
+            let contact = tx.contact(company_id, ticket.contact_id)?;
+            let user = match ticket.user_id {
+                Some(id) => tx.user(company_id, id)?,
+                None => None,
+            };
+            let name = connection_name(tx, company_id, ticket.connection_id)?;
+            Ok(payload::ticket(
+                kind,
+                &Snapshot {
+                    ticket,
+                    contact: contact.as_ref(),
+                    user: user.as_ref(),
+                    connection_id: ticket.connection_id,
+                    connection_name: &name,
+                },
+                previous,
+            ))
+        },
+    )
+}

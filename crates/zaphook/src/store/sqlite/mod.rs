@@ -3,6 +3,7 @@
 //! concurrent requests share one fsync (group commit); each job runs in its own savepoint so a
 //! failing job rolls back alone. Reads run on a small pool of reader connections.
 
+mod rows;
 mod tx;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};

@@ -2,8 +2,7 @@
 
 use std::sync::Arc;
 
-use rusqlite::types::Type;
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::domain::{
     Attempt, Channel, CloudConfig, Connection as Conn, Contact, Delivery, DeliveryDetail,
@@ -15,6 +14,8 @@ use crate::store::{
     NewDelivery, NewTicket, NextStep, Reactor, Recorded, RecoveryProgress, SendJob, StoreError,
     StoreResult, Subscriber, Target, TicketFilter, Tx,
 };
+
+use super::rows::*;
 
 pub struct SqliteTx<'c> {
     conn: &'c Connection,
@@ -28,177 +29,6 @@ impl<'c> SqliteTx<'c> {
             handoffs: None,
         }
     }
-}
-
-/// Reads a text column holding a wire name of an enum.
-fn wire<T>(row: &Row<'_>, idx: usize, parse: fn(&str) -> Option<T>) -> rusqlite::Result<T> {
-    let text: String = row.get(idx)?;
-    parse(&text).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            idx,
-            Type::Text,
-            format!("unknown value {text:?}").into(),
-        )
-    })
-}
-
-const CONNECTION_COLS: &str = "id, name, channel, cloud_config, created_at";
-
-fn connection_row(row: &Row<'_>) -> rusqlite::Result<Conn> {
-    let cloud: Option<String> = row.get(3)?;
-    let phone_number_id = cloud
-        .and_then(|c| serde_json::from_str::<CloudConfig>(&c).ok())
-        .map(|c| c.phone_number_id);
-    Ok(Conn {
-        id: row.get(0)?,
-        name: row.get(1)?,
-        channel: wire(row, 2, Channel::parse)?,
-        phone_number_id,
-        created_at: row.get(4)?,
-    })
-}
-
-const CONTACT_COLS: &str = "id, name, number, profile_pic_url, email, is_group, pushname, lid, kanban_id, followup_id, created_at";
-
-fn contact_row(row: &Row<'_>) -> rusqlite::Result<Contact> {
-    Ok(Contact {
-        id: row.get(0)?,
-        name: row.get(1)?,
-        number: row.get(2)?,
-        profile_pic_url: row.get(3)?,
-        email: row.get(4)?,
-        is_group: row.get(5)?,
-        pushname: row.get(6)?,
-        lid: row.get(7)?,
-        kanban_id: row.get(8)?,
-        followup_id: row.get(9)?,
-        created_at: row.get(10)?,
-    })
-}
-
-const TICKET_COLS: &str = "id, connection_id, contact_id, status, protocol, queue_id, user_id, is_group, external_key, last_message, created_at, updated_at";
-
-fn ticket_row(row: &Row<'_>) -> rusqlite::Result<Ticket> {
-    Ok(Ticket {
-        id: row.get(0)?,
-        connection_id: row.get(1)?,
-        contact_id: row.get(2)?,
-        status: wire(row, 3, crate::domain::TicketStatus::parse)?,
-        protocol: row.get(4)?,
-        queue_id: row.get(5)?,
-        user_id: row.get(6)?,
-        is_group: row.get(7)?,
-        external_key: row.get(8)?,
-        last_message: row.get(9)?,
-        created_at: row.get(10)?,
-        updated_at: row.get(11)?,
-    })
-}
-
-const MESSAGE_COLS: &str = "id, message_id, connection_id, ticket_id, contact_id, body, timestamp, status, from_me, media_type, media_url, is_deleted, send_type, edited, quoted_message_id, user_id, created_at";
-
-fn message_row(row: &Row<'_>) -> rusqlite::Result<Message> {
-    let send_type: Option<String> = row.get(12)?;
-    let send_type = match send_type {
-        None => None,
-        Some(text) => Some(crate::domain::SendType::parse(&text).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                12,
-                Type::Text,
-                format!("unknown send type {text:?}").into(),
-            )
-        })?),
-    };
-    Ok(Message {
-        id: row.get(0)?,
-        message_id: row.get(1)?,
-        connection_id: row.get(2)?,
-        ticket_id: row.get(3)?,
-        contact_id: row.get(4)?,
-        body: row.get(5)?,
-        timestamp: row.get(6)?,
-        status: wire(row, 7, crate::domain::MessageStatus::parse)?,
-        from_me: row.get(8)?,
-        media_type: wire(row, 9, crate::domain::MediaType::parse)?,
-        media_url: row.get(10)?,
-        is_deleted: row.get(11)?,
-        send_type,
-        edited: row.get(13)?,
-        reactions: Vec::new(),
-        quoted_message_id: row.get(14)?,
-        user_id: row.get(15)?,
-        created_at: row.get(16)?,
-    })
-}
-
-const WEBHOOK_COLS: &str = "id, url, events, connection_id, queue_id, include_groups, ordering, token, secret, description, enabled, disabled_reason, rate_limit, created_at";
-
-fn parse_events(text: &str) -> Vec<EventType> {
-    text.split(',').filter_map(EventType::parse).collect()
-}
-
-fn join_events(events: &[EventType]) -> String {
-    events
-        .iter()
-        .map(|e| e.as_str())
-        .collect::<Vec<_>>()
-        .join(",")
-}
-
-fn webhook_row(row: &Row<'_>) -> rusqlite::Result<Webhook> {
-    let token: Option<String> = row.get(7)?;
-    Ok(Webhook {
-        id: row.get(0)?,
-        url: row.get(1)?,
-        events: parse_events(&row.get::<_, String>(2)?),
-        connection_id: row.get(3)?,
-        queue_id: row.get(4)?,
-        include_groups: row.get(5)?,
-        ordering: wire(row, 6, Ordering::parse)?,
-        has_token: token.is_some(),
-        secret: None,
-        description: row.get(9)?,
-        enabled: row.get(10)?,
-        disabled_reason: row.get(11)?,
-        rate_limit: row.get(12)?,
-        created_at: row.get(13)?,
-    })
-}
-
-fn webhook_spec_row(row: &Row<'_>) -> rusqlite::Result<WebhookSpec> {
-    Ok(WebhookSpec {
-        url: row.get(1)?,
-        events: parse_events(&row.get::<_, String>(2)?),
-        connection_id: row.get(3)?,
-        queue_id: row.get(4)?,
-        include_groups: row.get(5)?,
-        ordering: wire(row, 6, Ordering::parse)?,
-        token: row.get(7)?,
-        secret: row.get(8)?,
-        description: row.get(9)?,
-        enabled: row.get(10)?,
-        rate_limit: row.get(12)?,
-    })
-}
-
-const DELIVERY_COLS: &str = "d.id, d.webhook_id, d.event_id, d.event_type, d.state, d.attempts, d.next_attempt_at, d.last_status_code, d.created_at, d.delivered_at";
-
-fn delivery_row(row: &Row<'_>) -> rusqlite::Result<Delivery> {
-    let status = wire(row, 4, DeliveryStatus::parse)?;
-    let next: i64 = row.get(6)?;
-    Ok(Delivery {
-        id: row.get(0)?,
-        webhook_id: row.get(1)?,
-        event_id: row.get(2)?,
-        event_type: wire(row, 3, EventType::parse)?,
-        status,
-        attempts: row.get(5)?,
-        next_attempt_at: matches!(status, DeliveryStatus::Pending | DeliveryStatus::Failed)
-            .then_some(next),
-        last_status_code: row.get(7)?,
-        created_at: row.get(8)?,
-        delivered_at: row.get(9)?,
-    })
 }
 
 impl SqliteTx<'_> {

@@ -223,6 +223,24 @@ pub fn accept_outbound(
     Ok(message)
 }
 
+/// Appends `message.updated` for a message that changed.
+fn announce_update(
+    tx: &mut dyn Tx,
+    company_id: i64,
+    now: i64,
+    message: &Message,
+) -> IngestResult<()> {
+    let ticket = ticket_of(tx, company_id, message)?;
+    emit_message(
+        tx,
+        company_id,
+        now,
+        EventType::MessageUpdated,
+        message,
+        &ticket,
+    )
+}
+
 fn ticket_of(tx: &mut dyn Tx, company_id: i64, message: &Message) -> IngestResult<Ticket> {
     tx.ticket(company_id, message.ticket_id)?
         .ok_or_else(|| not_found(format!("ticket {}", message.ticket_id)))
@@ -247,15 +265,7 @@ pub fn status_update(
     }
     message.status = status;
     tx.update_message(&message)?;
-    let ticket = ticket_of(tx, company_id, &message)?;
-    emit_message(
-        tx,
-        company_id,
-        now,
-        EventType::MessageUpdated,
-        &message,
-        &ticket,
-    )?;
+    announce_update(tx, company_id, now, &message)?;
     Ok(message)
 }
 
@@ -286,15 +296,7 @@ pub fn react(
         .message(company_id, &message.id)?
         .map(|m| m.reactions)
         .unwrap_or_default();
-    let ticket = ticket_of(tx, company_id, &message)?;
-    emit_message(
-        tx,
-        company_id,
-        now,
-        EventType::MessageUpdated,
-        &message,
-        &ticket,
-    )?;
+    announce_update(tx, company_id, now, &message)?;
     Ok(message)
 }
 
@@ -384,15 +386,7 @@ pub fn edit_message(
     message.body = body.to_string();
     message.edited = true;
     tx.update_message(&message)?;
-    let ticket = ticket_of(tx, company_id, &message)?;
-    emit_message(
-        tx,
-        company_id,
-        now,
-        EventType::MessageUpdated,
-        &message,
-        &ticket,
-    )?;
+    announce_update(tx, company_id, now, &message)?;
     Ok(message)
 }
 
@@ -406,14 +400,6 @@ pub fn delete_message(
     let mut message = own_live_message(tx, company_id, id)?;
     message.is_deleted = true;
     tx.update_message(&message)?;
-    let ticket = ticket_of(tx, company_id, &message)?;
-    emit_message(
-        tx,
-        company_id,
-        now,
-        EventType::MessageUpdated,
-        &message,
-        &ticket,
-    )?;
+    announce_update(tx, company_id, now, &message)?;
     Ok(message)
 }

@@ -81,6 +81,30 @@ fn scope(company_id: i64, event_type: EventType, ticket: &Ticket) -> EventScope 
     }
 }
 
+/// Loads what a payload of `ticket` shows beside it (contact, agent, connection name) and
+/// renders it with `render`.
+fn render_for(
+    tx: &mut dyn Tx,
+    company_id: i64,
+    ticket: &Ticket,
+    user_id: Option<i64>,
+    render: impl FnOnce(&Snapshot<'_>) -> String,
+) -> IngestResult<String> {
+    let contact = tx.contact(company_id, ticket.contact_id)?;
+    let user = match user_id {
+        Some(id) => tx.user(company_id, id)?,
+        None => None,
+    };
+    let name = connection_name(tx, company_id, ticket.connection_id)?;
+    Ok(render(&Snapshot {
+        ticket,
+        contact: contact.as_ref(),
+        user: user.as_ref(),
+        connection_id: ticket.connection_id,
+        connection_name: &name,
+    }))
+}
+
 /// Appends `message.created` / `message.updated` for `message` on `ticket`.
 pub fn emit_message(
     tx: &mut dyn Tx,
@@ -91,27 +115,13 @@ pub fn emit_message(
     ticket: &Ticket,
 ) -> IngestResult<()> {
     append(tx, scope(company_id, event_type, ticket), now, |tx| {
-        let contact = tx.contact(company_id, ticket.contact_id)?;
-        let user = match message.user_id {
-            Some(id) => tx.user(company_id, id)?,
-            None => None,
-        };
-        let name = connection_name(tx, company_id, ticket.connection_id)?;
-        Ok(payload::message(
-            event_type,
-            message,
-            &Snapshot {
-                ticket,
-                contact: contact.as_ref(),
-                user: user.as_ref(),
-                connection_id: ticket.connection_id,
-                connection_name: &name,
-            },
-        ))
+        render_for(tx, company_id, ticket, message.user_id, |snap| {
+            payload::message(event_type, message, snap)
+        })
     })
 }
 
-/// Appends a ticket event of `kind` for `ticket`.
+/// Appends a ticket event of `kind` for `ticket`; its `user` is the assigned agent.
 pub fn emit_ticket(
     tx: &mut dyn Tx,
     company_id: i64,
@@ -120,28 +130,10 @@ pub fn emit_ticket(
     ticket: &Ticket,
     previous: Option<Previous>,
 ) -> IngestResult<()> {
-    append(
-        tx,
-        scope(company_id, kind.event_type(), ticket),
-        now,
-        |tx| {
-            let contact = tx.contact(company_id, ticket.contact_id)?;
-            let user = match ticket.user_id {
-                Some(id) => tx.user(company_id, id)?,
-                None => None,
-            };
-            let name = connection_name(tx, company_id, ticket.connection_id)?;
-            Ok(payload::ticket(
-                kind,
-                &Snapshot {
-                    ticket,
-                    contact: contact.as_ref(),
-                    user: user.as_ref(),
-                    connection_id: ticket.connection_id,
-                    connection_name: &name,
-                },
-                previous,
-            ))
-        },
-    )
+    let scope = scope(company_id, kind.event_type(), ticket);
+    append(tx, scope, now, |tx| {
+        render_for(tx, company_id, ticket, ticket.user_id, |snap| {
+            payload::ticket(kind, snap, previous)
+        })
+    })
 }

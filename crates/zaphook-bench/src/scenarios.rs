@@ -232,15 +232,8 @@ impl Bench {
         row.cpu_s_per_1k = zap.cpu_s_per_1k();
         row.peak_rss_mib = Some(zap.peak_rss_mib);
         report.rows.push(row);
-        let mut row = Row::new("throughput", "accepted/s (202s)");
-        row.zaphook = rate_cell(zap.pass.acked_per_s);
-        row.baseline = rate_cell(relay.acked_per_s);
-        row.ratio = fmt_ratio(ratio(zap.pass.acked_per_s, relay.acked_per_s));
-        report.rows.push(row);
-        check(&mut report, "zaphook", &zap.pass);
-        check(&mut report, "relay", &relay);
-        report.figure("zaphook", &zap);
-        report.figure("relay", &relay);
+        report.rows.push(accepted_row("throughput", &zap, &relay));
+        compared(&mut report, &zap, &relay);
         self.reference = Some(zap);
         Ok(report)
     }
@@ -274,10 +267,7 @@ impl Bench {
         report.notes.push(
             "latency: open loop (each message has its scheduled send time); the relay acknowledges only after forwarding, so its \"acknowledged → arrived\" is ≤ 0 and not shown".into(),
         );
-        check(&mut report, "zaphook", &zap.pass);
-        check(&mut report, "relay", &relay);
-        report.figure("zaphook", &zap);
-        report.figure("relay", &relay);
+        compared(&mut report, &zap, &relay);
         Ok(report)
     }
 
@@ -296,15 +286,8 @@ impl Bench {
         row.cpu_s_per_1k = zap.cpu_s_per_1k();
         row.peak_rss_mib = Some(zap.peak_rss_mib);
         report.rows.push(row);
-        let mut row = Row::new("fanout", "accepted/s (202s)");
-        row.zaphook = rate_cell(zap.pass.acked_per_s);
-        row.baseline = rate_cell(relay.acked_per_s);
-        row.ratio = fmt_ratio(ratio(zap.pass.acked_per_s, relay.acked_per_s));
-        report.rows.push(row);
-        check(&mut report, "zaphook", &zap.pass);
-        check(&mut report, "relay", &relay);
-        report.figure("zaphook", &zap);
-        report.figure("relay", &relay);
+        report.rows.push(accepted_row("fanout", &zap, &relay));
+        compared(&mut report, &zap, &relay);
         Ok(report)
     }
 
@@ -462,6 +445,23 @@ async fn finish(
         warnings,
         errors,
     ))
+}
+
+/// The row comparing how fast zaphook and the relay accepted the messages.
+fn accepted_row(scenario: &str, zap: &ZaphookPass, relay: &Pass) -> Row {
+    let mut row = Row::new(scenario, "accepted/s (202s)");
+    row.zaphook = rate_cell(zap.pass.acked_per_s);
+    row.baseline = rate_cell(relay.acked_per_s);
+    row.ratio = fmt_ratio(ratio(zap.pass.acked_per_s, relay.acked_per_s));
+    row
+}
+
+/// Notes what went wrong in both passes and keeps their figures in the report.
+fn compared(report: &mut ScenarioReport, zap: &ZaphookPass, relay: &Pass) {
+    check(report, "zaphook", &zap.pass);
+    check(report, "relay", relay);
+    report.figure("zaphook", zap);
+    report.figure("relay", relay);
 }
 
 /// Notes what went wrong in a pass: failed requests, webhooks that never came.

@@ -314,12 +314,12 @@ impl Dispatcher {
                     ToRecord::GiveBack { seq, lease } => give_back.push((seq, lease)),
                 }
             }
-            // Something became claimable: a retry was scheduled, a ticket's next delivery
-            // was unblocked, or a delivery went back.
-            let claimable = !give_back.is_empty()
-                || finished.iter().any(|f| {
-                    f.record.ordering_key.is_some() || f.record.next != NextStep::Delivered
-                });
+            // Something becomes claimable when a delivery goes back, a retry is scheduled or
+            // a ticket's next delivery is unblocked (known once written).
+            let mut claimable = !give_back.is_empty()
+                || finished
+                    .iter()
+                    .any(|f| f.record.next != NextStep::Delivered);
             let records: Vec<AttemptRecord> = finished.iter().map(|f| f.record.clone()).collect();
             let now = self.clock.now_ms();
             let written = store::write(&self.store, move |tx| {
@@ -329,7 +329,10 @@ impl Dispatcher {
             })
             .await;
             match written {
-                Ok(recorded) => report(finished.into_iter().zip(recorded).collect()),
+                Ok(recorded) => {
+                    claimable |= recorded.iter().any(|r| r.unblocked);
+                    report(finished.into_iter().zip(recorded).collect())
+                }
                 Err(e) => tracing::error!(
                     error = %e,
                     "recording attempts failed; their leases will expire and they are tried again"

@@ -213,6 +213,8 @@ pub struct Recorded {
     pub applied: bool,
     /// Why the endpoint was disabled by this attempt, if it was.
     pub disabled: Option<String>,
+    /// The next delivery of the same endpoint and ticket stopped waiting behind this one.
+    pub unblocked: bool,
 }
 
 /// Deliveries queued again by one recovery, by where they stand now.

@@ -16,7 +16,13 @@ use rusqlite::Connection;
 use super::{ReadJob, Reply, Store, StoreError, StoreResult, WriteJob};
 use tx::SqliteTx;
 
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../../migrations/sqlite/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
+    (
+        2,
+        include_str!("../../../migrations/sqlite/0002_one_due_index.sql"),
+    ),
+];
 
 /// Most jobs one commit carries; bounds the latency a large burst adds to its first job.
 const MAX_BATCH: usize = 512;

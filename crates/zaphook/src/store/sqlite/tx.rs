@@ -936,13 +936,15 @@ impl Tx for SqliteTx<'_> {
         let mut recorded = Recorded {
             applied: changed > 0,
             disabled: None,
+            unblocked: false,
         };
         if changed > 0
             && let Some(key) = a.ordering_key
             && matches!(a.next, NextStep::Delivered | NextStep::Dead)
         {
             // Finished: the next delivery of the same endpoint and ticket may go.
-            self.conn
+            recorded.unblocked = self
+                .conn
                 .prepare_cached(
                     "UPDATE deliveries SET blocked = 0 WHERE seq = (
                         SELECT seq FROM deliveries
@@ -950,7 +952,8 @@ impl Tx for SqliteTx<'_> {
                           AND state IN ('pending', 'delivering', 'failed')
                         ORDER BY seq LIMIT 1)",
                 )?
-                .execute([a.webhook_id, key])?;
+                .execute([a.webhook_id, key])?
+                > 0;
         }
         if a.next == NextStep::Delivered {
             return Ok(recorded);
@@ -1010,8 +1013,10 @@ impl Tx for SqliteTx<'_> {
         Ok(self
             .conn
             .prepare_cached(
-                "SELECT min(next_attempt_at) FROM deliveries
-                 WHERE state IN ('pending', 'delivering', 'failed') AND blocked = 0",
+                "SELECT min((SELECT min(next_attempt_at) FROM deliveries
+                             WHERE webhook_id = w.id AND state IN ('pending', 'delivering', 'failed')
+                               AND blocked = 0))
+                 FROM webhooks w",
             )?
             .query_row([], |r| r.get(0))?)
     }

@@ -11,6 +11,11 @@ use zaphook::settings::{
 };
 use zaphook::store;
 
+// mimalloc, also in place of the C library's malloc (the `override` feature), so SQLite's
+// many small allocations on the writer thread take no lock and reuse freed blocks quickly.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()

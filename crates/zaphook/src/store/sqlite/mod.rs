@@ -20,7 +20,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../../migrations/sqlite/0001_init.sql")),
     (
         2,
-        include_str!("../../../migrations/sqlite/0002_one_due_index.sql"),
+        include_str!("../../../migrations/sqlite/0002_cheaper_delivery_indexes.sql"),
     ),
 ];
 

@@ -672,7 +672,7 @@ impl Tx for SqliteTx<'_> {
                 .prepare_cached(
                     "SELECT EXISTS (SELECT 1 FROM deliveries
                      WHERE webhook_id = ?1 AND ordering_key = ?2
-                       AND state IN ('pending', 'delivering', 'failed'))",
+                       AND state NOT IN ('delivered', 'dead'))",
                 )?
                 .query_row([webhook_id, key], |r| r.get(0))?,
         };
@@ -840,7 +840,7 @@ impl Tx for SqliteTx<'_> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT w.id, w.rate_limit FROM webhooks w WHERE w.enabled = 1 AND EXISTS (
                 SELECT 1 FROM deliveries d
-                WHERE d.webhook_id = w.id AND d.state IN ('pending', 'delivering', 'failed')
+                WHERE d.webhook_id = w.id AND d.state NOT IN ('delivered', 'dead')
                   AND d.blocked = 0 AND d.next_attempt_at <= ?1)
              ORDER BY w.id",
         )?;
@@ -867,7 +867,7 @@ impl Tx for SqliteTx<'_> {
              FROM deliveries d
              JOIN webhooks w ON w.id = d.webhook_id
              JOIN events e ON e.id = d.event_id
-             WHERE d.webhook_id = ?3 AND d.state IN ('pending', 'delivering', 'failed')
+             WHERE d.webhook_id = ?3 AND d.state NOT IN ('delivered', 'dead')
                AND d.blocked = 0 AND d.next_attempt_at <= ?1
              ORDER BY d.next_attempt_at, d.seq
              LIMIT ?2";
@@ -949,7 +949,7 @@ impl Tx for SqliteTx<'_> {
                     "UPDATE deliveries SET blocked = 0 WHERE seq = (
                         SELECT seq FROM deliveries
                         WHERE webhook_id = ?1 AND ordering_key = ?2
-                          AND state IN ('pending', 'delivering', 'failed')
+                          AND state NOT IN ('delivered', 'dead')
                         ORDER BY seq LIMIT 1)",
                 )?
                 .execute([a.webhook_id, key])?
@@ -1014,7 +1014,7 @@ impl Tx for SqliteTx<'_> {
             .conn
             .prepare_cached(
                 "SELECT min((SELECT min(next_attempt_at) FROM deliveries
-                             WHERE webhook_id = w.id AND state IN ('pending', 'delivering', 'failed')
+                             WHERE webhook_id = w.id AND state NOT IN ('delivered', 'dead')
                                AND blocked = 0))
                  FROM webhooks w",
             )?
@@ -1163,13 +1163,13 @@ impl Tx for SqliteTx<'_> {
             .conn
             .prepare_cached(
                 "UPDATE deliveries SET blocked = 0 WHERE blocked = 1
-                   AND state IN ('pending', 'delivering', 'failed')
+                   AND state NOT IN ('delivered', 'dead')
                    AND NOT EXISTS (
                     SELECT 1 FROM deliveries o
                     WHERE o.webhook_id = deliveries.webhook_id
                       AND o.ordering_key = deliveries.ordering_key
                       AND o.seq < deliveries.seq
-                      AND o.state IN ('pending', 'delivering', 'failed'))",
+                      AND o.state NOT IN ('delivered', 'dead'))",
             )?
             .execute([])?)
     }
@@ -1177,7 +1177,7 @@ impl Tx for SqliteTx<'_> {
     fn backlogs(&mut self) -> StoreResult<Vec<EndpointBacklog>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT webhook_id, count(*), min(created_at) FROM deliveries
-             WHERE state IN ('pending', 'delivering', 'failed') GROUP BY webhook_id",
+             WHERE state NOT IN ('delivered', 'dead') GROUP BY webhook_id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(EndpointBacklog {

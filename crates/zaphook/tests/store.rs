@@ -265,3 +265,38 @@ async fn company_scoped_lookups_see_nothing_of_another_company() {
     })
     .await;
 }
+
+/// Rows of `table` in the store's database file, read beside the store.
+fn rows(dir: &tempfile::TempDir, table: &str) -> i64 {
+    let conn = rusqlite::Connection::open(dir.path().join(zaphook::app::DATABASE_FILE)).unwrap();
+    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn deleting_an_endpoint_or_pruning_leaves_no_attempts_behind() {
+    let (dir, store) = open();
+    let hooks = run(&store, |tx| {
+        let hooks = setup(tx, &[Ordering::None, Ordering::None])?;
+        for at in [10, 11] {
+            event(tx, 1, at)?;
+        }
+        for c in claim_all(tx, 100, 10_000)? {
+            tx.record_attempt(&record(&c, 160, NextStep::Delivered))?;
+        }
+        Ok(hooks)
+    })
+    .await;
+    assert_eq!((rows(&dir, "deliveries"), rows(&dir, "attempts")), (4, 4));
+    assert!(run(&store, move |tx| tx.delete_webhook(1, hooks[0])).await);
+    assert_eq!((rows(&dir, "deliveries"), rows(&dir, "attempts")), (2, 2));
+    assert_eq!(run(&store, |tx| tx.prune(1_000, 100)).await, 4);
+    assert_eq!(
+        (
+            rows(&dir, "deliveries"),
+            rows(&dir, "attempts"),
+            rows(&dir, "events")
+        ),
+        (0, 0, 0)
+    );
+}

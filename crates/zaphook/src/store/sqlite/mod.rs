@@ -76,6 +76,9 @@ fn open_connection(path: &Path, durability: Durability) -> StoreResult<Connectio
     let conn = Connection::open(path)?;
     // Every statement of the store stays prepared (the default keeps only 16).
     conn.set_prepared_statement_cache_capacity(256);
+    // References are checked by the code that writes them (with the company in scope, which a
+    // foreign key cannot do) and dependents are deleted with their parent (`delete_webhook`,
+    // `prune`); enforcing them again cost a b-tree search per reference on every insert.
     let synchronous = match durability {
         Durability::Full => "FULL",
         Durability::Normal => "NORMAL",
@@ -83,7 +86,7 @@ fn open_connection(path: &Path, durability: Durability) -> StoreResult<Connectio
     conn.execute_batch(&format!(
         "PRAGMA journal_mode = WAL;
          PRAGMA synchronous = {synchronous};
-         PRAGMA foreign_keys = ON;
+         PRAGMA foreign_keys = OFF;
          PRAGMA busy_timeout = 5000;
          PRAGMA temp_store = MEMORY;
          PRAGMA cache_size = -32000;"

@@ -796,10 +796,20 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn delete_webhook(&mut self, company_id: i64, id: i64) -> StoreResult<bool> {
-        Ok(self.conn.execute(
+        let deleted = self.conn.execute(
             "DELETE FROM webhooks WHERE company_id = ?1 AND id = ?2",
             [company_id, id],
-        )? > 0)
+        )? > 0;
+        if deleted {
+            self.conn.execute(
+                "DELETE FROM attempts WHERE delivery_seq IN (
+                    SELECT seq FROM deliveries WHERE webhook_id = ?1)",
+                [id],
+            )?;
+            self.conn
+                .execute("DELETE FROM deliveries WHERE webhook_id = ?1", [id])?;
+        }
+        Ok(deleted)
     }
 
     fn rotate_secret(
@@ -1137,14 +1147,25 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn prune(&mut self, before: i64, batch: i64) -> StoreResult<usize> {
-        let deliveries = self
+        let finished = self
             .conn
             .prepare_cached(
-                "DELETE FROM deliveries WHERE seq IN (
-                    SELECT seq FROM deliveries
-                    WHERE state IN ('delivered', 'dead') AND created_at < ?1 LIMIT ?2)",
+                "SELECT seq FROM deliveries
+                 WHERE state IN ('delivered', 'dead') AND created_at < ?1 LIMIT ?2",
             )?
-            .execute(params![before, batch])?;
+            .query_map(params![before, batch], |r| r.get::<_, i64>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut attempts = self
+            .conn
+            .prepare_cached("DELETE FROM attempts WHERE delivery_seq = ?1")?;
+        let mut delivery = self
+            .conn
+            .prepare_cached("DELETE FROM deliveries WHERE seq = ?1")?;
+        let mut deliveries = 0;
+        for seq in finished {
+            attempts.execute([seq])?;
+            deliveries += delivery.execute([seq])?;
+        }
         let events = self
             .conn
             .prepare_cached(

@@ -78,6 +78,10 @@ pub fn inbound(
             TicketEventKind::NewTicket,
             &ticket,
             None,
+            Known {
+                contact: Some(&contact),
+                connection: Some(&connection),
+            },
         )?;
     }
     emit_message(
@@ -87,6 +91,10 @@ pub fn inbound(
         EventType::MessageCreated,
         &message,
         &ticket,
+        Known {
+            contact: Some(&contact),
+            connection: Some(&connection),
+        },
     )?;
     Ok(message)
 }
@@ -186,6 +194,7 @@ pub fn send(
             TicketEventKind::NewTicketUserCreate,
             &ticket,
             None,
+            Known::default(),
         )?;
     }
     Ok(message)
@@ -219,6 +228,7 @@ pub fn accept_outbound(
         EventType::MessageCreated,
         &message,
         &ticket,
+        Known::default(),
     )?;
     Ok(message)
 }
@@ -238,6 +248,7 @@ fn announce_update(
         EventType::MessageUpdated,
         message,
         &ticket,
+        Known::default(),
     )
 }
 

@@ -27,7 +27,7 @@ pub use messages::{
     accept_outbound, agent_reaction, contact_reaction, delete_message, edit_message, inbound,
     react, resolve_message, send, status_update,
 };
-pub use outbox::{emit_message, emit_ticket};
+pub use outbox::{Known, emit_message, emit_ticket};
 pub use tickets::{create_ticket, update_ticket};
 
 #[derive(Debug, thiserror::Error)]

@@ -3,11 +3,11 @@
 
 use super::*;
 
-fn connection_name(tx: &mut dyn Tx, company_id: i64, id: i64) -> IngestResult<String> {
-    Ok(tx
-        .connection(company_id, id)?
-        .map(|c| c.name)
-        .unwrap_or_default())
+/// What the command already loaded in this transaction, so rendering need not load it again.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Known<'a> {
+    pub contact: Option<&'a Contact>,
+    pub connection: Option<&'a domain::Connection>,
 }
 
 /// Appends an event for every endpoint subscribed to it; renders the payload only when one is.
@@ -81,27 +81,45 @@ fn scope(company_id: i64, event_type: EventType, ticket: &Ticket) -> EventScope 
     }
 }
 
-/// Loads what a payload of `ticket` shows beside it (contact, agent, connection name) and
-/// renders it with `render`.
+/// Loads what a payload of `ticket` shows beside it (contact, agent, connection name), unless
+/// `known` has it, and renders it with `render`.
 fn render_for(
     tx: &mut dyn Tx,
     company_id: i64,
     ticket: &Ticket,
     user_id: Option<i64>,
+    known: Known<'_>,
     render: impl FnOnce(&Snapshot<'_>) -> String,
 ) -> IngestResult<String> {
-    let contact = tx.contact(company_id, ticket.contact_id)?;
+    let loaded_contact;
+    let contact = match known.contact.filter(|c| c.id == ticket.contact_id) {
+        Some(contact) => Some(contact),
+        None => {
+            loaded_contact = tx.contact(company_id, ticket.contact_id)?;
+            loaded_contact.as_ref()
+        }
+    };
     let user = match user_id {
         Some(id) => tx.user(company_id, id)?,
         None => None,
     };
-    let name = connection_name(tx, company_id, ticket.connection_id)?;
+    let loaded_name;
+    let name = match known.connection.filter(|c| c.id == ticket.connection_id) {
+        Some(connection) => connection.name.as_str(),
+        None => {
+            loaded_name = tx
+                .connection(company_id, ticket.connection_id)?
+                .map(|c| c.name)
+                .unwrap_or_default();
+            loaded_name.as_str()
+        }
+    };
     Ok(render(&Snapshot {
         ticket,
-        contact: contact.as_ref(),
+        contact,
         user: user.as_ref(),
         connection_id: ticket.connection_id,
-        connection_name: &name,
+        connection_name: name,
     }))
 }
 
@@ -113,9 +131,10 @@ pub fn emit_message(
     event_type: EventType,
     message: &Message,
     ticket: &Ticket,
+    known: Known<'_>,
 ) -> IngestResult<()> {
     append(tx, scope(company_id, event_type, ticket), now, |tx| {
-        render_for(tx, company_id, ticket, message.user_id, |snap| {
+        render_for(tx, company_id, ticket, message.user_id, known, |snap| {
             payload::message(event_type, message, snap)
         })
     })
@@ -129,10 +148,11 @@ pub fn emit_ticket(
     kind: TicketEventKind,
     ticket: &Ticket,
     previous: Option<Previous>,
+    known: Known<'_>,
 ) -> IngestResult<()> {
     let scope = scope(company_id, kind.event_type(), ticket);
     append(tx, scope, now, |tx| {
-        render_for(tx, company_id, ticket, ticket.user_id, |snap| {
+        render_for(tx, company_id, ticket, ticket.user_id, known, |snap| {
             payload::ticket(kind, snap, previous)
         })
     })

@@ -55,6 +55,10 @@ pub fn create_ticket(
         TicketEventKind::NewTicketUserCreate,
         &ticket,
         None,
+        Known {
+            contact: Some(&contact),
+            connection: None,
+        },
     )?;
     Ok((ticket, true))
 }
@@ -110,6 +114,7 @@ pub fn update_ticket(
             TicketEventKind::TransferTicket,
             &ticket,
             Some(previous),
+            Known::default(),
         )?;
     }
     if was != TicketStatus::Closed && ticket.status == TicketStatus::Closed {
@@ -120,6 +125,7 @@ pub fn update_ticket(
             TicketEventKind::ClosedTicket,
             &ticket,
             None,
+            Known::default(),
         )?;
     }
     Ok(ticket)

@@ -300,3 +300,60 @@ async fn deleting_an_endpoint_or_pruning_leaves_no_attempts_behind() {
         (0, 0, 0)
     );
 }
+
+#[tokio::test]
+async fn backlogs_count_blocked_and_due_and_orphans_are_freed() {
+    let (dir, store) = open();
+    let (ordered, unordered) = run(&store, |tx| {
+        let hooks = setup(tx, &[Ordering::Ticket, Ordering::None])?;
+        for at in [10, 11, 12] {
+            event(tx, 1, at)?;
+        }
+        Ok((hooks[0], hooks[1]))
+    })
+    .await;
+    let mut backlogs = store::read(&store, |tx| tx.backlogs()).await.unwrap();
+    backlogs.sort_by_key(|b| b.webhook_id);
+    let counts: Vec<_> = backlogs
+        .iter()
+        .map(|b| (b.webhook_id, b.pending, b.oldest_created_at))
+        .collect();
+    assert_eq!(
+        counts,
+        vec![(ordered, 3, 10), (unordered, 3, 10)],
+        "two of the ordered endpoint's three wait blocked behind the first"
+    );
+    // Nothing is orphaned while the first is unfinished.
+    assert_eq!(run(&store, |tx| tx.free_orphaned()).await, 0);
+    // The head finishes without unblocking the next (as a crash between the two could leave
+    // it): the next, and only the next, is freed.
+    let conn = rusqlite::Connection::open(dir.path().join(zaphook::app::DATABASE_FILE)).unwrap();
+    conn.execute(
+        "UPDATE deliveries SET state = 'delivered'
+         WHERE seq = (SELECT min(seq) FROM deliveries WHERE webhook_id = ?1)",
+        [ordered],
+    )
+    .unwrap();
+    assert_eq!(run(&store, |tx| tx.free_orphaned()).await, 1);
+    let claimed = run(&store, |tx| claim_all(tx, 100, 10_000)).await;
+    let per_endpoint = |id: i64| claimed.iter().filter(|c| c.target.webhook_id == id).count();
+    assert_eq!((per_endpoint(ordered), per_endpoint(unordered)), (1, 3));
+}
+
+#[tokio::test]
+async fn a_delivery_is_retried_only_by_its_own_company() {
+    let (_dir, store) = open();
+    let id = run(&store, |tx| {
+        setup(tx, &[Ordering::None])?;
+        tx.insert_company("Other", 0)?;
+        event(tx, 1, 10)?;
+        let c = claim_all(tx, 100, 10_000)?;
+        tx.record_attempt(&record(&c[0], 160, NextStep::Dead))?;
+        Ok(c[0].id.clone())
+    })
+    .await;
+    let other = id.clone();
+    assert!(!run(&store, move |tx| tx.retry_delivery(2, &other, 200)).await);
+    assert!(run(&store, move |tx| tx.retry_delivery(1, &id, 200)).await);
+    assert_eq!(run(&store, |tx| claim_all(tx, 300, 10_000)).await.len(), 1);
+}

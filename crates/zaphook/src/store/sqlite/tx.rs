@@ -1098,7 +1098,7 @@ impl Tx for SqliteTx<'_> {
         Ok(self.conn.execute(
             "UPDATE deliveries SET state = 'pending', blocked = 0, next_attempt_at = ?3
              WHERE id = ?2 AND state <> 'delivering'
-               AND event_id IN (SELECT id FROM events WHERE company_id = ?1)",
+               AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = webhook_id AND w.company_id = ?1)",
             params![company_id, id, now],
         )? > 0)
     }
@@ -1180,25 +1180,35 @@ impl Tx for SqliteTx<'_> {
     }
 
     fn free_orphaned(&mut self) -> StoreResult<usize> {
+        // Blocked deliveries are unfinished and ordered: the order index holds them all, so
+        // this reads the backlog, not every delivery ever kept.
         Ok(self
             .conn
             .prepare_cached(
-                "UPDATE deliveries SET blocked = 0 WHERE blocked = 1
-                   AND state NOT IN ('delivered', 'dead')
-                   AND NOT EXISTS (
-                    SELECT 1 FROM deliveries o
-                    WHERE o.webhook_id = deliveries.webhook_id
-                      AND o.ordering_key = deliveries.ordering_key
-                      AND o.seq < deliveries.seq
-                      AND o.state NOT IN ('delivered', 'dead'))",
+                "UPDATE deliveries SET blocked = 0 WHERE seq IN (
+                    SELECT d.seq FROM deliveries d INDEXED BY deliveries_order
+                    WHERE d.state NOT IN ('delivered', 'dead') AND d.ordering_key IS NOT NULL
+                      AND d.blocked = 1
+                      AND NOT EXISTS (
+                        SELECT 1 FROM deliveries o
+                        WHERE o.webhook_id = d.webhook_id AND o.ordering_key = d.ordering_key
+                          AND o.seq < d.seq AND o.state NOT IN ('delivered', 'dead')))",
             )?
             .execute([])?)
     }
 
     fn backlogs(&mut self) -> StoreResult<Vec<EndpointBacklog>> {
+        // Unfinished deliveries are in one of the two partial indexes (due when not blocked,
+        // ordered when blocked), so this reads the backlog only.
         let mut stmt = self.conn.prepare_cached(
-            "SELECT webhook_id, count(*), min(created_at) FROM deliveries
-             WHERE state NOT IN ('delivered', 'dead') GROUP BY webhook_id",
+            "SELECT webhook_id, count(*), min(created_at) FROM (
+                SELECT webhook_id, created_at FROM deliveries INDEXED BY deliveries_webhook_due
+                WHERE state NOT IN ('delivered', 'dead') AND blocked = 0
+                UNION ALL
+                SELECT webhook_id, created_at FROM deliveries INDEXED BY deliveries_order
+                WHERE state NOT IN ('delivered', 'dead') AND ordering_key IS NOT NULL
+                  AND blocked = 1)
+             GROUP BY webhook_id",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(EndpointBacklog {

@@ -152,21 +152,19 @@ pub async fn receiver_pass(shape: Shape, count: u64) -> crate::Result<Pass> {
     drive(shape, target, count, None, &receiver, 1).await
 }
 
-/// The same load through the bare relay, forwarding to `endpoints` receiver paths. `delay` and
-/// `ack_first` are for the harness self-test only.
+/// The same load through the relay set up by `config`, forwarding to `endpoints` receiver
+/// paths (its `targets` are filled in here).
 pub async fn relay_pass(
     shape: Shape,
     endpoints: u16,
     count: u64,
     rate: Option<f64>,
-    delay: Duration,
-    ack_first: bool,
+    config: RelayConfig,
 ) -> crate::Result<Pass> {
     let receiver = Receiver::bind().await?;
     let relay = Relay::start(RelayConfig {
         targets: (0..endpoints).map(|n| receiver.url(n)).collect(),
-        delay,
-        ack_first,
+        ..config
     })
     .await?;
     let target = Target {

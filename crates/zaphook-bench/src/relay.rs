@@ -1,7 +1,8 @@
 //! The baseline: a bare relay that takes the same sandbox inbound POST as zaphook and forwards
 //! a JSON body with the same `messageBody` to its targets over a pooled keep-alive client; no
 //! storage, no signing. It answers 202 once every forward completed: the machine's ceiling for
-//! "HTTP in, HTTP out".
+//! "HTTP in, HTTP out". With a journal it is the durable relay: each message is committed to
+//! SQLite before its 202, forwarded after it, and marked forwarded (see `journal`).
 
 use std::convert::Infallible;
 use std::io;
@@ -20,6 +21,7 @@ use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::journal::Journal;
 use crate::receiver::serve_http1;
 
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
@@ -42,19 +44,23 @@ pub struct RelayConfig {
     /// Answer 202 at once and forward afterwards (as zaphook does); only the self-test sets
     /// it, to check the "acknowledged → arrived" measurement.
     pub ack_first: bool,
+    /// Commit each message to a SQLite journal before answering 202, then forward it.
+    pub durable: bool,
 }
 
 struct State {
     targets: Vec<Uri>,
     delay: Duration,
     ack_first: bool,
+    journal: Option<Journal>,
     client: HttpClient,
 }
 
-/// A running relay. Stops serving when dropped.
+/// A running relay. Stops serving when dropped (and removes its journal).
 pub struct Relay {
     addr: SocketAddr,
     task: JoinHandle<()>,
+    _journal_dir: Option<tempfile::TempDir>,
 }
 
 impl Relay {
@@ -64,16 +70,26 @@ impl Relay {
             .iter()
             .map(|t| t.parse::<Uri>())
             .collect::<Result<Vec<_>, _>>()?;
+        let journal_dir = config.durable.then(tempfile::tempdir).transpose()?;
+        let journal = journal_dir
+            .as_ref()
+            .map(|dir| Journal::open(&dir.path().join("journal.db")))
+            .transpose()?;
         let state = Arc::new(State {
             targets,
             delay: config.delay,
             ack_first: config.ack_first,
+            journal,
             client: http_client(),
         });
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let task = serve_http1(listener, move |req| handle(Arc::clone(&state), req));
-        Ok(Relay { addr, task })
+        Ok(Relay {
+            addr,
+            task,
+            _journal_dir: journal_dir,
+        })
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -118,6 +134,17 @@ async fn handle(
         "contact": {"phoneNumber": inbound.from},
     });
     let forward = Bytes::from(forward.to_string());
+    if let Some(journal) = state.journal.clone() {
+        let Ok(id) = journal.append(body).await else {
+            return Ok(answer(StatusCode::SERVICE_UNAVAILABLE, "{}"));
+        };
+        tokio::spawn(async move {
+            if forward_all(&state, forward).await.is_ok() {
+                journal.forwarded(id);
+            }
+        });
+        return Ok(answer(StatusCode::ACCEPTED, r#"{"id":"relay"}"#));
+    }
     if state.ack_first {
         tokio::spawn(async move {
             tokio::time::sleep(state.delay).await;

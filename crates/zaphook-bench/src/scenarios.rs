@@ -2,13 +2,12 @@
 //! makes sense, through the bare relay, waits for the webhooks at the receiver, and turns what
 //! happened into rows with their goals.
 
-use std::time::Duration;
-
 use serde::Serialize;
 
 use crate::load::{self, LoadSpec, per_second};
 use crate::pass::{Pass, STALL, Shape, Target, analyze, drive, receiver_pass, relay_pass};
 use crate::receiver::{Hang, Receiver, ReservedPort, hook_url};
+use crate::relay::RelayConfig;
 use crate::report::{
     Latency, Row, ScenarioReport, fmt_ratio, median, mib, rate_cell, ratio, thousands,
 };
@@ -117,7 +116,7 @@ impl Bench {
         for _ in 0..self.repeat {
             if with_relay {
                 relays.push(
-                    relay_pass(self.shape, endpoints, count, None, Duration::ZERO, false).await?,
+                    relay_pass(self.shape, endpoints, count, None, RelayConfig::default()).await?,
                 );
             }
             zaps.push(self.zaphook_pass(endpoints, hang, count, None).await?);
@@ -233,15 +232,67 @@ impl Bench {
         row.peak_rss_mib = Some(zap.peak_rss_mib);
         report.rows.push(row);
         report.rows.push(accepted_row("throughput", &zap, &relay));
+        self.durable_relay(&mut report, &zap, &relay, count).await?;
         compared(&mut report, &zap, &relay);
         self.reference = Some(zap);
         Ok(report)
     }
 
+    /// The same load through the durable relay (`journal`): how far durability alone takes
+    /// the bare relay down, beside how far zaphook is.
+    async fn durable_relay(
+        &self,
+        report: &mut ScenarioReport,
+        zap: &ZaphookPass,
+        relay: &Pass,
+        count: u64,
+    ) -> crate::Result<()> {
+        let durable = RelayConfig {
+            durable: true,
+            ..RelayConfig::default()
+        };
+        let mut runs = Vec::new();
+        for _ in 0..self.repeat {
+            runs.push(relay_pass(self.shape, 1, count, None, durable.clone()).await?);
+        }
+        let (durable, per_run) = median(&runs, |p| p.delivered_per_s);
+        if durable.missing() > 0 || durable.errors > 0 {
+            return Err(format!(
+                "the durable relay lost messages: {} missing, {} errors",
+                durable.missing(),
+                durable.errors
+            )
+            .into());
+        }
+        let mut row = Row::new(
+            "throughput",
+            "delivered/s; baseline: durable relay (a SQLite insert before the 202, an update after the forward)",
+        );
+        row.zaphook = rate_cell(zap.pass.delivered_per_s);
+        row.baseline = rate_cell(durable.delivered_per_s);
+        row.ratio = fmt_ratio(ratio(zap.pass.delivered_per_s, durable.delivered_per_s));
+        report.rows.push(row);
+        if let Some(cost) = ratio(durable.delivered_per_s, relay.delivered_per_s) {
+            report.notes.push(format!(
+                "throughput: the durable relay runs at {cost:.2} of the bare relay ({} vs {}/s): what durability alone costs here; runs: {}",
+                thousands(durable.delivered_per_s),
+                thousands(relay.delivered_per_s),
+                per_run
+                    .iter()
+                    .map(|r| thousands(*r))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        report.figure("durable_relay", &durable);
+        report.figure("durable_relay_runs_per_s", &per_run);
+        Ok(())
+    }
+
     async fn latency(&mut self) -> crate::Result<ScenarioReport> {
         let rate = self.sizes.latency_rate;
         let count = (rate * self.sizes.latency_secs as f64) as u64;
-        let relay = relay_pass(self.shape, 1, count, Some(rate), Duration::ZERO, false).await?;
+        let relay = relay_pass(self.shape, 1, count, Some(rate), RelayConfig::default()).await?;
         let zap = self.zaphook_pass(1, false, count, Some(rate)).await?;
         let mut report = ScenarioReport::new("latency");
         let show = |l: Option<Latency>| l.map_or("—".into(), |l| l.short());

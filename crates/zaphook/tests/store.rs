@@ -2,11 +2,13 @@
 //! against a store. Every backend must pass these; they run on SQLite always.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use zaphook::domain::{Channel, DeliveryStatus, EventType, Ordering, WebhookSpec};
 use zaphook::store::sqlite::Durability;
 use zaphook::store::{
     self, AttemptRecord, Claimed, EventScope, NewDelivery, NextStep, Store, StoreError, Tx,
+    WriteJob,
 };
 
 fn open() -> (tempfile::TempDir, Arc<dyn Store>) {
@@ -110,7 +112,7 @@ fn record(c: &Claimed, at: i64, next: NextStep) -> AttemptRecord {
 
 async fn run<R: Send + 'static>(
     store: &Arc<dyn Store>,
-    f: impl FnOnce(&mut dyn Tx) -> Result<R, StoreError> + Send + 'static,
+    f: impl FnMut(&mut dyn Tx) -> Result<R, StoreError> + Send + 'static,
 ) -> R {
     store::write(store, f).await.unwrap()
 }
@@ -227,25 +229,116 @@ async fn release_recover_and_prune() {
     .await;
 }
 
+/// A job for the tests of shared commits: inserts queue `name`, then fails or panics as told;
+/// counts its runs and reports its answer.
+struct QueueJob {
+    name: &'static str,
+    then: Then,
+    /// For the first job: says it holds the writer, then waits to be let go.
+    gate: Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>,
+    runs: Arc<AtomicUsize>,
+    answer: std::sync::mpsc::Sender<(&'static str, Result<(), StoreError>)>,
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Then {
+    Succeed,
+    Fail,
+    FailBeforeWriting,
+    Panic,
+}
+
+impl WriteJob for QueueJob {
+    fn run(&mut self, tx: &mut dyn Tx) -> bool {
+        if let Some((holding, gate)) = self.gate.take() {
+            // Holds the writer until the other jobs are queued, so they share the next commit.
+            holding.send(()).unwrap();
+            gate.recv().unwrap();
+        }
+        self.runs.fetch_add(1, AtomicOrdering::SeqCst);
+        if self.then != Then::FailBeforeWriting {
+            tx.insert_queue(1, self.name, 0).unwrap();
+        }
+        match self.then {
+            Then::Panic => panic!("the job panics after writing"),
+            Then::Succeed => true,
+            Then::Fail | Then::FailBeforeWriting => false,
+        }
+    }
+
+    fn reply(self: Box<Self>, committed: Result<(), StoreError>) {
+        let answer = match self.then {
+            Then::Succeed => committed,
+            _ => Err(StoreError::Corrupt("failed".into())),
+        };
+        self.answer.send((self.name, answer)).unwrap();
+    }
+}
+
 #[tokio::test]
 async fn a_failing_job_rolls_back_alone_in_a_shared_commit() {
     let (_dir, store) = open();
     run(&store, |tx| tx.insert_company("Acme", 0)).await;
-    let ok = store::write(&store, |tx| tx.insert_queue(1, "kept", 0));
-    let failing = store::write(&store, |tx| {
-        tx.insert_queue(1, "rolled back", 0)?;
-        Err::<(), _>(StoreError::Corrupt("the job fails after writing".into()))
-    });
-    let (ok, failing) = tokio::join!(ok, failing);
-    assert!(ok.is_ok());
-    assert!(failing.is_err());
+    let (answer, answers) = std::sync::mpsc::channel();
+    let (open_gate, gate) = std::sync::mpsc::channel();
+    let (holding, writer_held) = std::sync::mpsc::channel();
+    let runs: Vec<Arc<AtomicUsize>> = (0..6).map(|_| Arc::default()).collect();
+    let jobs = [
+        ("gate", Then::Succeed),
+        ("kept", Then::Succeed),
+        ("failed", Then::Fail),
+        ("refused", Then::FailBeforeWriting),
+        ("panicked", Then::Panic),
+        ("also kept", Then::Succeed),
+    ];
+    let mut gate = Some((holding, gate));
+    for ((name, then), runs) in jobs.into_iter().zip(&runs) {
+        store.submit_write(Box::new(QueueJob {
+            name,
+            then,
+            gate: gate.take(),
+            runs: Arc::clone(runs),
+            answer: answer.clone(),
+        }));
+        if name == "gate" {
+            writer_held.recv().unwrap();
+        }
+    }
+    drop(answer);
+    open_gate.send(()).unwrap();
+    let answered: Vec<(&str, bool)> = tokio::task::spawn_blocking(move || {
+        answers.iter().map(|(name, r)| (name, r.is_ok())).collect()
+    })
+    .await
+    .unwrap();
+    let mut answered = answered;
+    answered.sort();
+    assert_eq!(
+        answered,
+        vec![
+            ("also kept", true),
+            ("failed", false),
+            ("gate", true),
+            ("kept", true),
+            ("refused", false)
+        ],
+        "the panicked job is dropped unanswered"
+    );
     let names: Vec<String> = store::read(&store, |tx| tx.queues(1))
         .await
         .unwrap()
         .into_iter()
         .map(|q| q.name)
         .collect();
-    assert_eq!(names, vec!["kept".to_string()]);
+    assert_eq!(names, vec!["gate", "kept", "also kept"]);
+    let counts: Vec<usize> = runs
+        .iter()
+        .map(|r| r.load(AtomicOrdering::SeqCst))
+        .collect();
+    // The gate committed alone. In the next batch the failure and the panic after writing
+    // rolled it back once, and the jobs that succeeded ran again without them; a failure
+    // without writes cost nothing.
+    assert_eq!(counts, vec![1, 2, 1, 1, 1, 2]);
 }
 
 #[tokio::test]

@@ -34,7 +34,7 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(retry_delivery))
 }
 
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WebhookBody {
     /// Where events are POSTed (http or https).
@@ -195,7 +195,7 @@ async fn create_webhook(
     let webhook = store::write(&state.ingest.store, move |tx| {
         check_scope(tx, company, &spec)?;
         let mut webhook = tx.insert_webhook(company, &spec, now)?;
-        webhook.secret = Some(spec.secret);
+        webhook.secret = Some(spec.secret.clone());
         Ok::<_, ApiError>(webhook)
     })
     .await?;
@@ -259,7 +259,7 @@ async fn patch_webhook(
             .webhook(company, id)?
             .ok_or_else(|| webhook_not_found(id))?;
         let mut checks = Checks::default();
-        let spec = merge(&mut checks, current, body, &targets);
+        let spec = merge(&mut checks, current, body.clone(), &targets);
         checks.done()?;
         check_scope(tx, company, &spec)?;
         tx.update_webhook(company, id, &spec, now)?;

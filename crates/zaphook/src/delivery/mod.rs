@@ -275,10 +275,12 @@ impl Dispatcher {
 
     /// Claims what `room` allows. Answers the claims, when the next delivery is due, and the
     /// endpoints whose due deliveries did not all fit in the room.
-    async fn claim(&self, mut room: Room) -> Result<Claims, StoreError> {
+    async fn claim(&self, room: Room) -> Result<Claims, StoreError> {
         let now = self.clock.now_ms();
         let lease_until = now + self.config.lease.as_millis() as i64;
         store::write(&self.store, move |tx| {
+            // Spent per run: the job may run again.
+            let mut room = room.clone();
             let (mut claimed, mut full) = (Vec::new(), Vec::new());
             for webhook in tx.due_webhooks(now)? {
                 let n = room.take(webhook.id, webhook.rate_limit);

@@ -151,10 +151,10 @@ pub struct Handoff {
 impl Ingest {
     /// Runs `f` in a write transaction with the company and the current time, then wakes the
     /// delivery workers.
-    pub async fn run<R, F>(&self, company_id: i64, f: F) -> IngestResult<R>
+    pub async fn run<R, F>(&self, company_id: i64, mut f: F) -> IngestResult<R>
     where
         R: Send + 'static,
-        F: FnOnce(&mut dyn Tx, i64, i64) -> IngestResult<R> + Send + 'static,
+        F: FnMut(&mut dyn Tx, i64, i64) -> IngestResult<R> + Send + 'static,
     {
         let now = self.clock.now_ms();
         let started = std::time::Instant::now();
@@ -165,7 +165,7 @@ impl Ingest {
             busy: h.busy.lock().map(|b| b.clone()).unwrap_or_default(),
         });
         let result = store::write(&self.store, move |tx| {
-            *tx.handoffs() = lease;
+            *tx.handoffs() = lease.clone();
             let answer = f(tx, company_id, now)?;
             let handoffs = tx.handoffs().take().unwrap_or_default();
             Ok::<_, IngestError>((answer, handoffs))

@@ -14,7 +14,7 @@ use crate::domain::{
     Ordering, Queue, Ticket, TicketStatus, User, Webhook, WebhookSpec,
 };
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(String),
@@ -26,17 +26,23 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Called once the job's transaction committed (`Ok`) or failed to commit (`Err`).
-pub type Reply = Box<dyn FnOnce(StoreResult<()>) + Send>;
-/// A unit of writing: runs inside a transaction, says whether its changes should be kept
-/// (`true`) or rolled back (`false`), and hands back what to do after the commit.
-pub type WriteJob = Box<dyn FnOnce(&mut dyn Tx) -> (bool, Reply) + Send>;
+/// A unit of writing, run inside a transaction that other jobs may share.
+pub trait WriteJob: Send {
+    /// Writes; answers whether the changes should be kept (`true`) or rolled back (`false`).
+    /// May run more than once: when another job of the same transaction fails after writing,
+    /// the store rolls the transaction back and runs the others again without it.
+    fn run(&mut self, tx: &mut dyn Tx) -> bool;
+    /// Called once, when the transaction committed (`Ok`) or failed to commit (`Err`), or at
+    /// once with `Ok` for a job whose changes were not kept.
+    fn reply(self: Box<Self>, committed: StoreResult<()>);
+}
+
 /// A unit of reading.
 pub type ReadJob = Box<dyn FnOnce(&mut dyn Tx) + Send>;
 
 pub trait Store: Send + Sync + 'static {
     /// Queues a write job; its reply runs after the commit is durable.
-    fn submit_write(&self, job: WriteJob);
+    fn submit_write(&self, job: Box<dyn WriteJob>);
     /// Queues a read job on a reader connection.
     fn submit_read(&self, job: ReadJob);
     /// Stops taking writes; what is queued is still committed.
@@ -45,26 +51,50 @@ pub trait Store: Send + Sync + 'static {
 
 /// Runs `f` in a write transaction and answers once it is committed. When `f` fails, its
 /// changes are rolled back and its error returned; other jobs sharing the commit are kept.
+/// `f` may run more than once (see [`WriteJob::run`]): it must have no effect but its writes.
 pub async fn write<R, E, F>(store: &Arc<dyn Store>, f: F) -> Result<R, E>
 where
     R: Send + 'static,
     E: From<StoreError> + Send + 'static,
-    F: FnOnce(&mut dyn Tx) -> Result<R, E> + Send + 'static,
+    F: FnMut(&mut dyn Tx) -> Result<R, E> + Send + 'static,
 {
     let (sender, receiver) = oneshot::channel();
-    store.submit_write(Box::new(move |tx| {
-        let result = f(tx);
-        let keep = result.is_ok();
-        let reply: Reply = Box::new(move |committed| {
-            let answer = match committed {
-                Ok(()) => result,
-                Err(e) => Err(E::from(e)),
-            };
-            let _ = sender.send(answer);
-        });
-        (keep, reply)
+    store.submit_write(Box::new(Write {
+        f,
+        result: None,
+        sender,
     }));
     receiver.await.map_err(|_| E::from(StoreError::Closed))?
+}
+
+/// The job behind [`write`]: the result of its last run, sent after the commit.
+struct Write<F, R, E> {
+    f: F,
+    result: Option<Result<R, E>>,
+    sender: oneshot::Sender<Result<R, E>>,
+}
+
+impl<R, E, F> WriteJob for Write<F, R, E>
+where
+    R: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+    F: FnMut(&mut dyn Tx) -> Result<R, E> + Send + 'static,
+{
+    fn run(&mut self, tx: &mut dyn Tx) -> bool {
+        let result = (self.f)(tx);
+        let keep = result.is_ok();
+        self.result = Some(result);
+        keep
+    }
+
+    fn reply(self: Box<Self>, committed: StoreResult<()>) {
+        let answer = match (committed, self.result) {
+            (Ok(()), Some(result)) => result,
+            (Ok(()), None) => Err(E::from(StoreError::Closed)),
+            (Err(e), _) => Err(E::from(e)),
+        };
+        let _ = self.sender.send(answer);
+    }
 }
 
 /// Runs `f` against a reader connection.
@@ -138,7 +168,7 @@ pub struct NewDelivery<'a> {
 /// Deliveries leased as they are written, for the local dispatcher to attempt as soon as the
 /// transaction commits, without a claim. A crash before the attempt leaves them to their
 /// lease, like any claimed delivery.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Handoffs {
     pub lease: i64,
     pub lease_until: i64,

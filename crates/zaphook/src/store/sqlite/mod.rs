@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
-use super::{ReadJob, Reply, Store, StoreError, StoreResult, WriteJob};
+use super::{ReadJob, Store, StoreError, StoreResult, WriteJob};
 use tx::SqliteTx;
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -44,7 +44,7 @@ pub enum Durability {
 }
 
 pub struct SqliteStore {
-    writer: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    writer: Mutex<Option<mpsc::Sender<Box<dyn WriteJob>>>>,
     readers: Arc<ReaderPool>,
 }
 
@@ -139,7 +139,7 @@ impl SqliteStore {
 }
 
 impl Store for SqliteStore {
-    fn submit_write(&self, job: WriteJob) {
+    fn submit_write(&self, job: Box<dyn WriteJob>) {
         let sender = self.writer.lock().ok().and_then(|w| w.clone());
         if let Some(sender) = sender {
             // If the writer is gone the job comes back and is dropped unrun, which drops its
@@ -166,7 +166,7 @@ impl Store for SqliteStore {
     }
 }
 
-fn writer_loop(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
+fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
     while let Ok(first) = jobs.recv() {
         let mut batch = Vec::with_capacity(16);
         batch.push(first);
@@ -181,65 +181,57 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
     tracing::debug!("sqlite writer stopped");
 }
 
-fn run_batch(conn: &Connection, batch: Vec<WriteJob>) {
-    if let Err(e) = statement(conn, "BEGIN IMMEDIATE") {
-        tracing::error!(error = %e, "cannot begin a write transaction");
-        // Dropping the jobs unrun fails their callers with `Closed`.
+/// Runs `batch` as one transaction and commits it: group commit, one fsync for all. Jobs run
+/// without savepoints (one per job made SQLite copy every page a job touched a second time).
+/// A job that fails without having changed a row is simply left out. When one fails after
+/// changing rows, the transaction is rolled back and the jobs that succeeded run again
+/// without it, in a new one; each such round leaves out at least one job.
+fn run_batch(conn: &Connection, mut batch: Vec<Box<dyn WriteJob>>) {
+    while !batch.is_empty() {
+        if let Err(e) = statement(conn, "BEGIN IMMEDIATE") {
+            tracing::error!(error = %e, "cannot begin a write transaction");
+            let e = StoreError::Database(e.to_string());
+            batch.into_iter().for_each(|job| job.reply(Err(e.clone())));
+            return;
+        }
+        let mut kept = Vec::with_capacity(batch.len());
+        let mut undo = false;
+        for mut job in batch {
+            let before = conn.total_changes();
+            let outcome = catch_unwind(AssertUnwindSafe(|| job.run(&mut SqliteTx::new(conn))));
+            let changed = conn.total_changes() != before;
+            match outcome {
+                Ok(true) => kept.push(job),
+                Ok(false) => {
+                    undo |= changed;
+                    job.reply(Ok(()));
+                }
+                Err(_) => {
+                    // Dropped unanswered: its caller gets `Closed`.
+                    tracing::error!("a write job panicked; its changes are rolled back");
+                    undo |= changed;
+                }
+            }
+        }
+        if undo {
+            if let Err(e) = statement(conn, "ROLLBACK") {
+                tracing::error!(error = %e, "cannot roll back a write transaction");
+            }
+            batch = kept;
+            continue;
+        }
+        let committed = statement(conn, "COMMIT").map_err(|e| StoreError::Database(e.to_string()));
+        if let Err(e) = &committed {
+            tracing::error!(error = %e, "commit failed");
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for job in kept {
+            job.reply(committed.clone());
+        }
         return;
-    }
-    // A lone job needs no savepoint: if it fails, the whole transaction is rolled back.
-    let alone = batch.len() == 1;
-    let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
-    let mut keep_all = true;
-    for job in batch {
-        if !alone && let Err(e) = statement(conn, "SAVEPOINT job") {
-            tracing::error!(error = %e, "cannot open a savepoint");
-            continue;
-        }
-        let outcome = catch_unwind(AssertUnwindSafe(|| {
-            let mut tx = SqliteTx::new(conn);
-            job(&mut tx)
-        }));
-        let keep = match outcome {
-            Ok((keep, reply)) => {
-                replies.push(reply);
-                keep
-            }
-            Err(_) => {
-                tracing::error!("a write job panicked; its changes are rolled back");
-                false
-            }
-        };
-        if alone {
-            keep_all = keep;
-            continue;
-        }
-        let end = if keep {
-            statement(conn, "RELEASE job")
-        } else {
-            statement(conn, "ROLLBACK TO job").and_then(|_| statement(conn, "RELEASE job"))
-        };
-        if let Err(e) = end {
-            tracing::error!(error = %e, "cannot close a savepoint");
-        }
-    }
-    let end = if keep_all { "COMMIT" } else { "ROLLBACK" };
-    let committed = statement(conn, end).map_err(|e| e.to_string());
-    if let Err(e) = &committed {
-        tracing::error!(error = %e, "commit failed");
-        let _ = conn.execute_batch("ROLLBACK");
-    }
-    for reply in replies {
-        reply(
-            committed
-                .as_ref()
-                .map(|_| ())
-                .map_err(|e| StoreError::Database(e.clone())),
-        );
     }
 }
 
-/// Runs a statement without parameters, prepared once per connection.
 fn statement(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
 }

@@ -183,9 +183,9 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
 
 /// Runs `batch` as one transaction and commits it: group commit, one fsync for all. Jobs run
 /// without savepoints (one per job made SQLite copy every page a job touched a second time).
-/// A job that fails without having changed a row is simply left out. When one fails after
-/// changing rows, the transaction is rolled back and the jobs that succeeded run again
-/// without it, in a new one; each such round leaves out at least one job.
+/// A job that fails without having changed a row is simply answered. When one fails after
+/// changing rows, the transaction is rolled back, and the jobs before it and the jobs after it
+/// (which may have seen its writes) run again without it; each round leaves out one job.
 fn run_batch(conn: &Connection, mut batch: Vec<Box<dyn WriteJob>>) {
     while !batch.is_empty() {
         if let Err(e) = statement(conn, "BEGIN IMMEDIATE") {
@@ -195,25 +195,28 @@ fn run_batch(conn: &Connection, mut batch: Vec<Box<dyn WriteJob>>) {
             return;
         }
         let mut kept = Vec::with_capacity(batch.len());
-        let mut undo = false;
-        for mut job in batch {
+        let mut jobs = batch.into_iter();
+        let mut undone = false;
+        while let Some(mut job) = jobs.next() {
             let before = conn.total_changes();
             let outcome = catch_unwind(AssertUnwindSafe(|| job.run(&mut SqliteTx::new(conn))));
             let changed = conn.total_changes() != before;
             match outcome {
-                Ok(true) => kept.push(job),
-                Ok(false) => {
-                    undo |= changed;
-                    job.reply(Ok(()));
+                Ok(true) => {
+                    kept.push(job);
+                    continue;
                 }
-                Err(_) => {
-                    // Dropped unanswered: its caller gets `Closed`.
-                    tracing::error!("a write job panicked; its changes are rolled back");
-                    undo |= changed;
-                }
+                Ok(false) => job.reply(Ok(())),
+                // Dropped unanswered: its caller gets `Closed`.
+                Err(_) => tracing::error!("a write job panicked; its changes are rolled back"),
+            }
+            if changed {
+                undone = true;
+                kept.extend(jobs);
+                break;
             }
         }
-        if undo {
+        if undone {
             if let Err(e) = statement(conn, "ROLLBACK") {
                 tracing::error!(error = %e, "cannot roll back a write transaction");
             }

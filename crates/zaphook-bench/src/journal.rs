@@ -12,7 +12,7 @@ use rusqlite::{Connection, params};
 use tokio::sync::oneshot;
 
 enum Job {
-    Append(Bytes, oneshot::Sender<rusqlite::Result<i64>>),
+    Append(Bytes, oneshot::Sender<Result<i64, String>>),
     Forwarded(i64),
 }
 
@@ -83,13 +83,7 @@ fn write_batches(mut conn: Connection, inbox: mpsc::Receiver<Job>) {
             tx.commit()
         })();
         for (id, done) in appended {
-            let _ = done.send(match &written {
-                Ok(()) => Ok(id),
-                Err(e) => Err(rusqlite::Error::SqliteFailure(
-                    rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_IOERR),
-                    Some(e.to_string()),
-                )),
-            });
+            let _ = done.send(written.as_ref().map(|()| id).map_err(|e| e.to_string()));
         }
     }
 }

@@ -221,15 +221,15 @@ impl Bench {
         let mut report = ScenarioReport::new("throughput");
         let (relay, zap) = self.repeated(&mut report, 1, false, count, true).await?;
         let relay = relay.expect("the relay ran");
-        let delivered = ratio(zap.pass.delivered_per_s, relay.delivered_per_s);
-        let mut row = Row::new("throughput", "delivered/s (first send → last arrival)");
-        row.zaphook = rate_cell(zap.pass.delivered_per_s);
-        row.baseline = rate_cell(relay.delivered_per_s);
-        row.ratio = fmt_ratio(delivered);
+        let mut row = rates_row(
+            "throughput",
+            "delivered/s (first send → last arrival)",
+            zap.pass.delivered_per_s,
+            relay.delivered_per_s,
+        )
+        .with_usage(&zap);
         row.goal = "ratio ≥ 0.5".into();
-        row.met = delivered.map(|r| r >= 0.5);
-        row.cpu_s_per_1k = zap.cpu_s_per_1k();
-        row.peak_rss_mib = Some(zap.peak_rss_mib);
+        row.met = ratio(zap.pass.delivered_per_s, relay.delivered_per_s).map(|r| r >= 0.5);
         report.rows.push(row);
         report.rows.push(accepted_row("throughput", &zap, &relay));
         self.durable_relay(&mut report, &zap, &relay, count).await?;
@@ -264,14 +264,12 @@ impl Bench {
             )
             .into());
         }
-        let mut row = Row::new(
+        report.rows.push(rates_row(
             "throughput",
             "delivered/s; baseline: durable relay (a SQLite insert before the 202, an update after the forward)",
-        );
-        row.zaphook = rate_cell(zap.pass.delivered_per_s);
-        row.baseline = rate_cell(durable.delivered_per_s);
-        row.ratio = fmt_ratio(ratio(zap.pass.delivered_per_s, durable.delivered_per_s));
-        report.rows.push(row);
+            zap.pass.delivered_per_s,
+            durable.delivered_per_s,
+        ));
         if let Some(cost) = ratio(durable.delivered_per_s, relay.delivered_per_s) {
             report.notes.push(format!(
                 "throughput: the durable relay runs at {cost:.2} of the bare relay ({} vs {}/s): what durability alone costs here; runs: {}",
@@ -300,12 +298,10 @@ impl Bench {
             "acknowledged → arrived, p50/p99/p99.9/max ms at {} msg/s",
             thousands(rate)
         );
-        let mut row = Row::new("latency", &metric);
+        let mut row = Row::new("latency", &metric).with_usage(&zap);
         row.zaphook = show(zap.pass.ack_to_arrival);
         row.goal = "p99 ≤ 20 ms".into();
         row.met = zap.pass.ack_to_arrival.map(|l| l.p99_ms <= 20.0);
-        row.cpu_s_per_1k = zap.cpu_s_per_1k();
-        row.peak_rss_mib = Some(zap.peak_rss_mib);
         report.rows.push(row);
         let mut row = Row::new("latency", "sent → arrived, p50/p99/p99.9/max ms");
         row.zaphook = show(zap.pass.send_to_arrival);
@@ -330,13 +326,15 @@ impl Bench {
             .await?;
         let relay = relay.expect("the relay ran");
         let metric = format!("deliveries/s, {endpoints} endpoints");
-        let mut row = Row::new("fanout", &metric);
-        row.zaphook = rate_cell(zap.pass.delivered_per_s);
-        row.baseline = rate_cell(relay.delivered_per_s);
-        row.ratio = fmt_ratio(ratio(zap.pass.delivered_per_s, relay.delivered_per_s));
-        row.cpu_s_per_1k = zap.cpu_s_per_1k();
-        row.peak_rss_mib = Some(zap.peak_rss_mib);
-        report.rows.push(row);
+        report.rows.push(
+            rates_row(
+                "fanout",
+                &metric,
+                zap.pass.delivered_per_s,
+                relay.delivered_per_s,
+            )
+            .with_usage(&zap),
+        );
         report.rows.push(accepted_row("fanout", &zap, &relay));
         compared(&mut report, &zap, &relay);
         Ok(report)
@@ -354,18 +352,15 @@ impl Bench {
         }
         let reference = self.reference.clone().expect("reference set above");
         let (_, zap) = self.repeated(&mut report, 1, true, count, false).await?;
-        let r = ratio(zap.pass.delivered_per_s, reference.pass.delivered_per_s);
-        let mut row = Row::new(
+        let mut row = rates_row(
             "isolation",
             "healthy endpoint delivered/s beside a hanging one (baseline: throughput)",
-        );
-        row.zaphook = rate_cell(zap.pass.delivered_per_s);
-        row.baseline = rate_cell(reference.pass.delivered_per_s);
-        row.ratio = fmt_ratio(r);
+            zap.pass.delivered_per_s,
+            reference.pass.delivered_per_s,
+        )
+        .with_usage(&zap);
         row.goal = "ratio ≥ 0.9".into();
-        row.met = r.map(|r| r >= 0.9);
-        row.cpu_s_per_1k = zap.cpu_s_per_1k();
-        row.peak_rss_mib = Some(zap.peak_rss_mib);
+        row.met = ratio(zap.pass.delivered_per_s, reference.pass.delivered_per_s).map(|r| r >= 0.9);
         report.rows.push(row);
         report.notes.push(
             "isolation: the hanging endpoint accepts connections and never answers (zaphook's default 15 s delivery timeout); it was created first, so it has the lower id".into(),
@@ -430,12 +425,10 @@ impl Bench {
             "drain deliveries/s after the receiver came up ({} queued)",
             thousands(zap.pass.acked as f64)
         );
-        let mut row = Row::new("backlog", &metric);
+        let mut row = Row::new("backlog", &metric).with_usage(&zap);
         row.zaphook = rate_cell(drain);
         row.goal = "≥ 5,000/s".into();
         row.met = Some(drain >= 5_000.0);
-        row.cpu_s_per_1k = zap.cpu_s_per_1k();
-        row.peak_rss_mib = Some(zap.peak_rss_mib);
         report.rows.push(row);
         let mut row = Row::new("backlog", "delivered of accepted");
         row.zaphook = format!(
@@ -500,11 +493,30 @@ async fn finish(
 
 /// The row comparing how fast zaphook and the relay accepted the messages.
 fn accepted_row(scenario: &str, zap: &ZaphookPass, relay: &Pass) -> Row {
-    let mut row = Row::new(scenario, "accepted/s (202s)");
-    row.zaphook = rate_cell(zap.pass.acked_per_s);
-    row.baseline = rate_cell(relay.acked_per_s);
-    row.ratio = fmt_ratio(ratio(zap.pass.acked_per_s, relay.acked_per_s));
+    rates_row(
+        scenario,
+        "accepted/s (202s)",
+        zap.pass.acked_per_s,
+        relay.acked_per_s,
+    )
+}
+
+/// A row comparing zaphook's rate with a baseline's, and their ratio.
+fn rates_row(scenario: &str, metric: &str, zaphook: f64, baseline: f64) -> Row {
+    let mut row = Row::new(scenario, metric);
+    row.zaphook = rate_cell(zaphook);
+    row.baseline = rate_cell(baseline);
+    row.ratio = fmt_ratio(ratio(zaphook, baseline));
     row
+}
+
+impl Row {
+    /// With zaphook's CPU per 1,000 webhooks and peak RSS in the pass.
+    fn with_usage(mut self, zap: &ZaphookPass) -> Row {
+        self.cpu_s_per_1k = zap.cpu_s_per_1k();
+        self.peak_rss_mib = Some(zap.peak_rss_mib);
+        self
+    }
 }
 
 /// Notes what went wrong in both passes and keeps their figures in the report.

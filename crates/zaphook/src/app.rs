@@ -13,11 +13,13 @@ use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 
 use crate::api::{self, AppState};
-use crate::channels;
+use crate::channels::cloud::graph::GraphClient;
+use crate::channels::{self, Channels, cloud};
 use crate::clock::Clock;
 use crate::delivery::http::HttpSender;
 use crate::delivery::{Dispatcher, housekeeping};
 use crate::ingest::{Handoff, Ingest};
+use crate::secrets::SecretBox;
 use crate::settings::Settings;
 use crate::store::sqlite::{Durability, SqliteStore};
 use crate::store::{self, Store, StoreError};
@@ -35,11 +37,13 @@ pub enum AppError {
 /// File name of the SQLite database inside the data directory.
 pub const DATABASE_FILE: &str = "zaphook.db";
 
-/// Opens the configured store, applying pending migrations.
+/// Opens the configured store, applying pending migrations. Secrets are sealed with the given
+/// key, else with the one kept in the data directory (generated on first use).
 pub fn open_store(
     data_dir: &Path,
     database_url: Option<&str>,
     durability: Durability,
+    secret_key: Option<&str>,
 ) -> Result<Arc<dyn Store>, AppError> {
     if let Some(url) = database_url {
         let scheme = url.split(':').next().unwrap_or_default();
@@ -53,7 +57,10 @@ pub fn open_store(
             data_dir.display()
         ))
     })?;
-    let store: Arc<dyn Store> = SqliteStore::open(&data_dir.join(DATABASE_FILE), durability)?;
+    let secrets = SecretBox::load_or_create(data_dir, secret_key)
+        .map_err(|e| AppError::Config(e.to_string()))?;
+    let store: Arc<dyn Store> =
+        SqliteStore::open(&data_dir.join(DATABASE_FILE), durability, secrets)?;
     Ok(store)
 }
 
@@ -142,6 +149,7 @@ pub struct Application {
     pub generated_token: Option<String>,
     handoffs: Option<tokio::sync::mpsc::UnboundedReceiver<Vec<crate::store::Claimed>>>,
     busy: Arc<std::sync::Mutex<Vec<i64>>>,
+    graph: GraphClient,
 }
 
 impl Application {
@@ -150,6 +158,12 @@ impl Application {
     }
 
     pub async fn build_with_clock(settings: Settings, clock: Clock) -> Result<Self, AppError> {
+        if settings.channels.send_lease <= settings.channels.graph_timeout {
+            return Err(AppError::Config(format!(
+                "the send lease ({:?}) must outlast the Graph API timeout ({:?}), or a slow send could reach the customer twice",
+                settings.channels.send_lease, settings.channels.graph_timeout
+            )));
+        }
         if settings.delivery.lease <= settings.http.request_timeout {
             return Err(AppError::Config(format!(
                 "the delivery lease ({:?}) must outlast the request timeout ({:?}), or a slow endpoint gets events twice",
@@ -160,10 +174,13 @@ impl Application {
             &settings.data_dir,
             settings.database_url.as_deref(),
             settings.durability,
+            settings.secret_key.as_deref(),
         )?;
         let generated_token = bootstrap(&store, settings.bootstrap_token.clone()).await?;
         let sender = HttpSender::new(&settings.http)
             .map_err(|e| AppError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let graph = GraphClient::new(&settings.http.targets, settings.channels.graph_timeout)
+            .map_err(|e| AppError::Config(format!("cannot build the Graph API client: {e}")))?;
         let listener = TcpListener::bind(settings.listen).await?;
         let busy = Arc::default();
         let (handoff, handoffs) = if settings.run_workers {
@@ -191,6 +208,8 @@ impl Application {
             },
             sender,
             tokens: api::TokenCache::default(),
+            inbox_ready: Arc::new(Notify::new()),
+            media_dir: settings.channels.media_dir.clone(),
         };
         Ok(Application {
             listener,
@@ -199,6 +218,7 @@ impl Application {
             generated_token,
             handoffs,
             busy,
+            graph,
         })
     }
 
@@ -240,9 +260,33 @@ impl Application {
                 self.settings.housekeeping.clone(),
                 stop_rx.clone(),
             ));
+            let mut config = self.settings.channels.clone();
+            if config.public_url.is_empty() {
+                config.public_url = match &self.settings.public_url {
+                    Some(url) => url.trim_end_matches('/').to_string(),
+                    None => format!("http://{}", self.listener.local_addr()?),
+                };
+            }
+            let channels = Channels {
+                ingest: ingest.clone(),
+                graph: self.graph.clone(),
+                config: Arc::new(config),
+                inbox_ready: Arc::clone(&self.state.inbox_ready),
+            };
+            let media_ready = Arc::new(Notify::new());
             workers.spawn(channels::run_send_worker(
-                ingest.clone(),
+                channels.clone(),
                 Arc::clone(&ingest.sends_ready),
+                stop_rx.clone(),
+            ));
+            workers.spawn(cloud::inbox::run_inbox_worker(
+                channels.clone(),
+                Arc::clone(&media_ready),
+                stop_rx.clone(),
+            ));
+            workers.spawn(cloud::media::run_media_worker(
+                channels,
+                media_ready,
                 stop_rx.clone(),
             ));
         }

@@ -11,5 +11,6 @@ pub mod ingest;
 pub mod listen;
 pub mod payload;
 pub mod replay;
+pub mod secrets;
 pub mod settings;
 pub mod store;

@@ -69,6 +69,7 @@ fn open(args: &StoreArgs) -> anyhow::Result<std::sync::Arc<dyn store::Store>> {
         &args.data_dir,
         args.database_url.as_deref(),
         args.durability(),
+        args.secret_key.as_deref(),
     )
     .context("opening the database")
 }

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::channels::ChannelConfig;
 use crate::delivery::DeliveryConfig;
 use crate::delivery::housekeeping::HousekeepingConfig;
 use crate::delivery::http::HttpConfig;
@@ -126,6 +127,10 @@ pub struct StoreArgs {
         default_value = "full"
     )]
     pub sqlite_synchronous: Synchronous,
+    /// Key that seals connection secrets at rest: 32 bytes as base64 or hex. Default: the key
+    /// in `<data-dir>/secret.key`, generated on first start.
+    #[arg(long, env = "ZAPHOOK_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -188,11 +193,13 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
     pub durability: Durability,
+    pub secret_key: Option<String>,
     pub bootstrap_token: Option<String>,
     pub public_url: Option<String>,
     pub http: HttpConfig,
     pub delivery: DeliveryConfig,
     pub housekeeping: HousekeepingConfig,
+    pub channels: ChannelConfig,
     /// Whether the delivery workers run (tests turn them off to play a dead worker).
     pub run_workers: bool,
 }
@@ -209,16 +216,19 @@ impl StoreArgs {
 impl Settings {
     /// Defaults for a server on `listen` keeping its data in `data_dir`.
     pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        let channels = ChannelConfig::new(&data_dir);
         Settings {
             listen,
             data_dir,
             database_url: None,
             durability: Durability::Full,
+            secret_key: None,
             bootstrap_token: None,
             public_url: None,
             http: HttpConfig::default(),
             delivery: DeliveryConfig::default(),
             housekeeping: HousekeepingConfig::default(),
+            channels,
             run_workers: true,
         }
     }
@@ -227,6 +237,7 @@ impl Settings {
         let mut s = Settings::new(args.listen, args.store.data_dir.clone());
         s.database_url = args.store.database_url.clone();
         s.durability = args.store.durability();
+        s.secret_key = args.store.secret_key.clone();
         s.bootstrap_token = args.bootstrap_token;
         s.public_url = args.public_url;
         s.http.targets = TargetPolicy {

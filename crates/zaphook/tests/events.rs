@@ -41,8 +41,11 @@ const MESSAGE_KEYS: &[&str] = &[
     "edited",
     "reactions",
     "quotedMessageId",
+    "error",
+    "mediaBase64",
     "ticket",
     "contact",
+    "contactmessage",
     "user",
     "whatsapp",
 ];
@@ -64,6 +67,8 @@ const CONTACT_KEYS: &[&str] = &[
     "isGroup",
     "pushname",
     "lid",
+    "bsuid",
+    "username",
     "kanbanId",
     "followupId",
 ];
@@ -171,7 +176,7 @@ async fn every_event_type_arrives_signed_with_every_key() {
         inbound["contact"],
         json!({"id": inbound["contact"]["id"], "name": "Maria Souza", "phoneNumber": "5511987654321",
                "profilePicUrl": null, "email": null, "isGroup": false, "pushname": "Maria Souza",
-               "lid": null, "kanbanId": null, "followupId": null})
+               "lid": null, "bsuid": null, "username": null, "kanbanId": null, "followupId": null})
     );
     assert_eq!(inbound["ticket"], opened["ticket"]);
 

@@ -334,9 +334,13 @@ async fn sigterm_drains_gives_back_unfinished_attempts_and_exits_zero() {
     assert_eq!(status.code(), Some(0), "zaphook exits 0 on SIGTERM");
 
     // The unfinished attempt was given back: due at once, not left to its lease.
-    let store =
-        zaphook::app::open_store(dir.path(), None, zaphook::store::sqlite::Durability::Full)
-            .unwrap();
+    let store = zaphook::app::open_store(
+        dir.path(),
+        None,
+        zaphook::store::sqlite::Durability::Full,
+        None,
+    )
+    .unwrap();
     let page = zaphook::store::read(&store, |tx| tx.deliveries(1, None, None, 10))
         .await
         .unwrap();

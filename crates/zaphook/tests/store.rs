@@ -13,7 +13,7 @@ use zaphook::store::{
 
 fn open() -> (tempfile::TempDir, Arc<dyn Store>) {
     let dir = tempfile::tempdir().unwrap();
-    let store = zaphook::app::open_store(dir.path(), None, Durability::Full).unwrap();
+    let store = zaphook::app::open_store(dir.path(), None, Durability::Full, None).unwrap();
     (dir, store)
 }
 

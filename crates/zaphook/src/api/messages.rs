@@ -12,7 +12,7 @@ use super::AppState;
 use super::error::{ApiResult, Checks};
 use super::extract::{Company, Json, Path};
 use crate::domain::{MediaType, Message, SendType};
-use crate::ingest::{self, Recipient, SendMessage};
+use crate::ingest::{self, Recipient, SendMessage, Template};
 use crate::store;
 
 /// Longest text WhatsApp carries in one message.
@@ -78,6 +78,13 @@ pub struct SendBody {
     user_id: Option<i64>,
     /// Defaults to `manual` with `userId`, else `API`.
     send_type: Option<SendType>,
+    /// A document's file name, as the recipient sees it.
+    file_name: Option<String>,
+    /// A message template (`{name, language, components?}` as the Cloud API takes it; cloud
+    /// connections only): the only kind of message Meta delivers outside the 24-hour
+    /// customer-service window.
+    #[schema(value_type = Option<Object>)]
+    template: Option<Template>,
 }
 
 /// Sends a message. The ticket is found or created; the answer comes once the message is
@@ -123,11 +130,25 @@ async fn send_message(
         }
     };
     let media_type = media(&mut checks, body.media_type, body.media_url.as_deref());
-    if body.body.trim().is_empty() && media_type == MediaType::Chat {
+    if body.body.trim().is_empty() && media_type == MediaType::Chat && body.template.is_none() {
         checks.fail("body", "a text message needs a body");
     }
     if body.body.chars().count() > MAX_TEXT {
         checks.fail("body", format!("must be at most {MAX_TEXT} characters"));
+    }
+    let template = body.template.map(|t| check_template(&mut checks, t));
+    if template.is_some() && body.media_url.is_some() {
+        checks.fail("template", "a template carries its media in its components");
+    }
+    let file_name = checks.optional_text("fileName", body.file_name.as_deref(), 240);
+    if file_name.is_some() && media_type != MediaType::Document {
+        checks.fail("fileName", "only a document has a file name");
+    }
+    if body.send_type == Some(SendType::Phone) {
+        checks.fail(
+            "sendType",
+            "phone is for messages typed on the WhatsApp Business app",
+        );
     }
     let send_type = body.send_type.unwrap_or(if body.user_id.is_some() {
         SendType::Manual
@@ -149,9 +170,47 @@ async fn send_message(
         external_key,
         user_id: body.user_id,
         send_type,
+        file_name,
+        template,
     };
     let message = state.ingest.send(company, cmd).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(message)))
+}
+
+/// Checks a template: a name as Meta allows (lowercase letters, digits, underscores), a
+/// language code, and components as a list.
+fn check_template(checks: &mut Checks, t: Template) -> Template {
+    let name = checks.text("template.name", &t.name, 512);
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    {
+        checks.fail(
+            "template.name",
+            "must be lowercase letters, digits and underscores, as in Meta's template manager",
+        );
+    }
+    let language = checks.text("template.language", &t.language, 16);
+    if !language
+        .chars()
+        .all(|c| c.is_ascii_alphabetic() || c == '_' || c == '-')
+    {
+        checks.fail(
+            "template.language",
+            "must be a language code like pt_BR or en_US",
+        );
+    }
+    if t.components.as_ref().is_some_and(|c| !c.is_array()) {
+        checks.fail(
+            "template.components",
+            "must be a list, as the Cloud API takes it",
+        );
+    }
+    Template {
+        name,
+        language,
+        components: t.components,
+    }
 }
 
 /// One message, by its `id` (`msg_…`) or the channel's `messageId`.

@@ -2,6 +2,7 @@
 //! readiness and metrics, and the OpenAPI document with its browsable UI, built from the same
 //! route list so the document cannot drift from the code.
 
+mod cloud;
 mod error;
 mod extract;
 mod messages;
@@ -41,6 +42,10 @@ pub struct AppState {
     pub ingest: Ingest,
     pub sender: HttpSender,
     pub tokens: extract::TokenCache,
+    /// Woken when a Cloud API callback body was stored.
+    pub inbox_ready: std::sync::Arc<tokio::sync::Notify>,
+    /// Where stored media files are.
+    pub media_dir: std::path::PathBuf,
 }
 
 #[derive(OpenApi)]
@@ -140,6 +145,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .merge(cloud::router())
         .merge(SwaggerUi::new("/docs").url("/api/openapi.json", doc))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))

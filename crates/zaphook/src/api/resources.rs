@@ -16,7 +16,7 @@ use crate::store::{self, NewContact};
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_connection, list_connections))
-        .routes(routes!(get_connection))
+        .routes(routes!(get_connection, update_connection))
         .routes(routes!(create_queue, list_queues))
         .routes(routes!(create_user, list_users))
         .routes(routes!(create_contact, list_contacts))
@@ -52,16 +52,7 @@ async fn create_connection(
             checks.fail("cloud", "a cloud connection needs its cloud settings");
             None
         }
-        (Channel::Cloud, Some(cloud)) => {
-            checks.text("cloud.phoneNumberId", &cloud.phone_number_id, 64);
-            checks.text("cloud.accessToken", &cloud.access_token, 1024);
-            checks.text("cloud.appSecret", &cloud.app_secret, 256);
-            checks.text("cloud.verifyToken", &cloud.verify_token, 256);
-            if let Some(url) = &cloud.graph_base_url {
-                checks.url("cloud.graphBaseUrl", url);
-            }
-            Some(cloud)
-        }
+        (Channel::Cloud, Some(cloud)) => Some(check_cloud(&mut checks, cloud)),
     };
     checks.done()?;
     let now = state.ingest.clock.now_ms();
@@ -72,6 +63,122 @@ async fn create_connection(
     .await
     .map_err(ApiError::from)?;
     Ok((StatusCode::CREATED, axum::Json(connection)))
+}
+
+/// Checks and trims a cloud connection's settings.
+fn check_cloud(checks: &mut Checks, cloud: CloudConfig) -> CloudConfig {
+    let phone_number_id = checks.text("cloud.phoneNumberId", &cloud.phone_number_id, 64);
+    if !phone_number_id.chars().all(|c| c.is_ascii_digit()) {
+        checks.fail(
+            "cloud.phoneNumberId",
+            "must be the digits of Meta's phone number id",
+        );
+    }
+    let graph_version = cloud.graph_version.map(|v| v.trim().to_string());
+    if let Some(v) = &graph_version {
+        let numbers = v
+            .strip_prefix('v')
+            .map(|n| n.split('.').collect::<Vec<_>>());
+        let valid = numbers.is_some_and(|parts| {
+            parts.len() == 2
+                && parts
+                    .iter()
+                    .all(|p| !p.is_empty() && p.len() <= 3 && p.chars().all(|c| c.is_ascii_digit()))
+        });
+        if !valid {
+            checks.fail(
+                "cloud.graphVersion",
+                "must be a Graph API version like v25.0",
+            );
+        }
+    }
+    CloudConfig {
+        phone_number_id,
+        access_token: checks.text("cloud.accessToken", &cloud.access_token, 1024),
+        app_secret: checks.text("cloud.appSecret", &cloud.app_secret, 256),
+        verify_token: checks.text("cloud.verifyToken", &cloud.verify_token, 256),
+        graph_base_url: cloud.graph_base_url.map(|url| {
+            checks
+                .url("cloud.graphBaseUrl", &url)
+                .trim_end_matches('/')
+                .to_string()
+        }),
+        graph_version,
+    }
+}
+
+/// Changes to a connection; for a cloud connection any of its settings, the others kept.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConnectionPatch {
+    name: Option<String>,
+    cloud: Option<CloudPatch>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CloudPatch {
+    phone_number_id: Option<String>,
+    access_token: Option<String>,
+    app_secret: Option<String>,
+    verify_token: Option<String>,
+    graph_base_url: Option<String>,
+    graph_version: Option<String>,
+}
+
+/// Changes a connection: its name, or a cloud connection's settings (a new access token
+/// clears a refused-token state). Secrets are never shown.
+#[utoipa::path(patch, path = "/api/v1/connections/{id}", tag = "connections",
+    params(("id" = i64, Path)), request_body = ConnectionPatch,
+    responses((status = 200, body = Connection), (status = 404, body = super::Problem),
+        (status = 409, body = super::Problem), (status = 422, body = super::Problem)))]
+async fn update_connection(
+    State(state): State<AppState>,
+    Company(company): Company,
+    Path(id): Path<i64>,
+    Json(body): Json<ConnectionPatch>,
+) -> ApiResult<axum::Json<Connection>> {
+    let mut checks = Checks::default();
+    let name = body.name.map(|n| checks.text("name", &n, 100));
+    checks.done()?;
+    let patch = body.cloud;
+    let connection = store::write(&state.ingest.store, move |tx| {
+        let current = tx
+            .connection(company, id)?
+            .ok_or_else(|| ApiError::NotFound(format!("connection {id}")))?;
+        let cloud = match (&patch, current.channel) {
+            (None, _) => None,
+            (Some(_), Channel::Sandbox) => {
+                return Err(ApiError::field(
+                    "cloud",
+                    "only a cloud connection takes cloud settings",
+                ));
+            }
+            (Some(p), Channel::Cloud) => {
+                let (_, old) = tx
+                    .cloud_config(id)?
+                    .ok_or_else(|| ApiError::NotFound(format!("connection {id}")))?;
+                let merged = CloudConfig {
+                    phone_number_id: p.phone_number_id.clone().unwrap_or(old.phone_number_id),
+                    access_token: p.access_token.clone().unwrap_or(old.access_token),
+                    app_secret: p.app_secret.clone().unwrap_or(old.app_secret),
+                    verify_token: p.verify_token.clone().unwrap_or(old.verify_token),
+                    graph_base_url: p.graph_base_url.clone().or(old.graph_base_url),
+                    graph_version: p.graph_version.clone().or(old.graph_version),
+                };
+                let mut checks = Checks::default();
+                let merged = check_cloud(&mut checks, merged);
+                checks.done()?;
+                Some(merged)
+            }
+        };
+        let name = name.clone().unwrap_or(current.name);
+        tx.update_connection(company, id, &name, cloud.as_ref())?;
+        tx.connection(company, id)?
+            .ok_or_else(|| ApiError::NotFound(format!("connection {id}")))
+    })
+    .await?;
+    Ok(axum::Json(connection))
 }
 
 /// Lists the company's connections.
@@ -223,7 +330,9 @@ async fn create_contact(
         Ok(tx.insert_contact(
             company,
             &NewContact {
-                number: &number,
+                number: Some(&number),
+                bsuid: None,
+                username: None,
                 name: name.as_deref().unwrap_or(&number),
                 pushname: None,
                 email: email.as_deref(),

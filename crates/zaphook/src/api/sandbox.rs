@@ -13,7 +13,7 @@ use super::error::{ApiError, ApiResult, Checks};
 use super::extract::{Company, Json, Path};
 use super::messages::{MAX_TEXT, emoji, media};
 use crate::domain::{self, Channel, MediaType, Message, MessageStatus};
-use crate::ingest::{self, InboundMessage};
+use crate::ingest::{self, Identity, InboundMessage};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -95,7 +95,8 @@ async fn inbound(
     let cmd = InboundMessage {
         connection_id,
         channel: Channel::Sandbox,
-        from,
+        contact: Identity::number(from),
+        echo: false,
         is_group,
         name,
         body: body.body,
@@ -104,6 +105,7 @@ async fn inbound(
         message_id,
         timestamp,
         quoted_message_id: quoted,
+        original: None,
     };
     let message = state.ingest.inbound(company, cmd).await?;
     Ok((
@@ -169,7 +171,7 @@ async fn status(
     let message = state
         .ingest
         .run(company, move |tx, company, now| {
-            ingest::status_update(tx, company, now, connection_id, &message_id, status)
+            ingest::status_update(tx, company, now, connection_id, &message_id, status, None)
         })
         .await?;
     Ok(axum::Json(message))
@@ -204,6 +206,7 @@ async fn reaction(
     let message = state
         .ingest
         .run(company, move |tx, company, now| {
+            let from = Identity::number(from.clone());
             ingest::contact_reaction(tx, company, now, connection_id, &from, &message_id, &emoji)
         })
         .await?;

@@ -1,37 +1,127 @@
-//! WhatsApp channels. Inbound traffic of a channel becomes ingest commands at the API edge;
-//! outbound messages wait as send jobs that the send worker here hands to their channel.
-//! The sandbox channel accepts every message at once; the Cloud API channel arrives later.
+//! WhatsApp channels. Inbound traffic of a channel becomes ingest commands (the sandbox at the
+//! API edge, the Cloud API through its inbox); outbound messages wait as send jobs that the
+//! send worker here hands to their channel under a lease: connections are served
+//! concurrently, the jobs of one connection in order, and one failing job never stops another.
 
+pub mod cloud;
 pub mod sandbox;
 
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
+use crate::delivery::retry::RetryPolicy;
 use crate::domain::Channel;
-use crate::ingest::{self, Ingest, IngestError};
-use crate::store::{self, SendJob};
+use crate::ingest::{self, Ingest, IngestError, IngestResult};
+use crate::store::{self, Claim, SendJob};
 
-/// How long a claimed send job is held before another worker may take it.
-const SEND_LEASE: Duration = Duration::from_secs(60);
+/// How the channels' workers behave; the defaults suit Meta's Cloud API.
+#[derive(Debug, Clone)]
+pub struct ChannelConfig {
+    /// How long a claimed send job is held before another worker may take it; must outlast
+    /// `graph_timeout`, or a slow Graph call could let a second worker send the message again.
+    pub send_lease: Duration,
+    /// Whole-request timeout of a Graph API call.
+    pub graph_timeout: Duration,
+    /// Delays between tries of a send that failed on the way (5xx, throttling, network);
+    /// after the last the message is `failed`.
+    pub send_retry: RetryPolicy,
+    /// How long an inbound message's `message.created` waits for its media.
+    pub media_wait: Duration,
+    /// Delays between tries of a media download within `media_wait`.
+    pub media_quick_retry: Vec<Duration>,
+    /// Delays between tries of a media download after `media_wait`; after the last, the
+    /// message keeps `mediaUrl: null`.
+    pub media_retry: RetryPolicy,
+    /// Largest media file downloaded.
+    pub media_limit: usize,
+    /// How long a claimed callback body is held (it includes waiting for its media).
+    pub inbox_lease: Duration,
+    /// Where media files are stored.
+    pub media_dir: PathBuf,
+    /// Base of `mediaUrl` (the server's public URL); set when the server starts.
+    pub public_url: String,
+}
+
+impl ChannelConfig {
+    pub fn new(data_dir: &std::path::Path) -> Self {
+        let secs = Duration::from_secs;
+        let minutes = |m: u64| secs(m * 60);
+        ChannelConfig {
+            send_lease: secs(60),
+            graph_timeout: secs(20),
+            send_retry: RetryPolicy {
+                schedule: vec![
+                    secs(2),
+                    secs(10),
+                    secs(30),
+                    minutes(2),
+                    minutes(10),
+                    minutes(30),
+                    minutes(60),
+                    minutes(180),
+                ],
+                jitter: 0.2,
+            },
+            media_wait: secs(30),
+            media_quick_retry: [250, 500, 1000, 2000, 4000, 8000]
+                .map(Duration::from_millis)
+                .to_vec(),
+            media_retry: RetryPolicy {
+                schedule: vec![
+                    secs(30),
+                    minutes(2),
+                    minutes(10),
+                    minutes(60),
+                    minutes(360),
+                    minutes(1440),
+                ],
+                jitter: 0.2,
+            },
+            media_limit: 100 * 1024 * 1024,
+            inbox_lease: secs(120),
+            media_dir: data_dir.join("media"),
+            public_url: String::new(),
+        }
+    }
+}
+
+/// What the channels' workers share.
+#[derive(Clone)]
+pub struct Channels {
+    pub ingest: Ingest,
+    pub graph: cloud::graph::GraphClient,
+    pub config: Arc<ChannelConfig>,
+    /// Woken when a callback body was stored.
+    pub inbox_ready: Arc<Notify>,
+}
+
 const POLL: Duration = Duration::from_secs(1);
 const BATCH: i64 = 256;
 
+/// A random lease token.
+pub(crate) fn lease_token() -> i64 {
+    rand::random::<u32>() as i64 + 1
+}
+
 /// Hands pending outbound messages to their channel until `shutdown` turns true.
 pub async fn run_send_worker(
-    ingest: Ingest,
+    channels: Channels,
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let ingest = &channels.ingest;
     loop {
         if *shutdown.borrow() {
             return;
         }
-        let handled = match send_batch(&ingest).await {
+        let handled = match send_batch(&channels).await {
             Ok(n) => n,
             Err(e) => {
-                tracing::error!(error = %e, "sending outbound messages failed");
+                tracing::error!(error = %e, "claiming outbound messages failed");
                 0
             }
         };
@@ -51,40 +141,71 @@ pub async fn run_send_worker(
     }
 }
 
-async fn send_batch(ingest: &Ingest) -> Result<usize, IngestError> {
+/// Claims due send jobs and runs them: one task per connection, its jobs in order.
+async fn send_batch(channels: &Channels) -> IngestResult<usize> {
+    let ingest = &channels.ingest;
     let now = ingest.clock.now_ms();
-    let lease_until = now + SEND_LEASE.as_millis() as i64;
-    let jobs: Vec<SendJob> = store::write(&ingest.store, move |tx| {
-        tx.claim_send_jobs(now, lease_until, BATCH)
-    })
-    .await?;
+    let claim = Claim {
+        now,
+        lease_until: now + channels.config.send_lease.as_millis() as i64,
+        lease: lease_token(),
+        limit: BATCH,
+    };
+    let jobs: Vec<SendJob> =
+        store::write(&ingest.store, move |tx| tx.claim_send_jobs(claim)).await?;
     let count = jobs.len();
+    let mut by_connection: BTreeMap<i64, Vec<SendJob>> = BTreeMap::new();
     for job in jobs {
-        send_one(ingest, job).await?;
+        by_connection
+            .entry(job.connection_id)
+            .or_default()
+            .push(job);
     }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (_, jobs) in by_connection {
+        let channels = channels.clone();
+        let lease_until = claim.lease_until;
+        tasks.spawn(async move {
+            for job in jobs {
+                let id = job.id.clone();
+                if let Err(e) = send_one(&channels, job, lease_until).await {
+                    tracing::error!(job = %id, error = %e, "an outbound message could not be handled; it is tried again when its lease ends");
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
     Ok(count)
 }
 
-async fn send_one(ingest: &Ingest, job: SendJob) -> Result<(), IngestError> {
-    let company_id = job.company_id;
+async fn send_one(channels: &Channels, job: SendJob, lease_until: i64) -> IngestResult<()> {
+    let ingest = &channels.ingest;
+    let (company_id, connection_id) = (job.company_id, job.connection_id);
     let connection = store::read(&ingest.store, move |tx| {
-        tx.connection(company_id, job.connection_id)
+        tx.connection(company_id, connection_id)
     })
     .await?;
-    let channel_id = match connection.map(|c| c.channel) {
-        Some(Channel::Sandbox) => sandbox::accept(),
-        Some(Channel::Cloud) | None => {
-            // The API refuses sends on channels that cannot send; a job left from such a
-            // connection stays queued under its lease instead of being lost.
-            tracing::warn!(message = %job.message_id, "no channel can send this message yet");
-            return Ok(());
+    match connection.map(|c| c.channel) {
+        Some(Channel::Sandbox) => {
+            let channel_id = sandbox::accept();
+            ingest
+                .run(company_id, move |tx, company, now| {
+                    ingest::accept_outbound(tx, company, now, &job, &channel_id)
+                })
+                .await?;
+            Ok(())
         }
-    };
-    let message_id = job.message_id.clone();
-    ingest
-        .run(company_id, move |tx, company, now| {
-            ingest::accept_outbound(tx, company, now, &message_id, &channel_id)
-        })
-        .await?;
-    Ok(())
+        Some(Channel::Cloud) => {
+            // A job whose lease would run out during the Graph call is given back rather than
+            // risk a second worker sending the same message alongside.
+            let left = lease_until - ingest.clock.now_ms();
+            if left < channels.config.graph_timeout.as_millis() as i64 {
+                let (id, lease, due) = (job.id.clone(), job.lease, ingest.clock.now_ms());
+                store::write(&ingest.store, move |tx| tx.retry_send_job(&id, lease, due)).await?;
+                return Ok(());
+            }
+            cloud::outbound::send(channels, job).await
+        }
+        None => Err(IngestError::NotFound(format!("connection {connection_id}"))),
+    }
 }

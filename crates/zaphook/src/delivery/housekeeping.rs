@@ -1,4 +1,5 @@
-//! Periodic upkeep beside the dispatcher: prunes finished deliveries past the retention in
+//! Periodic upkeep beside the dispatcher: prunes finished deliveries (and processed callback
+//! bodies) past the retention in
 //! small batches (so the writer is never held for long), and refreshes the gauges of the
 //! backlog per endpoint and of disabled endpoints.
 
@@ -73,7 +74,10 @@ pub async fn prune(
     let batch = config.batch;
     let mut total = 0;
     while !*shutdown.borrow() {
-        let deleted = store::write(store, move |tx| tx.prune(before, batch)).await?;
+        let deleted = store::write(store, move |tx| {
+            Ok::<_, StoreError>(tx.prune(before, batch)? + tx.prune_inbox(before, batch)?)
+        })
+        .await?;
         total += deleted;
         if deleted == 0 {
             break;

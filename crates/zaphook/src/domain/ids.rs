@@ -14,6 +14,11 @@ pub fn new_delivery_id() -> String {
     format!("dlv_{}", Ulid::new())
 }
 
+/// The id of a send job that is not a message's own (a reaction).
+pub fn new_send_id() -> String {
+    format!("snd_{}", Ulid::new())
+}
+
 /// The channel id the sandbox gives a message when the caller does not choose one.
 pub fn new_sandbox_message_id() -> String {
     format!("sandbox.{}", Ulid::new())

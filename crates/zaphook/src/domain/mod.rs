@@ -5,7 +5,7 @@ mod ids;
 pub mod records;
 mod rules;
 
-pub use ids::{new_delivery_id, new_event_id, new_message_id, new_sandbox_message_id};
+pub use ids::{new_delivery_id, new_event_id, new_message_id, new_sandbox_message_id, new_send_id};
 pub use records::*;
 pub use rules::{normalize_number, protocol_for, timestamp_to_ms};
 
@@ -92,6 +92,7 @@ wire_enum!(
         Api => "API",
         Campaign => "campaign",
         Schedule => "schedule",
+        Phone => "phone",
     }
 );
 

@@ -52,8 +52,34 @@ pub struct CloudConfig {
     pub access_token: String,
     pub app_secret: String,
     pub verify_token: String,
+    /// Default `https://graph.facebook.com`; a stand-in Graph server in tests.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graph_base_url: Option<String>,
+    /// Default `v25.0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graph_version: Option<String>,
+}
+
+/// What a `cloud` connection shows of its settings and health (never its secrets).
+#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudState {
+    pub phone_number_id: String,
+    pub graph_base_url: String,
+    pub graph_version: String,
+    /// The path of the callback URL to give Meta, on this server's public URL.
+    pub callback_path: String,
+    /// When the last verified callback arrived.
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_callback_at: Option<i64>,
+    /// Why the last send failed (Meta's code and title), until a send succeeds.
+    pub last_send_error: Option<String>,
+    #[serde(serialize_with = "rfc3339::option::serialize")]
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub last_send_error_at: Option<i64>,
+    /// Meta refused the access token (error 190): update it with `PATCH`.
+    pub token_refused: bool,
 }
 
 /// A WhatsApp number the company runs (WHAZING's "whatsapp").
@@ -65,6 +91,8 @@ pub struct Connection {
     pub channel: Channel,
     /// The Cloud API phone number id, for `cloud` connections.
     pub phone_number_id: Option<String>,
+    /// Settings and health of a `cloud` connection; null for other channels.
+    pub cloud: Option<CloudState>,
     #[serde(serialize_with = "rfc3339::serialize")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
@@ -98,8 +126,13 @@ pub struct User {
 pub struct Contact {
     pub id: i64,
     pub name: String,
-    /// Digits only with country code; for a group, the group id.
-    pub number: String,
+    /// Digits only with country code; for a group, the group id. Null for a user known only
+    /// by BSUID.
+    pub number: Option<String>,
+    /// The Cloud API's business-scoped user id (`BR.…`), when known.
+    pub bsuid: Option<String>,
+    /// The user's WhatsApp username, when known.
+    pub username: Option<String>,
     pub profile_pic_url: Option<String>,
     pub email: Option<String>,
     pub is_group: bool,
@@ -169,9 +202,23 @@ pub struct Message {
     pub reactions: Vec<Reaction>,
     pub quoted_message_id: Option<String>,
     pub user_id: Option<i64>,
+    /// Why an outbound message is `failed`.
+    pub error: Option<MessageError>,
+    /// The channel's original object of an inbound message, as it came.
+    #[schema(value_type = Option<Object>)]
+    pub original: Option<serde_json::Value>,
     #[serde(serialize_with = "rfc3339::serialize")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
+}
+
+/// The channel's reason for a failed message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct MessageError {
+    pub code: i64,
+    pub title: String,
+    /// Who reported it: `whatsapp`.
+    pub source: String,
 }
 
 /// A webhook endpoint as the API shows it (secret and token are shown only when created or

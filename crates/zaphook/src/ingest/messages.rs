@@ -11,7 +11,9 @@ fn summary(body: &str, media_type: MediaType) -> String {
     }
 }
 
-/// Files a message a contact sent. The same channel id twice on one connection is one message.
+/// Files a message of a conversation that came through the channel: sent by the contact, or
+/// (an echo) by the business from its own phone. The same channel id twice on one connection
+/// is one message.
 pub fn inbound(
     tx: &mut dyn Tx,
     company_id: i64,
@@ -30,20 +32,9 @@ pub fn inbound(
     if let Some(existing) = tx.message_by_channel_id(connection.id, &cmd.message_id)? {
         return Ok(existing);
     }
-    let mut contact = find_or_create_contact(
-        tx,
-        company_id,
-        now,
-        &cmd.from,
-        cmd.is_group,
-        cmd.name.as_deref(),
-    )?;
-    if let Some(name) = &cmd.name
-        && contact.pushname.as_deref() != Some(name)
-    {
-        tx.set_contact_pushname(contact.id, name)?;
-        contact.pushname = Some(name.clone());
-    }
+    // An echo's profile name is not the contact's (the business's phone sent it).
+    let name = if cmd.echo { None } else { cmd.name.as_deref() };
+    let contact = find_or_create_contact(tx, company_id, now, &cmd.contact, cmd.is_group, name)?;
     let (mut ticket, created) =
         find_or_create_ticket(tx, company_id, now, connection.id, &contact)?;
     ticket.last_message = summary(&cmd.body, cmd.media_type);
@@ -57,19 +48,29 @@ pub fn inbound(
         contact_id: contact.id,
         body: cmd.body.clone(),
         timestamp: cmd.timestamp,
-        status: MessageStatus::Received,
-        from_me: false,
+        status: if cmd.echo {
+            MessageStatus::Sended
+        } else {
+            MessageStatus::Received
+        },
+        from_me: cmd.echo,
         media_type: cmd.media_type,
         media_url: cmd.media_url.clone(),
         is_deleted: false,
-        send_type: None,
+        send_type: cmd.echo.then_some(SendType::Phone),
         edited: false,
         reactions: Vec::new(),
         quoted_message_id: cmd.quoted_message_id.clone(),
         user_id: None,
+        error: None,
+        original: cmd.original.clone(),
         created_at: now,
     };
     tx.insert_message(company_id, &message)?;
+    let known = Known {
+        contact: Some(&contact),
+        connection: Some(&connection),
+    };
     if created {
         emit_ticket(
             tx,
@@ -78,10 +79,7 @@ pub fn inbound(
             TicketEventKind::NewTicket,
             &ticket,
             None,
-            Known {
-                contact: Some(&contact),
-                connection: Some(&connection),
-            },
+            known,
         )?;
     }
     emit_message(
@@ -91,10 +89,7 @@ pub fn inbound(
         EventType::MessageCreated,
         &message,
         &ticket,
-        Known {
-            contact: Some(&contact),
-            connection: Some(&connection),
-        },
+        known,
     )?;
     Ok(message)
 }
@@ -137,17 +132,18 @@ pub fn send(
                     format!("connection {connection_id} does not exist"),
                 ));
             }
-            let contact = find_or_create_contact(tx, company_id, now, number, *is_group, None)?;
+            let who = Identity::number(number.clone());
+            let contact = find_or_create_contact(tx, company_id, now, &who, *is_group, None)?;
             find_or_create_ticket(tx, company_id, now, *connection_id, &contact)?
         }
     };
     let channel = tx
         .connection(company_id, ticket.connection_id)?
         .map(|c| c.channel);
-    if channel == Some(Channel::Cloud) {
-        return Err(IngestError::Conflict(
-            "sending through Cloud API connections is not available yet; use a sandbox connection"
-                .into(),
+    if cmd.template.is_some() && channel != Some(Channel::Cloud) {
+        return Err(invalid(
+            "template",
+            "templates are sent through Cloud API connections only",
         ));
     }
     if cmd.external_key.is_some() {
@@ -174,15 +170,26 @@ pub fn send(
         reactions: Vec::new(),
         quoted_message_id: cmd.quoted_message_id.clone(),
         user_id: cmd.user_id,
+        error: None,
+        original: None,
         created_at: now,
     };
     tx.insert_message(company_id, &message)?;
+    let request = SendRequest {
+        template: cmd.template.clone(),
+        file_name: cmd.file_name.clone(),
+        emoji: None,
+    };
     tx.insert_send_job(
         &SendJob {
+            id: message.id.clone(),
             message_id: message.id.clone(),
             company_id,
             connection_id: ticket.connection_id,
+            kind: SendKind::Message,
+            request: request.to_json(),
             attempts: 0,
+            lease: 0,
         },
         now,
     )?;
@@ -200,22 +207,26 @@ pub fn send(
     Ok(message)
 }
 
-/// The channel accepted an outbound message under `channel_id`: it becomes `sended` and
-/// `message.created` (fromMe) is appended.
+/// The channel accepted the message of send job `job` under `channel_id`: it becomes
+/// `sended` and `message.created` (fromMe) is appended. Answers `None`, changing nothing, when
+/// the job's lease is no longer `lease` (another worker holds it now).
 pub fn accept_outbound(
     tx: &mut dyn Tx,
     company_id: i64,
     now: i64,
-    id: &str,
+    job: &SendJob,
     channel_id: &str,
-) -> IngestResult<Message> {
-    tx.finish_send_job(id)?;
+) -> IngestResult<Option<Message>> {
+    if !tx.finish_send_job(&job.id, job.lease)? {
+        return Ok(None);
+    }
     let mut message = tx
-        .message(company_id, id)?
-        .ok_or_else(|| not_found(format!("message {id}")))?;
-    let ticket = tx
-        .ticket(company_id, message.ticket_id)?
-        .ok_or_else(|| not_found(format!("ticket {}", message.ticket_id)))?;
+        .message(company_id, &job.message_id)?
+        .ok_or_else(|| not_found(format!("message {}", job.message_id)))?;
+    if job.kind == SendKind::Reaction {
+        return Ok(Some(message));
+    }
+    let ticket = ticket_of(tx, company_id, &message)?;
     message.message_id = Some(channel_id.to_string());
     if message.status.can_advance_to(MessageStatus::Sended) {
         message.status = MessageStatus::Sended;
@@ -230,6 +241,75 @@ pub fn accept_outbound(
         &ticket,
         Known::default(),
     )?;
+    Ok(Some(message))
+}
+
+/// The channel refused the message of send job `job` for good: it becomes `failed` with the
+/// channel's reason and `message.updated` is appended. `None` when the lease is not ours.
+pub fn fail_outbound(
+    tx: &mut dyn Tx,
+    company_id: i64,
+    now: i64,
+    job: &SendJob,
+    error: MessageError,
+) -> IngestResult<Option<Message>> {
+    if !tx.finish_send_job(&job.id, job.lease)? {
+        return Ok(None);
+    }
+    let mut message = tx
+        .message(company_id, &job.message_id)?
+        .ok_or_else(|| not_found(format!("message {}", job.message_id)))?;
+    if job.kind == SendKind::Reaction || !message.status.can_advance_to(MessageStatus::Failed) {
+        return Ok(Some(message));
+    }
+    message.status = MessageStatus::Failed;
+    message.error = Some(error);
+    tx.update_message(&message)?;
+    announce_update(tx, company_id, now, &message)?;
+    Ok(Some(message))
+}
+
+/// What a send job sends beyond the message's own fields.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<Template>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file_name: Option<String>,
+    /// A reaction job's emoji (empty removes ours).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub emoji: Option<String>,
+}
+
+impl SendRequest {
+    fn to_json(&self) -> Option<String> {
+        (*self != SendRequest::default()).then(|| serde_json::to_string(self).unwrap_or_default())
+    }
+
+    /// The request of a job as stored; an unreadable one is an empty request.
+    pub fn of(job: &SendJob) -> SendRequest {
+        job.request
+            .as_deref()
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// The media of an inbound message arrived: its URL is set and `message.updated` appended.
+pub fn set_media(
+    tx: &mut dyn Tx,
+    company_id: i64,
+    now: i64,
+    message_id: &str,
+    media_url: &str,
+) -> IngestResult<Message> {
+    let mut message = tx
+        .message(company_id, message_id)?
+        .ok_or_else(|| not_found(format!("message {message_id}")))?;
+    message.media_url = Some(media_url.to_string());
+    tx.update_message(&message)?;
+    announce_update(tx, company_id, now, &message)?;
     Ok(message)
 }
 
@@ -266,6 +346,7 @@ pub fn status_update(
     connection_id: i64,
     channel_id: &str,
     status: MessageStatus,
+    error: Option<MessageError>,
 ) -> IngestResult<Message> {
     let mut message = tx
         .message_by_channel_id(connection_id, channel_id)?
@@ -275,6 +356,9 @@ pub fn status_update(
         return Ok(message);
     }
     message.status = status;
+    if status == MessageStatus::Failed {
+        message.error = error;
+    }
     tx.update_message(&message)?;
     announce_update(tx, company_id, now, &message)?;
     Ok(message)
@@ -317,16 +401,14 @@ pub fn contact_reaction(
     company_id: i64,
     now: i64,
     connection_id: i64,
-    from: &str,
+    from: &Identity,
     channel_id: &str,
     emoji: &str,
 ) -> IngestResult<Message> {
     let message = tx
         .message_by_channel_id(connection_id, channel_id)?
         .ok_or_else(|| not_found(format!("message {channel_id}")))?;
-    let contact = tx
-        .contact_by_number(company_id, from)?
-        .ok_or_else(|| not_found(format!("contact {from}")))?;
+    let contact = known_contact(tx, company_id, from)?;
     react(
         tx,
         company_id,
@@ -335,6 +417,96 @@ pub fn contact_reaction(
         Reactor::Contact(contact.id),
         emoji,
     )
+}
+
+/// The existing contact of an identity.
+fn known_contact(tx: &mut dyn Tx, company_id: i64, who: &Identity) -> IngestResult<Contact> {
+    if let Some(bsuid) = &who.bsuid
+        && let Some(contact) = tx.contact_by_bsuid(company_id, bsuid)?
+    {
+        return Ok(contact);
+    }
+    if let Some(number) = &who.number
+        && let Some(contact) = tx.contact_by_number(company_id, number)?
+    {
+        return Ok(contact);
+    }
+    Err(not_found(format!("contact {}", who.describe())))
+}
+
+/// A received message of the contact `from` on the connection, by its channel id.
+fn contacts_message(
+    tx: &mut dyn Tx,
+    company_id: i64,
+    connection_id: i64,
+    from: &Identity,
+    channel_id: &str,
+) -> IngestResult<Message> {
+    let contact = known_contact(tx, company_id, from)?;
+    tx.message_by_channel_id(connection_id, channel_id)?
+        .filter(|m| !m.from_me && m.contact_id == contact.id)
+        .ok_or_else(|| not_found(format!("message {channel_id} of {}", from.describe())))
+}
+
+/// The contact edited a message they sent: its new text, `edited: true`, `message.updated`.
+/// An edit to content zaphook cannot read (`body: None`) still marks the message edited.
+pub fn contact_edit(
+    tx: &mut dyn Tx,
+    company_id: i64,
+    now: i64,
+    connection_id: i64,
+    from: &Identity,
+    channel_id: &str,
+    body: Option<&str>,
+) -> IngestResult<Message> {
+    let mut message = contacts_message(tx, company_id, connection_id, from, channel_id)?;
+    if let Some(body) = body {
+        message.body = body.to_string();
+    }
+    message.edited = true;
+    tx.update_message(&message)?;
+    announce_update(tx, company_id, now, &message)?;
+    Ok(message)
+}
+
+/// The contact deleted a message they sent, for everyone → `isDeleted: true`.
+pub fn contact_revoke(
+    tx: &mut dyn Tx,
+    company_id: i64,
+    now: i64,
+    connection_id: i64,
+    from: &Identity,
+    channel_id: &str,
+) -> IngestResult<Message> {
+    let mut message = contacts_message(tx, company_id, connection_id, from, channel_id)?;
+    if message.is_deleted {
+        return Ok(message);
+    }
+    message.is_deleted = true;
+    tx.update_message(&message)?;
+    announce_update(tx, company_id, now, &message)?;
+    Ok(message)
+}
+
+/// The user's business-scoped id changed: their contact moves to the new one. Answers the
+/// contact, if zaphook knew them.
+pub fn change_user_id(
+    tx: &mut dyn Tx,
+    company_id: i64,
+    from: &Identity,
+    new_bsuid: &str,
+) -> IngestResult<Option<Contact>> {
+    if tx.contact_by_bsuid(company_id, new_bsuid)?.is_some() {
+        return Ok(None);
+    }
+    let mut contact = match known_contact(tx, company_id, from) {
+        Ok(contact) => contact,
+        Err(IngestError::NotFound(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    contact.bsuid = Some(new_bsuid.to_string());
+    tx.update_contact(&contact)?;
+    Ok(Some(contact))
 }
 
 /// Finds a message by zaphook's id (`msg_…`) or by the channel's id; a channel id used on
@@ -365,7 +537,39 @@ pub fn agent_reaction(
 ) -> IngestResult<Message> {
     require_user(tx, company_id, Some(user_id))?;
     let message = resolve_message(tx, company_id, id)?;
-    react(tx, company_id, now, message, Reactor::User(user_id), emoji)
+    let message = react(tx, company_id, now, message, Reactor::User(user_id), emoji)?;
+    // On the Cloud API the contact sees the reaction too: it goes out as a send job.
+    if channel_of(tx, company_id, &message)? == Some(Channel::Cloud) && message.message_id.is_some()
+    {
+        let request = SendRequest {
+            emoji: Some(emoji.to_string()),
+            ..SendRequest::default()
+        };
+        tx.insert_send_job(
+            &SendJob {
+                id: domain::new_send_id(),
+                message_id: message.id.clone(),
+                company_id,
+                connection_id: message.connection_id,
+                kind: SendKind::Reaction,
+                request: request.to_json(),
+                attempts: 0,
+                lease: 0,
+            },
+            now,
+        )?;
+    }
+    Ok(message)
+}
+
+fn channel_of(
+    tx: &mut dyn Tx,
+    company_id: i64,
+    message: &Message,
+) -> IngestResult<Option<Channel>> {
+    Ok(tx
+        .connection(company_id, message.connection_id)?
+        .map(|c| c.channel))
 }
 
 fn own_live_message(tx: &mut dyn Tx, company_id: i64, id: &str) -> IngestResult<Message> {
@@ -379,6 +583,12 @@ fn own_live_message(tx: &mut dyn Tx, company_id: i64, id: &str) -> IngestResult<
     if message.is_deleted {
         return Err(IngestError::Conflict(format!(
             "message {} was deleted",
+            message.id
+        )));
+    }
+    if channel_of(tx, company_id, &message)? == Some(Channel::Cloud) {
+        return Err(IngestError::Conflict(format!(
+            "message {} went through the Cloud API, which cannot edit or delete a sent message",
             message.id
         )));
     }

@@ -10,13 +10,13 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::clock::Clock;
 use crate::domain::{
-    self, Channel, Contact, EventType, MediaType, Message, MessageStatus, Reaction, SendType,
-    Ticket, TicketEventKind, TicketStatus,
+    self, Channel, Contact, EventType, MediaType, Message, MessageError, MessageStatus, Reaction,
+    SendType, Ticket, TicketEventKind, TicketStatus,
 };
 use crate::payload::{self, Previous, Snapshot};
 use crate::store::{
     self, Claimed, EventScope, Handoffs, NewContact, NewDelivery, NewTicket, Reactor, SendJob,
-    Store, StoreError, Tx,
+    SendKind, Store, StoreError, Tx,
 };
 
 mod messages;
@@ -24,8 +24,9 @@ mod outbox;
 mod tickets;
 
 pub use messages::{
-    accept_outbound, agent_reaction, contact_reaction, delete_message, edit_message, inbound,
-    react, resolve_message, send, status_update,
+    SendRequest, accept_outbound, agent_reaction, change_user_id, contact_edit, contact_reaction,
+    contact_revoke, delete_message, edit_message, fail_outbound, inbound, react, resolve_message,
+    send, set_media, status_update,
 };
 pub use outbox::{Known, emit_message, emit_ticket};
 pub use tickets::{create_ticket, update_ticket};
@@ -58,14 +59,44 @@ fn invalid(field: &'static str, message: impl Into<String>) -> IngestError {
 
 pub type IngestResult<T> = Result<T, IngestError>;
 
-/// A message from a contact, as a channel received it.
+/// Who a WhatsApp user is, as far as the channel says: a phone number (or group id), a
+/// business-scoped user id (Cloud API), or both; a username when known.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// Normalised number (or group id).
+    pub number: Option<String>,
+    pub bsuid: Option<String>,
+    pub username: Option<String>,
+}
+
+impl Identity {
+    pub fn number(number: impl Into<String>) -> Self {
+        Identity {
+            number: Some(number.into()),
+            ..Identity::default()
+        }
+    }
+
+    fn describe(&self) -> String {
+        self.bsuid
+            .as_deref()
+            .or(self.number.as_deref())
+            .unwrap_or("(nobody)")
+            .to_string()
+    }
+}
+
+/// A message of a conversation, as a channel received it: from a contact, or an echo of one
+/// the business sent from its own phone (`echo`, then the contact is the recipient).
 #[derive(Debug, Clone)]
 pub struct InboundMessage {
     pub connection_id: i64,
     /// The channel the message must have come through.
     pub channel: Channel,
-    /// Normalised number (or group id) of the sender.
-    pub from: String,
+    /// The contact: the sender, or for an echo the recipient.
+    pub contact: Identity,
+    /// Sent by the business on the WhatsApp Business app (`fromMe`, `sendType: phone`).
+    pub echo: bool,
     pub is_group: bool,
     pub name: Option<String>,
     pub body: String,
@@ -74,6 +105,8 @@ pub struct InboundMessage {
     pub message_id: String,
     pub timestamp: i64,
     pub quoted_message_id: Option<String>,
+    /// The channel's original object of the message.
+    pub original: Option<serde_json::Value>,
 }
 
 /// Where an outbound message goes.
@@ -99,6 +132,20 @@ pub struct SendMessage {
     pub external_key: Option<String>,
     pub user_id: Option<i64>,
     pub send_type: SendType,
+    /// A document's file name, for the channel.
+    pub file_name: Option<String>,
+    /// A template message (Cloud API only): `{name, language, components?}`.
+    pub template: Option<Template>,
+}
+
+/// A message template as the Cloud API takes it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Template {
+    pub name: String,
+    pub language: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub components: Option<serde_json::Value>,
 }
 
 /// A ticket to open through the API.
@@ -209,28 +256,72 @@ impl Ingest {
     }
 }
 
+/// The contact with this identity (by BSUID first: a number can change hands, a BSUID cannot),
+/// learning what the channel now tells of it, or a new one.
 fn find_or_create_contact(
     tx: &mut dyn Tx,
     company_id: i64,
     now: i64,
-    number: &str,
+    who: &Identity,
     is_group: bool,
     name: Option<&str>,
 ) -> IngestResult<Contact> {
-    if let Some(contact) = tx.contact_by_number(company_id, number)? {
-        return Ok(contact);
+    let mut found = match &who.bsuid {
+        Some(bsuid) => tx.contact_by_bsuid(company_id, bsuid)?,
+        None => None,
+    };
+    if found.is_none()
+        && let Some(number) = &who.number
+    {
+        found = tx.contact_by_number(company_id, number)?;
     }
-    Ok(tx.insert_contact(
-        company_id,
-        &NewContact {
-            number,
-            name: name.unwrap_or(number),
-            pushname: name,
-            email: None,
-            is_group,
-        },
-        now,
-    )?)
+    let Some(mut contact) = found else {
+        if who.number.is_none() && who.bsuid.is_none() {
+            return Err(invalid("from", "a contact needs a number or a user id"));
+        }
+        let fallback = who.username.as_deref().or(who.number.as_deref());
+        return Ok(tx.insert_contact(
+            company_id,
+            &NewContact {
+                number: who.number.as_deref(),
+                bsuid: who.bsuid.as_deref(),
+                username: who.username.as_deref(),
+                name: name
+                    .or(fallback)
+                    .unwrap_or_else(|| who.bsuid.as_deref().unwrap_or("")),
+                pushname: name,
+                email: None,
+                is_group,
+            },
+            now,
+        )?);
+    };
+    let mut changed = false;
+    if contact.bsuid.is_none() && who.bsuid.is_some() {
+        contact.bsuid = who.bsuid.clone();
+        changed = true;
+    }
+    if let Some(number) = &who.number
+        && contact.number.is_none()
+        && tx.contact_by_number(company_id, number)?.is_none()
+    {
+        contact.number = Some(number.clone());
+        changed = true;
+    }
+    if who.username.is_some() && contact.username != who.username {
+        contact.username = who.username.clone();
+        changed = true;
+    }
+    if let Some(name) = name
+        && contact.pushname.as_deref() != Some(name)
+    {
+        contact.pushname = Some(name.to_string());
+        changed = true;
+    }
+    if changed {
+        tx.update_contact(&contact)?;
+    }
+    Ok(contact)
 }
 
 /// The open or pending ticket of the contact on the connection, or a new pending one.

@@ -23,9 +23,14 @@ pub fn create_ticket(
         ContactRef::Id(id) => tx
             .contact(company_id, *id)?
             .ok_or_else(|| invalid("contactId", format!("contact {id} does not exist")))?,
-        ContactRef::Number { number, is_group } => {
-            find_or_create_contact(tx, company_id, now, number, *is_group, None)?
-        }
+        ContactRef::Number { number, is_group } => find_or_create_contact(
+            tx,
+            company_id,
+            now,
+            &Identity::number(number),
+            *is_group,
+            None,
+        )?,
     };
     if let Some(mut ticket) = tx.active_ticket(cmd.connection_id, contact.id)? {
         if cmd.external_key.is_some() && cmd.external_key != ticket.external_key {

@@ -5,8 +5,8 @@
 use serde::Serialize;
 
 use crate::domain::{
-    Contact, EventType, Message, MessageStatus, SendType, Ticket, TicketEventKind, TicketStatus,
-    User,
+    Contact, EventType, Message, MessageError, MessageStatus, SendType, Ticket, TicketEventKind,
+    TicketStatus, User,
 };
 
 /// The state an event is rendered from.
@@ -37,8 +37,13 @@ struct MessageBody<'a> {
     edited: bool,
     reactions: Vec<ReactionBody<'a>>,
     quoted_message_id: Option<&'a str>,
+    error: Option<&'a MessageError>,
+    /// Filled only for endpoints with the media-as-base64 filter, which is not offered yet.
+    media_base64: Option<&'a str>,
     ticket: TicketBody<'a>,
     contact: Option<ContactBody<'a>>,
+    /// The participant who wrote a group message; no channel reports group participants yet.
+    contactmessage: Option<ContactBody<'a>>,
     user: Option<UserBody<'a>>,
     whatsapp: WhatsappBody<'a>,
 }
@@ -76,12 +81,14 @@ struct ApiConfig<'a> {
 struct ContactBody<'a> {
     id: i64,
     name: &'a str,
-    phone_number: &'a str,
+    phone_number: Option<&'a str>,
     profile_pic_url: Option<&'a str>,
     email: Option<&'a str>,
     is_group: bool,
     pushname: Option<&'a str>,
     lid: Option<&'a str>,
+    bsuid: Option<&'a str>,
+    username: Option<&'a str>,
     kanban_id: Option<i64>,
     followup_id: Option<i64>,
 }
@@ -148,12 +155,14 @@ fn contact_body(c: &Contact) -> ContactBody<'_> {
     ContactBody {
         id: c.id,
         name: &c.name,
-        phone_number: &c.number,
+        phone_number: c.number.as_deref(),
         profile_pic_url: c.profile_pic_url.as_deref(),
         email: c.email.as_deref(),
         is_group: c.is_group,
         pushname: c.pushname.as_deref(),
         lid: c.lid.as_deref(),
+        bsuid: c.bsuid.as_deref(),
+        username: c.username.as_deref(),
         kanban_id: c.kanban_id,
         followup_id: c.followup_id,
     }
@@ -203,8 +212,11 @@ pub fn message(event: EventType, message: &Message, snap: &Snapshot<'_>) -> Stri
             })
             .collect(),
         quoted_message_id: message.quoted_message_id.as_deref(),
+        error: message.error.as_ref(),
+        media_base64: None,
         ticket: ticket_body(snap.ticket),
         contact: snap.contact.map(contact_body),
+        contactmessage: None,
         user,
         whatsapp: WhatsappBody {
             id: snap.connection_id,

@@ -9,7 +9,9 @@ fn contact() -> Contact {
     Contact {
         id: 321,
         name: "Sheena Nelson".into(),
-        number: "16505551234".into(),
+        number: Some("16505551234".into()),
+        bsuid: None,
+        username: None,
         profile_pic_url: None,
         email: None,
         is_group: false,
@@ -57,6 +59,8 @@ fn inbound() -> Message {
         reactions: vec![],
         quoted_message_id: None,
         user_id: None,
+        error: None,
+        original: None,
         created_at: 0,
     }
 }
@@ -102,6 +106,8 @@ fn inbound_message_has_every_key_of_the_contract() {
             "edited": false,
             "reactions": [],
             "quotedMessageId": null,
+            "error": null,
+            "mediaBase64": null,
             "ticket": {
                 "id": 4990, "status": "pending", "protocol": "202611241835004990", "queueId": 3,
                 "userId": null, "isGroup": false, "apiConfig": {"externalKey": "PEDIDO-123"}
@@ -109,8 +115,10 @@ fn inbound_message_has_every_key_of_the_contract() {
             "contact": {
                 "id": 321, "name": "Sheena Nelson", "phoneNumber": "16505551234",
                 "profilePicUrl": null, "email": null, "isGroup": false,
-                "pushname": "Sheena Nelson", "lid": null, "kanbanId": null, "followupId": null
+                "pushname": "Sheena Nelson", "lid": null, "bsuid": null, "username": null,
+                "kanbanId": null, "followupId": null
             },
+            "contactmessage": null,
             "user": null,
             "whatsapp": {"id": 35, "name": "Comercial"}
         })
@@ -162,6 +170,19 @@ fn manual_outbound_message_names_its_agent_and_reactions() {
     );
     assert!(v.get("Type").is_none());
 
+    // A failed message says why, as the channel reported it.
+    m.status = MessageStatus::Failed;
+    m.error = Some(crate::domain::MessageError {
+        code: 131047,
+        title: "Re-engagement message".into(),
+        source: "whatsapp".into(),
+    });
+    let v = parse(&message(EventType::MessageUpdated, &m, &snap));
+    assert_eq!(
+        v["error"],
+        json!({"code": 131047, "title": "Re-engagement message", "source": "whatsapp"})
+    );
+
     // A bot's message names no agent even when the ticket has one.
     m.send_type = Some(SendType::Bot);
     let v = parse(&message(EventType::MessageUpdated, &m, &snap));
@@ -197,7 +218,8 @@ fn ticket_events_carry_type_and_previous_only_on_transfer() {
             "contact": {
                 "id": 321, "name": "Sheena Nelson", "phoneNumber": "16505551234",
                 "profilePicUrl": null, "email": null, "isGroup": false,
-                "pushname": "Sheena Nelson", "lid": null, "kanbanId": null, "followupId": null
+                "pushname": "Sheena Nelson", "lid": null, "bsuid": null, "username": null,
+                "kanbanId": null, "followupId": null
             },
             "whatsapp": {"id": 35, "name": "Comercial"},
             "user": {"id": 7, "name": "Ana", "email": "ana@example.com"},
@@ -230,4 +252,24 @@ fn test_event_is_the_documented_object() {
         json!({"event": "webhook.test", "origin": "webhook-config",
                "timestamp": "2026-11-24T18:35:00Z"})
     );
+}
+
+#[test]
+fn a_user_known_only_by_bsuid_has_no_phone_number() {
+    let t = a_ticket();
+    let mut c = contact();
+    c.number = None;
+    c.bsuid = Some("BR.1502576394655843".into());
+    c.username = Some("sheena.n".into());
+    let snap = Snapshot {
+        ticket: &t,
+        contact: Some(&c),
+        user: None,
+        connection_id: 35,
+        connection_name: "Comercial",
+    };
+    let v = parse(&message(EventType::MessageCreated, &inbound(), &snap));
+    assert_eq!(v["contact"]["phoneNumber"], Value::Null);
+    assert_eq!(v["contact"]["bsuid"], "BR.1502576394655843");
+    assert_eq!(v["contact"]["username"], "sheena.n");
 }

@@ -3,7 +3,10 @@
 //! (a backend may group several writers' jobs into one commit); reads go through `read`.
 //! Nothing above this module sees SQL.
 
+pub mod channels;
 pub mod sqlite;
+
+pub use channels::{ChannelTx, Claim, InboxItem, MediaJob, SendJob, SendKind, StoredMedia};
 
 use std::sync::Arc;
 
@@ -22,6 +25,8 @@ pub enum StoreError {
     Closed,
     #[error("a stored value could not be read: {0}")]
     Corrupt(String),
+    #[error("{0}")]
+    SecretKey(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -111,9 +116,12 @@ where
     receiver.await.map_err(|_| E::from(StoreError::Closed))?
 }
 
-/// A contact to create.
+/// A contact to create: known by number, by BSUID, or both.
+#[derive(Debug, Default)]
 pub struct NewContact<'a> {
-    pub number: &'a str,
+    pub number: Option<&'a str>,
+    pub bsuid: Option<&'a str>,
+    pub username: Option<&'a str>,
     pub name: &'a str,
     pub pushname: Option<&'a str>,
     pub email: Option<&'a str>,
@@ -288,18 +296,9 @@ pub enum NextStep {
     Dead,
 }
 
-/// An outbound message waiting to be handed to its channel.
-#[derive(Debug, Clone)]
-pub struct SendJob {
-    pub message_id: String,
-    pub company_id: i64,
-    pub connection_id: i64,
-    pub attempts: i64,
-}
-
 /// The repository operations of a transaction. Company-scoped lookups take the company id
 /// and find nothing that belongs to another company.
-pub trait Tx {
+pub trait Tx: ChannelTx {
     // Companies and API tokens.
     fn insert_company(&mut self, name: &str, now: i64) -> StoreResult<i64>;
     fn company_exists(&mut self, id: i64) -> StoreResult<bool>;
@@ -349,8 +348,10 @@ pub trait Tx {
     ) -> StoreResult<Contact>;
     fn contact(&mut self, company_id: i64, id: i64) -> StoreResult<Option<Contact>>;
     fn contact_by_number(&mut self, company_id: i64, number: &str) -> StoreResult<Option<Contact>>;
+    fn contact_by_bsuid(&mut self, company_id: i64, bsuid: &str) -> StoreResult<Option<Contact>>;
     fn contacts(&mut self, company_id: i64, number: Option<&str>) -> StoreResult<Vec<Contact>>;
-    fn set_contact_pushname(&mut self, contact_id: i64, pushname: &str) -> StoreResult<()>;
+    /// Stores the mutable fields of a contact (number, BSUID, username, names).
+    fn update_contact(&mut self, contact: &Contact) -> StoreResult<()>;
 
     // Tickets.
     fn insert_ticket(
@@ -369,7 +370,8 @@ pub trait Tx {
 
     // Messages.
     fn insert_message(&mut self, company_id: i64, message: &Message) -> StoreResult<()>;
-    /// Stores the mutable fields of a message (channel id, body, status, flags).
+    /// Stores the mutable fields of a message (channel id, body, status, flags, media URL,
+    /// error).
     fn update_message(&mut self, message: &Message) -> StoreResult<()>;
     fn message(&mut self, company_id: i64, id: &str) -> StoreResult<Option<Message>>;
     fn message_by_channel_id(
@@ -396,17 +398,6 @@ pub trait Tx {
         reactor: Reactor,
         reaction: Option<&crate::domain::Reaction>,
     ) -> StoreResult<()>;
-
-    // Outbound send jobs.
-    fn insert_send_job(&mut self, job: &SendJob, due: i64) -> StoreResult<()>;
-    fn claim_send_jobs(
-        &mut self,
-        now: i64,
-        lease_until: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<SendJob>>;
-    fn finish_send_job(&mut self, message_id: &str) -> StoreResult<()>;
-    fn next_send_job_due(&mut self) -> StoreResult<Option<i64>>;
 
     // Events and their deliveries (the outbox).
     /// The endpoints that want an event, with what it takes to send it to them at `now`.

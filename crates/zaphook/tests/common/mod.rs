@@ -4,6 +4,9 @@
 
 #![allow(dead_code)]
 
+pub mod cloud;
+pub mod graph;
+
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;

@@ -3,6 +3,7 @@
 //! concurrent requests share one fsync (group commit); each job runs in its own savepoint so a
 //! failing job rolls back alone. Reads run on a small pool of reader connections.
 
+mod channels;
 mod rows;
 mod tx;
 
@@ -14,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::Connection;
 
 use super::{ReadJob, Store, StoreError, StoreResult, WriteJob};
+use crate::secrets::SecretBox;
 use tx::SqliteTx;
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -21,6 +23,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         2,
         include_str!("../../../migrations/sqlite/0002_cheaper_delivery_indexes.sql"),
+    ),
+    (
+        3,
+        include_str!("../../../migrations/sqlite/0003_cloud_channel.sql"),
     ),
 ];
 
@@ -52,6 +58,7 @@ pub struct SqliteStore {
 struct ReaderPool {
     idle: Mutex<Vec<Connection>>,
     path: PathBuf,
+    secrets: SecretBox,
 }
 
 impl ReaderPool {
@@ -120,19 +127,23 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 
 impl SqliteStore {
     /// Opens (creating when needed) the database at `path` and applies pending migrations.
-    pub fn open(path: &Path, durability: Durability) -> StoreResult<Arc<Self>> {
+    /// Secrets are sealed and opened with `secrets`.
+    pub fn open(path: &Path, durability: Durability, secrets: SecretBox) -> StoreResult<Arc<Self>> {
         let mut conn = open_connection(path, durability)?;
         migrate(&mut conn)?;
+        channels::prepare_secrets(&conn, &secrets)?;
         let (sender, receiver) = mpsc::channel();
+        let writer_secrets = secrets.clone();
         std::thread::Builder::new()
             .name("zaphook-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, receiver))
+            .spawn(move || writer_loop(conn, writer_secrets, receiver))
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
         Ok(Arc::new(SqliteStore {
             writer: Mutex::new(Some(sender)),
             readers: Arc::new(ReaderPool {
                 idle: Mutex::new(Vec::new()),
                 path: path.to_path_buf(),
+                secrets,
             }),
         }))
     }
@@ -152,7 +163,7 @@ impl Store for SqliteStore {
         let readers = Arc::clone(&self.readers);
         tokio::task::spawn_blocking(move || match readers.take() {
             Ok(conn) => {
-                job(&mut SqliteTx::new(&conn));
+                job(&mut SqliteTx::new(&conn, &readers.secrets));
                 readers.give_back(conn);
             }
             Err(e) => tracing::error!(error = %e, "cannot open a reader connection"),
@@ -166,7 +177,7 @@ impl Store for SqliteStore {
     }
 }
 
-fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
+fn writer_loop(conn: Connection, secrets: SecretBox, jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
     while let Ok(first) = jobs.recv() {
         let mut batch = Vec::with_capacity(16);
         batch.push(first);
@@ -176,7 +187,7 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
                 Err(_) => break,
             }
         }
-        run_batch(&conn, batch);
+        run_batch(&conn, &secrets, batch);
     }
     tracing::debug!("sqlite writer stopped");
 }
@@ -186,7 +197,7 @@ fn writer_loop(conn: Connection, jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
 /// A job that fails without having changed a row is simply answered. When one fails after
 /// changing rows, the transaction is rolled back, and the jobs before it and the jobs after it
 /// (which may have seen its writes) run again without it; each round leaves out one job.
-fn run_batch(conn: &Connection, mut batch: Vec<Box<dyn WriteJob>>) {
+fn run_batch(conn: &Connection, secrets: &SecretBox, mut batch: Vec<Box<dyn WriteJob>>) {
     while !batch.is_empty() {
         if let Err(e) = statement(conn, "BEGIN IMMEDIATE") {
             tracing::error!(error = %e, "cannot begin a write transaction");
@@ -199,7 +210,9 @@ fn run_batch(conn: &Connection, mut batch: Vec<Box<dyn WriteJob>>) {
         let mut undone = false;
         while let Some(mut job) = jobs.next() {
             let before = conn.total_changes();
-            let outcome = catch_unwind(AssertUnwindSafe(|| job.run(&mut SqliteTx::new(conn))));
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                job.run(&mut SqliteTx::new(conn, secrets))
+            }));
             let changed = conn.total_changes() != before;
             match outcome {
                 Ok(true) => {

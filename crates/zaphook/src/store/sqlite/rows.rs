@@ -3,9 +3,10 @@
 use rusqlite::Row;
 use rusqlite::types::Type;
 
+use crate::channels::cloud::graph;
 use crate::domain::{
-    Channel, CloudConfig, Connection as Conn, Contact, Delivery, DeliveryStatus, EventType,
-    Message, Ordering, Ticket, Webhook, WebhookSpec,
+    Channel, CloudState, Connection as Conn, Contact, Delivery, DeliveryStatus, EventType, Message,
+    MessageError, Ordering, Ticket, Webhook, WebhookSpec,
 };
 
 /// Reads a text column holding a wire name of an enum.
@@ -24,23 +25,40 @@ pub(super) fn wire<T>(
     })
 }
 
-pub(super) const CONNECTION_COLS: &str = "id, name, channel, cloud_config, created_at";
+pub(super) const CONNECTION_COLS: &str = "id, name, channel, phone_number_id, graph_base_url, graph_version, last_callback_at, last_send_error, last_send_error_at, token_refused_at, created_at";
 
 pub(super) fn connection_row(row: &Row<'_>) -> rusqlite::Result<Conn> {
-    let cloud: Option<String> = row.get(3)?;
-    let phone_number_id = cloud
-        .and_then(|c| serde_json::from_str::<CloudConfig>(&c).ok())
-        .map(|c| c.phone_number_id);
+    let id: i64 = row.get(0)?;
+    let channel = wire(row, 2, Channel::parse)?;
+    let phone_number_id: Option<String> = row.get(3)?;
+    let cloud = match channel {
+        Channel::Cloud => Some(CloudState {
+            phone_number_id: phone_number_id.clone().unwrap_or_default(),
+            graph_base_url: row
+                .get::<_, Option<String>>(4)?
+                .unwrap_or_else(|| graph::DEFAULT_BASE_URL.to_string()),
+            graph_version: row
+                .get::<_, Option<String>>(5)?
+                .unwrap_or_else(|| graph::DEFAULT_VERSION.to_string()),
+            callback_path: format!("/channels/cloud/{id}"),
+            last_callback_at: row.get(6)?,
+            last_send_error: row.get(7)?,
+            last_send_error_at: row.get(8)?,
+            token_refused: row.get::<_, Option<i64>>(9)?.is_some(),
+        }),
+        Channel::Sandbox => None,
+    };
     Ok(Conn {
-        id: row.get(0)?,
+        id,
         name: row.get(1)?,
-        channel: wire(row, 2, Channel::parse)?,
+        channel,
         phone_number_id,
-        created_at: row.get(4)?,
+        cloud,
+        created_at: row.get(10)?,
     })
 }
 
-pub(super) const CONTACT_COLS: &str = "id, name, number, profile_pic_url, email, is_group, pushname, lid, kanban_id, followup_id, created_at";
+pub(super) const CONTACT_COLS: &str = "id, name, number, profile_pic_url, email, is_group, pushname, lid, kanban_id, followup_id, created_at, bsuid, username";
 
 pub(super) fn contact_row(row: &Row<'_>) -> rusqlite::Result<Contact> {
     Ok(Contact {
@@ -55,6 +73,8 @@ pub(super) fn contact_row(row: &Row<'_>) -> rusqlite::Result<Contact> {
         kanban_id: row.get(8)?,
         followup_id: row.get(9)?,
         created_at: row.get(10)?,
+        bsuid: row.get(11)?,
+        username: row.get(12)?,
     })
 }
 
@@ -77,7 +97,7 @@ pub(super) fn ticket_row(row: &Row<'_>) -> rusqlite::Result<Ticket> {
     })
 }
 
-pub(super) const MESSAGE_COLS: &str = "id, message_id, connection_id, ticket_id, contact_id, body, timestamp, status, from_me, media_type, media_url, is_deleted, send_type, edited, quoted_message_id, user_id, created_at";
+pub(super) const MESSAGE_COLS: &str = "id, message_id, connection_id, ticket_id, contact_id, body, timestamp, status, from_me, media_type, media_url, is_deleted, send_type, edited, quoted_message_id, user_id, created_at, error_code, error_title, original";
 
 pub(super) fn message_row(row: &Row<'_>) -> rusqlite::Result<Message> {
     let send_type: Option<String> = row.get(12)?;
@@ -110,6 +130,20 @@ pub(super) fn message_row(row: &Row<'_>) -> rusqlite::Result<Message> {
         quoted_message_id: row.get(14)?,
         user_id: row.get(15)?,
         created_at: row.get(16)?,
+        error: match (
+            row.get::<_, Option<i64>>(17)?,
+            row.get::<_, Option<String>>(18)?,
+        ) {
+            (Some(code), title) => Some(MessageError {
+                code,
+                title: title.unwrap_or_default(),
+                source: "whatsapp".to_string(),
+            }),
+            (None, _) => None,
+        },
+        original: row
+            .get::<_, Option<String>>(19)?
+            .and_then(|text| serde_json::from_str(&text).ok()),
     })
 }
 

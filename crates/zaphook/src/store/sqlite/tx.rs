@@ -11,21 +11,24 @@ use crate::domain::{
 };
 use crate::store::{
     AttemptRecord, Claimed, DueWebhook, EndpointBacklog, EventScope, Handoffs, NewContact,
-    NewDelivery, NewTicket, NextStep, Reactor, Recorded, RecoveryProgress, SendJob, StoreError,
-    StoreResult, Subscriber, Target, TicketFilter, Tx,
+    NewDelivery, NewTicket, NextStep, Reactor, Recorded, RecoveryProgress, StoreError, StoreResult,
+    Subscriber, Target, TicketFilter, Tx,
 };
 
 use super::rows::*;
+use crate::secrets::SecretBox;
 
 pub struct SqliteTx<'c> {
-    conn: &'c Connection,
+    pub(super) conn: &'c Connection,
+    pub(super) secrets: &'c SecretBox,
     handoffs: Option<Handoffs>,
 }
 
 impl<'c> SqliteTx<'c> {
-    pub fn new(conn: &'c Connection) -> Self {
+    pub fn new(conn: &'c Connection, secrets: &'c SecretBox) -> Self {
         SqliteTx {
             conn,
+            secrets,
             handoffs: None,
         }
     }
@@ -131,22 +134,25 @@ impl Tx for SqliteTx<'_> {
         cloud: Option<&CloudConfig>,
         now: i64,
     ) -> StoreResult<Conn> {
-        let cloud_json = cloud
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let sealed = cloud.map(|c| super::channels::seal_secrets(self.secrets, c));
         self.conn.execute(
-            "INSERT INTO connections (company_id, name, channel, cloud_config, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![company_id, name, channel.as_str(), cloud_json, now],
+            "INSERT INTO connections (company_id, name, channel, phone_number_id, graph_base_url,
+                graph_version, sealed_secrets, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                company_id,
+                name,
+                channel.as_str(),
+                cloud.map(|c| &c.phone_number_id),
+                cloud.and_then(|c| c.graph_base_url.as_ref()),
+                cloud.and_then(|c| c.graph_version.as_ref()),
+                sealed,
+                now
+            ],
         )?;
-        Ok(Conn {
-            id: self.conn.last_insert_rowid(),
-            name: name.to_string(),
-            channel,
-            phone_number_id: cloud.map(|c| c.phone_number_id.clone()),
-            created_at: now,
-        })
+        let id = self.conn.last_insert_rowid();
+        self.connection(company_id, id)?
+            .ok_or_else(|| StoreError::Database(format!("connection {id} vanished")))
     }
 
     fn connection(&mut self, company_id: i64, id: i64) -> StoreResult<Option<Conn>> {
@@ -265,14 +271,20 @@ impl Tx for SqliteTx<'_> {
     ) -> StoreResult<Contact> {
         self.conn
             .prepare_cached(
-                "INSERT INTO contacts (company_id, number, name, pushname, email, is_group, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT INTO contacts (company_id, number, bsuid, username, name, pushname, email,
+                    is_group, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?
-            .execute(params![company_id, c.number, c.name, c.pushname, c.email, c.is_group, now])?;
+            .execute(params![
+                company_id, c.number, c.bsuid, c.username, c.name, c.pushname, c.email, c.is_group,
+                now
+            ])?;
         Ok(Contact {
             id: self.conn.last_insert_rowid(),
             name: c.name.to_string(),
-            number: c.number.to_string(),
+            number: c.number.map(str::to_string),
+            bsuid: c.bsuid.map(str::to_string),
+            username: c.username.map(str::to_string),
             profile_pic_url: None,
             email: c.email.map(str::to_string),
             is_group: c.is_group,
@@ -300,6 +312,15 @@ impl Tx for SqliteTx<'_> {
             .optional()?)
     }
 
+    fn contact_by_bsuid(&mut self, company_id: i64, bsuid: &str) -> StoreResult<Option<Contact>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {CONTACT_COLS} FROM contacts WHERE company_id = ?1 AND bsuid = ?2"
+        ))?;
+        Ok(stmt
+            .query_row(params![company_id, bsuid], contact_row)
+            .optional()?)
+    }
+
     fn contacts(&mut self, company_id: i64, number: Option<&str>) -> StoreResult<Vec<Contact>> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {CONTACT_COLS} FROM contacts
@@ -309,10 +330,15 @@ impl Tx for SqliteTx<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn set_contact_pushname(&mut self, contact_id: i64, pushname: &str) -> StoreResult<()> {
+    fn update_contact(&mut self, c: &Contact) -> StoreResult<()> {
         self.conn
-            .prepare_cached("UPDATE contacts SET pushname = ?2 WHERE id = ?1")?
-            .execute(params![contact_id, pushname])?;
+            .prepare_cached(
+                "UPDATE contacts SET number = ?2, bsuid = ?3, username = ?4, name = ?5,
+                    pushname = ?6 WHERE id = ?1",
+            )?
+            .execute(params![
+                c.id, c.number, c.bsuid, c.username, c.name, c.pushname
+            ])?;
         Ok(())
     }
 
@@ -421,7 +447,8 @@ impl Tx for SqliteTx<'_> {
         self.conn
             .prepare_cached(&format!(
                 "INSERT INTO messages (company_id, {MESSAGE_COLS})
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                    ?18, ?19, ?20, ?21)"
             ))?
             .execute(params![
                 company_id,
@@ -441,7 +468,10 @@ impl Tx for SqliteTx<'_> {
                 m.edited,
                 m.quoted_message_id,
                 m.user_id,
-                m.created_at
+                m.created_at,
+                m.error.as_ref().map(|e| e.code),
+                m.error.as_ref().map(|e| &e.title),
+                m.original.as_ref().map(|v| v.to_string())
             ])?;
         Ok(())
     }
@@ -450,7 +480,7 @@ impl Tx for SqliteTx<'_> {
         self.conn
             .prepare_cached(
                 "UPDATE messages SET message_id = ?2, body = ?3, status = ?4, is_deleted = ?5,
-                    edited = ?6 WHERE id = ?1",
+                    edited = ?6, media_url = ?7, error_code = ?8, error_title = ?9 WHERE id = ?1",
             )?
             .execute(params![
                 m.id,
@@ -458,7 +488,10 @@ impl Tx for SqliteTx<'_> {
                 m.body,
                 m.status.as_str(),
                 m.is_deleted,
-                m.edited
+                m.edited,
+                m.media_url,
+                m.error.as_ref().map(|e| e.code),
+                m.error.as_ref().map(|e| &e.title)
             ])?;
         Ok(())
     }
@@ -541,60 +574,6 @@ impl Tx for SqliteTx<'_> {
             }
         }
         Ok(())
-    }
-
-    fn insert_send_job(&mut self, job: &SendJob, due: i64) -> StoreResult<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO send_jobs (message_id, company_id, connection_id, attempts, next_attempt_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?
-            .execute(params![job.message_id, job.company_id, job.connection_id, job.attempts, due])?;
-        Ok(())
-    }
-
-    fn claim_send_jobs(
-        &mut self,
-        now: i64,
-        lease_until: i64,
-        limit: i64,
-    ) -> StoreResult<Vec<SendJob>> {
-        let jobs = {
-            let mut stmt = self.conn.prepare_cached(
-                "SELECT message_id, company_id, connection_id, attempts FROM send_jobs
-                 WHERE next_attempt_at <= ?1 ORDER BY next_attempt_at LIMIT ?2",
-            )?;
-            stmt.query_map(params![now, limit], |r| {
-                Ok(SendJob {
-                    message_id: r.get(0)?,
-                    company_id: r.get(1)?,
-                    connection_id: r.get(2)?,
-                    attempts: r.get(3)?,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?
-        };
-        let mut lease = self.conn.prepare_cached(
-            "UPDATE send_jobs SET next_attempt_at = ?2, attempts = attempts + 1 WHERE message_id = ?1",
-        )?;
-        for job in &jobs {
-            lease.execute(params![job.message_id, lease_until])?;
-        }
-        Ok(jobs)
-    }
-
-    fn finish_send_job(&mut self, message_id: &str) -> StoreResult<()> {
-        self.conn
-            .prepare_cached("DELETE FROM send_jobs WHERE message_id = ?1")?
-            .execute([message_id])?;
-        Ok(())
-    }
-
-    fn next_send_job_due(&mut self) -> StoreResult<Option<i64>> {
-        Ok(self
-            .conn
-            .prepare_cached("SELECT min(next_attempt_at) FROM send_jobs")?
-            .query_row([], |r| r.get(0))?)
     }
 
     fn subscribers(&mut self, s: &EventScope, now: i64) -> StoreResult<Vec<Subscriber>> {

@@ -1,0 +1,462 @@
+//! Reading the inbox: each verified callback body, kept before Meta got its 200, is claimed
+//! under a lease, read into notifications, its media fetched (waiting a bounded time), and
+//! applied in one transaction that also marks it processed. A crash anywhere before that
+//! commit leaves the body to be read again; reading it twice changes nothing, because a
+//! `wamid` already stored on a connection is the same message and statuses only move forward.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+
+use super::media::{self, Fetched};
+use super::notify::{self, CloudMessage, Content, Notification, Party, StatusKind};
+use crate::channels::{Channels, lease_token};
+use crate::domain::{Channel, CloudConfig, MessageError, MessageStatus};
+use crate::ingest::{self, Identity, InboundMessage, IngestError, IngestResult};
+use crate::store::{self, Claim, InboxItem, MediaJob, StoreError, StoredMedia, Tx};
+
+/// Bodies read at once.
+const PARALLEL: i64 = 16;
+
+/// Reads stored callback bodies until `shutdown` turns true.
+pub async fn run_inbox_worker(
+    channels: Channels,
+    media_ready: Arc<Notify>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let ingest = &channels.ingest;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let claimed = match inbox_batch(&channels, &media_ready).await {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the callback inbox failed");
+                0
+            }
+        };
+        if claimed as i64 == PARALLEL {
+            continue;
+        }
+        let poll = tokio::time::Instant::now() + Duration::from_secs(1);
+        let wake_at = match store::read(&ingest.store, |tx| tx.next_inbox_due()).await {
+            Ok(Some(due)) => ingest.clock.instant_at(due).min(poll),
+            _ => poll,
+        };
+        tokio::select! {
+            _ = channels.inbox_ready.notified() => {}
+            _ = tokio::time::sleep_until(wake_at) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+async fn inbox_batch(channels: &Channels, media_ready: &Arc<Notify>) -> IngestResult<usize> {
+    let ingest = &channels.ingest;
+    let now = ingest.clock.now_ms();
+    let claim = Claim {
+        now,
+        lease_until: now + channels.config.inbox_lease.as_millis() as i64,
+        lease: lease_token(),
+        limit: PARALLEL,
+    };
+    let items = store::write(&ingest.store, move |tx| tx.claim_inbox(claim)).await?;
+    let count = items.len();
+    let mut tasks = tokio::task::JoinSet::new();
+    for item in items {
+        let (channels, media_ready) = (channels.clone(), Arc::clone(media_ready));
+        tasks.spawn(async move {
+            let id = item.id;
+            match process(&channels, item, claim.lease).await {
+                Ok(queued_media) => {
+                    if queued_media {
+                        media_ready.notify_one();
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(inbox = id, error = %e, "a callback body could not be applied; it is read again when its lease ends");
+                }
+            }
+        });
+    }
+    while tasks.join_next().await.is_some() {}
+    Ok(count)
+}
+
+/// How one notification of a body came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Applied,
+    /// It names a message or contact zaphook does not know (a status of a message sent by
+    /// another system, a reaction to a message from before zaphook): counted and dropped.
+    Unknown,
+    /// It is for a phone number the company has no connection for.
+    OtherNumber,
+}
+
+fn kind_of(n: &Notification) -> &'static str {
+    match n {
+        Notification::Status(_) => "status",
+        Notification::Echo(_) => "echo",
+        Notification::Message(m) => match m.content {
+            Content::Message { .. } => "message",
+            Content::Reaction { .. } => "reaction",
+            Content::Edit { .. } => "edit",
+            Content::Revoke { .. } => "revoke",
+            Content::UserIdChanged { .. } => "user_id_changed",
+        },
+    }
+}
+
+/// The connection a phone number id of the body belongs to, with its settings; `None` when
+/// the company has no cloud connection for it (an app's callback can carry every number of
+/// its WhatsApp Business Account).
+type Connections = HashMap<String, Option<(i64, Arc<CloudConfig>)>>;
+
+/// What became of the media of the notification at an index.
+enum MediaState {
+    Stored(StoredMedia),
+    /// Not there in time: a media job goes on trying.
+    Pending,
+}
+
+fn phone_number_of(n: &Notification) -> &str {
+    match n {
+        Notification::Message(m) | Notification::Echo(m) => &m.phone_number_id,
+        Notification::Status(s) => &s.phone_number_id,
+    }
+}
+
+fn identity(party: &Party) -> Identity {
+    Identity {
+        number: party.wa_id.clone(),
+        bsuid: party.user_id.clone(),
+        username: party.username.clone(),
+    }
+}
+
+/// Reads and applies one body; answers whether media jobs were queued.
+async fn process(channels: &Channels, item: InboxItem, lease: i64) -> IngestResult<bool> {
+    let ingest = &channels.ingest;
+    let (id, connection_id) = (item.id, item.connection_id);
+    let parsed = match notify::parse(&item.body) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            metrics::counter!("zaphook_cloud_callbacks_unreadable_total").increment(1);
+            tracing::warn!(inbox = id, error = %e, "a signed callback body is not a Cloud API notification; kept with the reason");
+            let (why, now) = (e.to_string(), ingest.clock.now_ms());
+            store::write(&ingest.store, move |tx| {
+                tx.finish_inbox(id, lease, now, Some(&why))
+            })
+            .await?;
+            return Ok(false);
+        }
+    };
+    for reason in &parsed.skipped {
+        metrics::counter!("zaphook_cloud_notifications_total", "kind" => "malformed", "outcome" => "skipped")
+            .increment(1);
+        tracing::warn!(inbox = id, reason = %reason, "skipped an item of a callback");
+    }
+    let notifications = parsed.notifications;
+    let (company_id, connections, known) = resolve(channels, connection_id, &notifications).await?;
+    let media = fetch_media(channels, company_id, &connections, &known, &notifications).await;
+    let public_url = channels.config.public_url.clone();
+    let (outcomes, queued_media) = ingest
+        .run(company_id, move |tx, company, now| {
+            let mut outcomes = Vec::with_capacity(notifications.len());
+            let mut queued_media = false;
+            for (i, n) in notifications.iter().enumerate() {
+                let Some(Some((connection, _))) = connections.get(phone_number_of(n)) else {
+                    outcomes.push((kind_of(n), Outcome::OtherNumber));
+                    continue;
+                };
+                let applied = apply(tx, company, now, *connection, n, media.get(&i), &public_url);
+                let outcome = match applied {
+                    Ok(queued) => {
+                        queued_media |= queued;
+                        Outcome::Applied
+                    }
+                    Err(IngestError::NotFound(_)) => Outcome::Unknown,
+                    Err(e) => return Err(e),
+                };
+                outcomes.push((kind_of(n), outcome));
+            }
+            tx.finish_inbox(id, lease, now, None)?;
+            Ok((outcomes, queued_media))
+        })
+        .await?;
+    for (kind, outcome) in outcomes {
+        let outcome = match outcome {
+            Outcome::Applied => "applied",
+            Outcome::Unknown => "unknown_target",
+            Outcome::OtherNumber => "unknown_number",
+        };
+        metrics::counter!("zaphook_cloud_notifications_total", "kind" => kind, "outcome" => outcome)
+            .increment(1);
+    }
+    Ok(queued_media)
+}
+
+/// The company of the connection, the connections of the body's phone numbers, and the
+/// message ids of the body that are already stored (redeliveries, whose media is not fetched
+/// again).
+async fn resolve(
+    channels: &Channels,
+    connection_id: i64,
+    notifications: &[Notification],
+) -> IngestResult<(i64, Connections, Vec<String>)> {
+    let numbers: Vec<String> = notifications
+        .iter()
+        .map(|n| phone_number_of(n).to_string())
+        .collect();
+    let ids: Vec<(String, String)> = notifications
+        .iter()
+        .filter_map(|n| match n {
+            Notification::Message(m) | Notification::Echo(m) => {
+                Some((m.phone_number_id.clone(), m.id.clone()))
+            }
+            Notification::Status(_) => None,
+        })
+        .collect();
+    store::read(&channels.ingest.store, move |tx| {
+        let (company_id, own) = tx
+            .cloud_config(connection_id)?
+            .ok_or_else(|| IngestError::NotFound(format!("cloud connection {connection_id}")))?;
+        let mut connections = Connections::new();
+        connections.insert(
+            own.phone_number_id.clone(),
+            Some((connection_id, Arc::new(own))),
+        );
+        for number in numbers {
+            if connections.contains_key(&number) {
+                continue;
+            }
+            let other = match tx.connection_by_phone_number_id(company_id, &number)? {
+                Some(c) => tx
+                    .cloud_config(c.id)?
+                    .map(|(_, cloud)| (c.id, Arc::new(cloud))),
+                None => None,
+            };
+            connections.insert(number, other);
+        }
+        let mut known = Vec::new();
+        for (number, id) in ids {
+            if let Some(Some((connection, _))) = connections.get(&number)
+                && tx.message_by_channel_id(*connection, &id)?.is_some()
+            {
+                known.push(id);
+            }
+        }
+        Ok((company_id, connections, known))
+    })
+    .await
+}
+
+/// Fetches the media of the body's new messages at once, each waiting at most the
+/// configured time.
+async fn fetch_media(
+    channels: &Channels,
+    company_id: i64,
+    connections: &Connections,
+    known: &[String],
+    notifications: &[Notification],
+) -> HashMap<usize, MediaState> {
+    let deadline = tokio::time::Instant::now() + channels.config.media_wait;
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, n) in notifications.iter().enumerate() {
+        let (Notification::Message(m) | Notification::Echo(m)) = n else {
+            continue;
+        };
+        let Content::Message {
+            media: Some(media), ..
+        } = &m.content
+        else {
+            continue;
+        };
+        let Some(Some((_, cloud))) = connections.get(&m.phone_number_id) else {
+            continue;
+        };
+        if known.contains(&m.id) {
+            continue;
+        }
+        let (channels, cloud, media) = (channels.clone(), Arc::clone(cloud), media.clone());
+        tasks.spawn(async move {
+            let fetched = media::fetch_within(
+                &channels,
+                company_id,
+                &cloud,
+                &media.id,
+                media.sha256.as_deref(),
+                deadline,
+            )
+            .await;
+            (i, fetched)
+        });
+    }
+    let mut states = HashMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok((i, fetched)) = joined {
+            let state = match fetched {
+                Fetched::Stored(stored) => MediaState::Stored(stored),
+                Fetched::Failed(_) => MediaState::Pending,
+            };
+            states.insert(i, state);
+        }
+    }
+    states
+}
+
+fn status_of(kind: StatusKind) -> MessageStatus {
+    match kind {
+        StatusKind::Sent => MessageStatus::Sended,
+        StatusKind::Delivered => MessageStatus::Delivered,
+        StatusKind::Read => MessageStatus::Read,
+        StatusKind::Played => MessageStatus::Played,
+        StatusKind::Failed => MessageStatus::Failed,
+    }
+}
+
+/// Applies one notification on `connection_id`; answers whether it queued a media job.
+fn apply(
+    tx: &mut dyn Tx,
+    company_id: i64,
+    now: i64,
+    connection_id: i64,
+    n: &Notification,
+    media: Option<&MediaState>,
+    public_url: &str,
+) -> IngestResult<bool> {
+    let (m, echo) = match n {
+        Notification::Status(s) => {
+            let error = s.error.as_ref().map(|e| MessageError {
+                code: e.code,
+                title: e.title.clone(),
+                source: "whatsapp".to_string(),
+            });
+            let status = status_of(s.status);
+            ingest::status_update(
+                tx,
+                company_id,
+                now,
+                connection_id,
+                &s.message_id,
+                status,
+                error,
+            )?;
+            return Ok(false);
+        }
+        Notification::Message(m) => (m, false),
+        Notification::Echo(m) => (m, true),
+    };
+    let who = identity(&m.party);
+    match &m.content {
+        Content::Message {
+            media_type,
+            body,
+            media: media_ref,
+        } => inbound(
+            tx,
+            company_id,
+            now,
+            connection_id,
+            m,
+            echo,
+            (*media_type, body),
+            media_ref.as_ref(),
+            media,
+            public_url,
+        ),
+        // What the business does from its phone to existing messages is not mapped yet.
+        _ if echo => Err(IngestError::NotFound("an echo of a change".into())),
+        Content::Reaction { target_id, emoji } => {
+            ingest::contact_reaction(tx, company_id, now, connection_id, &who, target_id, emoji)?;
+            Ok(false)
+        }
+        Content::Edit {
+            target_id,
+            media_type,
+            body,
+        } => {
+            let body =
+                (*media_type != crate::domain::MediaType::Unsupported).then_some(body.as_str());
+            ingest::contact_edit(tx, company_id, now, connection_id, &who, target_id, body)?;
+            Ok(false)
+        }
+        Content::Revoke { target_id } => {
+            ingest::contact_revoke(tx, company_id, now, connection_id, &who, target_id)?;
+            Ok(false)
+        }
+        Content::UserIdChanged { new_user_id } => {
+            ingest::change_user_id(tx, company_id, &who, new_user_id)?
+                .ok_or_else(|| IngestError::NotFound("the user whose id changed".into()))?;
+            Ok(false)
+        }
+    }
+}
+
+/// Files a message (or an echo) with its media as far as it arrived.
+#[allow(clippy::too_many_arguments)]
+fn inbound(
+    tx: &mut dyn Tx,
+    company_id: i64,
+    now: i64,
+    connection_id: i64,
+    m: &CloudMessage,
+    echo: bool,
+    (media_type, body): (crate::domain::MediaType, &String),
+    media_ref: Option<&notify::MediaRef>,
+    media: Option<&MediaState>,
+    public_url: &str,
+) -> IngestResult<bool> {
+    if tx.message_by_channel_id(connection_id, &m.id)?.is_some() {
+        return Ok(false);
+    }
+    let media_url = match media {
+        Some(MediaState::Stored(stored)) => {
+            tx.insert_media(stored)?;
+            Some(media::media_url(public_url, &stored.key))
+        }
+        _ => None,
+    };
+    let cmd = InboundMessage {
+        connection_id,
+        channel: Channel::Cloud,
+        contact: identity(&m.party),
+        echo,
+        is_group: false,
+        name: m.party.name.clone(),
+        body: body.clone(),
+        media_type,
+        media_url: media_url.clone(),
+        message_id: m.id.clone(),
+        timestamp: if m.timestamp_ms > 0 {
+            m.timestamp_ms
+        } else {
+            now
+        },
+        quoted_message_id: m.context_id.clone(),
+        original: Some(m.raw.clone()),
+    };
+    let message = ingest::inbound(tx, company_id, now, &cmd)?;
+    let Some(media_ref) = media_ref.filter(|_| media_url.is_none()) else {
+        return Ok(false);
+    };
+    tx.insert_media_job(
+        &MediaJob {
+            message_id: message.id,
+            company_id,
+            connection_id,
+            media_id: media_ref.id.clone(),
+            sha256: media_ref.sha256.clone(),
+            mime_type: media_ref.mime_type.clone(),
+            attempts: 0,
+            lease: 0,
+        },
+        now,
+    )
+    .map_err(|e: StoreError| IngestError::from(e))?;
+    Ok(true)
+}

@@ -184,6 +184,10 @@ pub struct ServeArgs {
         hide = true
     )]
     pub retry_schedule_ms: Vec<u64>,
+    /// Milliseconds a claimed Cloud API callback body is held before another worker may read
+    /// it again (default 120 s; for tests).
+    #[arg(long, env = "ZAPHOOK_INBOX_LEASE_MS", hide = true)]
+    pub inbox_lease_ms: Option<u64>,
 }
 
 /// Everything the application needs to start.
@@ -252,6 +256,9 @@ impl Settings {
             Some(secs) => Duration::from_secs(secs),
             None => s.http.request_timeout + Duration::from_secs(30),
         };
+        if let Some(ms) = args.inbox_lease_ms {
+            s.channels.inbox_lease = Duration::from_millis(ms);
+        }
         if !args.retry_schedule_ms.is_empty() {
             s.delivery.retry.schedule = args
                 .retry_schedule_ms

@@ -130,8 +130,13 @@ impl SqliteStore {
     /// Secrets are sealed and opened with `secrets`.
     pub fn open(path: &Path, durability: Durability, secrets: SecretBox) -> StoreResult<Arc<Self>> {
         let mut conn = open_connection(path, durability)?;
+        // What migrations and sealing rewrite (secrets an older version kept in clear) must
+        // not linger in freed space or in the log.
+        conn.execute_batch("PRAGMA secure_delete = ON")?;
         migrate(&mut conn)?;
         channels::prepare_secrets(&conn, &secrets)?;
+        conn.execute_batch("PRAGMA secure_delete = OFF")?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         let (sender, receiver) = mpsc::channel();
         let writer_secrets = secrets.clone();
         std::thread::Builder::new()

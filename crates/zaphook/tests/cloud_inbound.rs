@@ -741,3 +741,37 @@ async fn a_body_for_another_number_of_the_company_goes_to_that_connection() {
             .any(|r| r.json()["messageId"] == "wamid.n3")
     );
 }
+
+#[tokio::test]
+async fn a_reaction_arriving_while_its_photo_waits_for_media_is_not_lost() {
+    let cloud = Cloud::start().await;
+    let bytes = b"\x89PNG photo".to_vec();
+    cloud.graph.add_media("img9", bytes.clone(), "image/png");
+    // The photo's body waits for a few failed downloads before it is filed.
+    cloud.graph.fail_next_downloads(3, 500);
+    let from = "5511987654321";
+    let photo = json!([{"from": from, "id": "wamid.photo", "timestamp": "1796000000", "type": "image",
+        "image": {"id": "img9", "mime_type": "image/png", "sha256": sha256_base64(&bytes)}}]);
+    let reaction = json!([{"from": from, "id": "wamid.react", "timestamp": "1796000001",
+        "type": "reaction", "reaction": {"message_id": "wamid.photo", "emoji": "🔥"}}]);
+    assert_eq!(
+        cloud
+            .callback(&body(contact(from, "Maria"), photo, Value::Null))
+            .await,
+        200
+    );
+    assert_eq!(
+        cloud
+            .callback(&body(contact(from, "Maria"), reaction, Value::Null))
+            .await,
+        200
+    );
+    let created = cloud
+        .event("message.created", |v| v["messageId"] == "wamid.photo")
+        .await;
+    assert!(created["mediaUrl"].is_string());
+    let updated = cloud
+        .event("message.updated", |v| v["messageId"] == "wamid.photo")
+        .await;
+    assert_eq!(updated["reactions"][0]["emoji"], "🔥");
+}

@@ -147,6 +147,8 @@ pub trait ChannelTx {
         error: Option<&str>,
     ) -> StoreResult<bool>;
     fn next_inbox_due(&mut self) -> StoreResult<Option<i64>>;
+    /// Whether a body of the connection received before body `id` is still to be read.
+    fn inbox_waiting_before(&mut self, connection_id: i64, id: i64) -> StoreResult<bool>;
     /// Deletes up to `batch` processed bodies older than `before`; answers how many.
     fn prune_inbox(&mut self, before: i64, batch: i64) -> StoreResult<usize>;
 

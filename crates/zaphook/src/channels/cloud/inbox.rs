@@ -17,28 +17,34 @@ use crate::domain::{Channel, CloudConfig, MessageError, MessageStatus};
 use crate::ingest::{self, Identity, InboundMessage, IngestError, IngestResult};
 use crate::store::{self, Claim, InboxItem, MediaJob, StoreError, StoredMedia, Tx};
 
-/// Bodies read at once.
-const PARALLEL: i64 = 16;
+/// Bodies read at once. One waiting for its media does not hold up the others: more are
+/// claimed as soon as there is room.
+const PARALLEL: usize = 16;
 
-/// Reads stored callback bodies until `shutdown` turns true.
+type Tasks = tokio::task::JoinSet<()>;
+
+/// Reads stored callback bodies until `shutdown` turns true; bodies in flight then finish.
 pub async fn run_inbox_worker(
     channels: Channels,
     media_ready: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let ingest = &channels.ingest;
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        let claimed = match inbox_batch(&channels, &media_ready).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::error!(error = %e, "reading the callback inbox failed");
-                0
+    let mut tasks = Tasks::new();
+    while !*shutdown.borrow() {
+        let room = PARALLEL - tasks.len();
+        let claimed = if room == 0 {
+            0
+        } else {
+            match claim_bodies(&channels, &media_ready, &mut tasks, room).await {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::error!(error = %e, "reading the callback inbox failed");
+                    0
+                }
             }
         };
-        if claimed as i64 == PARALLEL {
+        if room > 0 && claimed == room {
             continue;
         }
         let poll = tokio::time::Instant::now() + Duration::from_secs(1);
@@ -49,40 +55,43 @@ pub async fn run_inbox_worker(
         tokio::select! {
             _ = channels.inbox_ready.notified() => {}
             _ = tokio::time::sleep_until(wake_at) => {}
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             _ = shutdown.changed() => {}
         }
     }
+    while tasks.join_next().await.is_some() {}
 }
 
-async fn inbox_batch(channels: &Channels, media_ready: &Arc<Notify>) -> IngestResult<usize> {
+/// Claims up to `room` due bodies and starts reading each; answers how many.
+async fn claim_bodies(
+    channels: &Channels,
+    media_ready: &Arc<Notify>,
+    tasks: &mut Tasks,
+    room: usize,
+) -> IngestResult<usize> {
     let ingest = &channels.ingest;
     let now = ingest.clock.now_ms();
     let claim = Claim {
         now,
         lease_until: now + channels.config.inbox_lease.as_millis() as i64,
         lease: lease_token(),
-        limit: PARALLEL,
+        limit: room as i64,
     };
     let items = store::write(&ingest.store, move |tx| tx.claim_inbox(claim)).await?;
     let count = items.len();
-    let mut tasks = tokio::task::JoinSet::new();
     for item in items {
         let (channels, media_ready) = (channels.clone(), Arc::clone(media_ready));
         tasks.spawn(async move {
             let id = item.id;
             match process(&channels, item, claim.lease).await {
-                Ok(queued_media) => {
-                    if queued_media {
-                        media_ready.notify_one();
-                    }
-                }
+                Ok(true) => media_ready.notify_one(),
+                Ok(false) => {}
                 Err(e) => {
                     tracing::error!(inbox = id, error = %e, "a callback body could not be applied; it is read again when its lease ends");
                 }
             }
         });
     }
-    while tasks.join_next().await.is_some() {}
     Ok(count)
 }
 
@@ -121,6 +130,39 @@ enum MediaState {
     Stored(StoredMedia),
     /// Not there in time: a media job goes on trying.
     Pending,
+}
+
+/// Whether a notification changes a message that may come in an earlier body (a status, a
+/// reaction, an edit, a revoke) or a contact (a new BSUID).
+fn refers_to_a_message(n: &Notification) -> bool {
+    match n {
+        Notification::Status(_) => true,
+        Notification::Message(m) | Notification::Echo(m) => {
+            !matches!(m.content, Content::Message { .. })
+        }
+    }
+}
+
+/// Bodies are read side by side, and one may wait for its media: a body that refers to
+/// earlier messages first lets the earlier bodies of its connection finish (for a bounded
+/// time), so a reaction is not dropped for arriving before the photo it reacts to is filed.
+async fn wait_for_older_bodies(
+    channels: &Channels,
+    connection_id: i64,
+    id: i64,
+) -> IngestResult<()> {
+    let deadline =
+        tokio::time::Instant::now() + channels.config.media_wait + Duration::from_secs(5);
+    loop {
+        let waiting = store::read(&channels.ingest.store, move |tx| {
+            tx.inbox_waiting_before(connection_id, id)
+        })
+        .await?;
+        if !waiting || tokio::time::Instant::now() >= deadline {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 fn phone_number_of(n: &Notification) -> &str {
@@ -163,6 +205,9 @@ async fn process(channels: &Channels, item: InboxItem, lease: i64) -> IngestResu
     let notifications = parsed.notifications;
     let (company_id, connections, known) = resolve(channels, connection_id, &notifications).await?;
     let media = fetch_media(channels, company_id, &connections, &known, &notifications).await;
+    if notifications.iter().any(refers_to_a_message) {
+        wait_for_older_bodies(channels, connection_id, id).await?;
+    }
     let public_url = channels.config.public_url.clone();
     let (outcomes, queued_media) = ingest
         .run(company_id, move |tx, company, now| {

@@ -288,6 +288,16 @@ impl ChannelTx for SqliteTx<'_> {
             .query_row([], |r| r.get(0))?)
     }
 
+    fn inbox_waiting_before(&mut self, connection_id: i64, id: i64) -> StoreResult<bool> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM cloud_inbox WHERE next_attempt_at IS NOT NULL
+                    AND connection_id = ?1 AND id < ?2)",
+            )?
+            .query_row(params![connection_id, id], |r| r.get(0))?)
+    }
+
     fn prune_inbox(&mut self, before: i64, batch: i64) -> StoreResult<usize> {
         Ok(self
             .conn

@@ -775,3 +775,14 @@ async fn a_reaction_arriving_while_its_photo_waits_for_media_is_not_lost() {
         .await;
     assert_eq!(updated["reactions"][0]["emoji"], "🔥");
 }
+
+#[tokio::test]
+async fn a_callback_body_over_3_mib_is_refused() {
+    let cloud = Cloud::start().await;
+    let big = vec![b' '; 3 * 1024 * 1024 + 1];
+    assert_eq!(cloud.callback(&big).await, 413);
+    // Just under the limit is read (and, not being a notification, kept with its reason).
+    let mut fits = br#"{"object":"whatsapp_business_account","entry":[]}"#.to_vec();
+    fits.resize(3 * 1024 * 1024, b' ');
+    assert_eq!(cloud.callback(&fits).await, 200);
+}

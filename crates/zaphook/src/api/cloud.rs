@@ -9,7 +9,8 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::error::ApiError;
@@ -20,15 +21,11 @@ use crate::store;
 /// Largest callback body read (Meta's bodies are far smaller).
 pub const MAX_CALLBACK: usize = 3 * 1024 * 1024;
 
-pub fn router() -> axum::Router<AppState> {
-    axum::Router::new()
-        .route(
-            "/channels/cloud/{id}",
-            get(verify)
-                .post(callback)
-                .layer(DefaultBodyLimit::max(MAX_CALLBACK)),
-        )
-        .route("/media/{key}", get(serve_media))
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(verify, callback))
+        .layer(DefaultBodyLimit::max(MAX_CALLBACK))
+        .merge(OpenApiRouter::new().routes(routes!(serve_media)))
 }
 
 fn refuse(status: StatusCode, why: &'static str) -> Response {
@@ -37,6 +34,12 @@ fn refuse(status: StatusCode, why: &'static str) -> Response {
 
 /// Meta's verification handshake: `hub.mode=subscribe` with the connection's verify token is
 /// answered with `hub.challenge`; anything else is 403.
+#[utoipa::path(get, path = "/channels/cloud/{id}", tag = "cloud", security(()),
+    params(("id" = i64, Path, description = "The cloud connection"),
+        ("hub.mode" = Option<String>, Query), ("hub.verify_token" = Option<String>, Query),
+        ("hub.challenge" = Option<String>, Query)),
+    responses((status = 200, description = "The challenge", content_type = "text/plain", body = String),
+        (status = 403, description = "Not this connection's verify token")))]
 async fn verify(
     State(state): State<AppState>,
     Path(id): Path<i64>,
@@ -71,7 +74,14 @@ async fn verify(
     }
 }
 
-/// A notification from Meta: verified over its raw bytes, kept, then answered 200.
+/// A notification from Meta: its `X-Hub-Signature-256` verified over the raw bytes, the body
+/// kept, then answered 200; it is read into events after that.
+#[utoipa::path(post, path = "/channels/cloud/{id}", tag = "cloud", security(()),
+    params(("id" = i64, Path, description = "The cloud connection"),
+        ("x-hub-signature-256" = String, Header, description = "sha256=<hex HMAC-SHA256 of the body with the app secret>")),
+    request_body(content = Object, description = "A Cloud API notification, as Meta sends it"),
+    responses((status = 200, description = "Kept"), (status = 401, description = "Missing or wrong signature"),
+        (status = 404, body = super::Problem), (status = 413, description = "Larger than 3 MiB")))]
 async fn callback(
     State(state): State<AppState>,
     Path(id): Path<i64>,
@@ -107,7 +117,11 @@ async fn callback(
     Ok(StatusCode::OK.into_response())
 }
 
-/// A stored media file, to whoever has its URL.
+/// A stored media file, to whoever has its URL (the `mediaUrl` of a payload).
+#[utoipa::path(get, path = "/media/{key}", tag = "cloud", security(()),
+    params(("key" = String, Path)),
+    responses((status = 200, description = "The file, with its content type"),
+        (status = 404, body = super::Problem)))]
 async fn serve_media(
     State(state): State<AppState>,
     Path(key): Path<String>,

@@ -130,6 +130,7 @@ fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
         .merge(messages::router())
         .merge(sandbox::router())
         .merge(webhooks::router())
+        .merge(cloud::router())
         .split_for_parts()
 }
 
@@ -145,7 +146,6 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .merge(cloud::router())
         .merge(SwaggerUi::new("/docs").url("/api/openapi.json", doc))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))

@@ -15,7 +15,7 @@ use super::notify::{self, CloudMessage, Content, Notification, Party, StatusKind
 use crate::channels::{Channels, lease_token};
 use crate::domain::{Channel, CloudConfig, MessageError, MessageStatus};
 use crate::ingest::{self, Identity, InboundMessage, IngestError, IngestResult};
-use crate::store::{self, Claim, InboxItem, MediaJob, StoreError, StoredMedia, Tx};
+use crate::store::{self, Claim, InboxItem, MediaJob, StoredMedia, Tx};
 
 /// Bodies read at once. One waiting for its media does not hold up the others: more are
 /// claimed as soon as there is room.
@@ -398,19 +398,13 @@ fn apply(
     };
     let who = identity(&m.party);
     match &m.content {
-        Content::Message {
-            media_type,
-            body,
-            media: media_ref,
-        } => inbound(
+        Content::Message { .. } => inbound(
             tx,
             company_id,
             now,
             connection_id,
             m,
             echo,
-            (*media_type, body),
-            media_ref.as_ref(),
             media,
             public_url,
         ),
@@ -442,7 +436,7 @@ fn apply(
     }
 }
 
-/// Files a message (or an echo) with its media as far as it arrived.
+/// Files a message (or an echo) with its media as far as it arrived, or queues the media.
 #[allow(clippy::too_many_arguments)]
 fn inbound(
     tx: &mut dyn Tx,
@@ -451,11 +445,17 @@ fn inbound(
     connection_id: i64,
     m: &CloudMessage,
     echo: bool,
-    (media_type, body): (crate::domain::MediaType, &String),
-    media_ref: Option<&notify::MediaRef>,
     media: Option<&MediaState>,
     public_url: &str,
 ) -> IngestResult<bool> {
+    let Content::Message {
+        media_type,
+        body,
+        media: media_ref,
+    } = &m.content
+    else {
+        return Ok(false);
+    };
     if tx.message_by_channel_id(connection_id, &m.id)?.is_some() {
         return Ok(false);
     }
@@ -474,7 +474,7 @@ fn inbound(
         is_group: false,
         name: m.party.name.clone(),
         body: body.clone(),
-        media_type,
+        media_type: *media_type,
         media_url: media_url.clone(),
         message_id: m.id.clone(),
         timestamp: if m.timestamp_ms > 0 {
@@ -486,7 +486,7 @@ fn inbound(
         original: Some(m.raw.clone()),
     };
     let message = ingest::inbound(tx, company_id, now, &cmd)?;
-    let Some(media_ref) = media_ref.filter(|_| media_url.is_none()) else {
+    let Some(media_ref) = media_ref.as_ref().filter(|_| media_url.is_none()) else {
         return Ok(false);
     };
     tx.insert_media_job(
@@ -501,7 +501,6 @@ fn inbound(
             lease: 0,
         },
         now,
-    )
-    .map_err(|e: StoreError| IngestError::from(e))?;
+    )?;
     Ok(true)
 }

@@ -460,3 +460,87 @@ async fn a_delivery_is_retried_only_by_its_own_company() {
     assert!(run(&store, move |tx| tx.retry_delivery(1, &id, 200)).await);
     assert_eq!(run(&store, |tx| claim_all(tx, 300, 10_000)).await.len(), 1);
 }
+
+/// A job table's lease: only the claim that holds a job may finish or reschedule it, so a
+/// worker whose lease ran out cannot record what another worker is now doing.
+#[tokio::test]
+async fn channel_jobs_are_finished_only_under_their_lease() {
+    use zaphook::store::{Claim, MediaJob, SendJob, SendKind};
+    let (_dir, store) = open();
+    let claim = |now: i64, lease: i64| Claim {
+        now,
+        lease_until: now + 1_000,
+        lease,
+        limit: 10,
+    };
+    let (first, second, inbox) = store::write(&store, move |tx| {
+        let company = tx.insert_company("Acme", 0)?;
+        let conn = tx
+            .insert_connection(company, "A", Channel::Sandbox, None, 0)?
+            .id;
+        let job = SendJob {
+            id: "snd_1".into(),
+            message_id: "msg_1".into(),
+            company_id: company,
+            connection_id: conn,
+            kind: SendKind::Message,
+            request: None,
+            attempts: 0,
+            lease: 0,
+        };
+        tx.insert_send_job(&job, 0)?;
+        tx.insert_media_job(
+            &MediaJob {
+                message_id: "msg_1".into(),
+                company_id: company,
+                connection_id: conn,
+                media_id: "m1".into(),
+                sha256: None,
+                mime_type: None,
+                attempts: 0,
+                lease: 0,
+            },
+            0,
+        )?;
+        let inbox = tx.insert_inbox(company, conn, b"{}", 0)?;
+        // Claimed at 0 under lease 1; the lease runs out at 1000 and lease 2 takes it.
+        let first = tx.claim_send_jobs(claim(0, 1))?;
+        assert!(
+            tx.claim_send_jobs(claim(500, 9))?.is_empty(),
+            "still leased"
+        );
+        let second = tx.claim_send_jobs(claim(1_000, 2))?;
+        assert_eq!(tx.claim_media_jobs(claim(0, 1))?.len(), 1);
+        assert_eq!(tx.claim_media_jobs(claim(1_000, 2))?.len(), 1);
+        assert_eq!(tx.claim_inbox(claim(0, 1))?.len(), 1);
+        assert!(tx.inbox_waiting_before(conn, inbox + 1)?);
+        assert_eq!(tx.claim_inbox(claim(1_000, 2))?[0].attempts, 2);
+        Ok::<_, StoreError>((first, second, inbox))
+    })
+    .await
+    .unwrap();
+    assert_eq!((first[0].lease, first[0].attempts), (1, 1));
+    assert_eq!((second[0].lease, second[0].attempts), (2, 2));
+    store::write(&store, move |tx| {
+        assert!(!tx.finish_send_job("snd_1", 1)?, "the old lease");
+        assert!(!tx.retry_send_job("snd_1", 1, 5_000)?);
+        assert!(tx.retry_send_job("snd_1", 2, 5_000)?);
+        assert_eq!(tx.next_send_job_due()?, Some(5_000));
+        let again = tx.claim_send_jobs(claim(5_000, 3))?;
+        assert_eq!(again[0].attempts, 3);
+        assert!(tx.finish_send_job("snd_1", 3)?);
+        assert_eq!(tx.next_send_job_due()?, None);
+        assert!(!tx.finish_media_job("msg_1", 1)?);
+        assert!(tx.retry_media_job("msg_1", 2, 9_000, "503")?);
+        assert_eq!(tx.next_media_job_due()?, Some(9_000));
+        assert!(!tx.finish_inbox(inbox, 1, 2_000, None)?);
+        assert!(tx.finish_inbox(inbox, 2, 2_000, None)?);
+        assert!(!tx.finish_inbox(inbox, 2, 2_000, None)?, "once");
+        assert_eq!(tx.next_inbox_due()?, None);
+        assert_eq!(tx.prune_inbox(2_000, 10)?, 0, "kept until the retention");
+        assert_eq!(tx.prune_inbox(2_001, 10)?, 1);
+        Ok::<_, StoreError>(())
+    })
+    .await
+    .unwrap();
+}

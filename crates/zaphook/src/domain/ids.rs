@@ -1,25 +1,50 @@
-//! Prefixed, time-ordered string ids for messages, events and deliveries.
+//! Prefixed, time-ordered string ids for messages, events and deliveries. Ids made in the same
+//! millisecond still sort in the order they were made (a monotonic generator), so lists that
+//! page by id, like a ticket's messages, keep the order of a callback's batch.
 
-use ulid::Ulid;
+use std::sync::Mutex;
+
+use ulid::{Generator, Ulid};
+
+static GENERATOR: Mutex<Generator> = Mutex::new(Generator::new());
+
+fn next() -> Ulid {
+    GENERATOR
+        .lock()
+        .ok()
+        .and_then(|mut g| g.generate().ok())
+        .unwrap_or_else(Ulid::new)
+}
 
 pub fn new_message_id() -> String {
-    format!("msg_{}", Ulid::new())
+    format!("msg_{}", next())
 }
 
 pub fn new_event_id() -> String {
-    format!("evt_{}", Ulid::new())
+    format!("evt_{}", next())
 }
 
 pub fn new_delivery_id() -> String {
-    format!("dlv_{}", Ulid::new())
+    format!("dlv_{}", next())
 }
 
 /// The id of a send job that is not a message's own (a reaction).
 pub fn new_send_id() -> String {
-    format!("snd_{}", Ulid::new())
+    format!("snd_{}", next())
 }
 
 /// The channel id the sandbox gives a message when the caller does not choose one.
 pub fn new_sandbox_message_id() -> String {
-    format!("sandbox.{}", Ulid::new())
+    format!("sandbox.{}", next())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ids_made_in_one_millisecond_keep_their_order() {
+        let ids: Vec<String> = (0..1000).map(|_| super::new_message_id()).collect();
+        let mut sorted = ids.clone();
+        sorted.sort();
+        assert_eq!(ids, sorted);
+    }
 }

@@ -786,3 +786,28 @@ async fn a_callback_body_over_3_mib_is_refused() {
     fits.resize(3 * 1024 * 1024, b' ');
     assert_eq!(cloud.callback(&fits).await, 200);
 }
+
+#[tokio::test]
+async fn a_message_sent_through_the_cloud_api_cannot_be_edited_or_deleted() {
+    let cloud = Cloud::start().await;
+    let sent = cloud
+        .app
+        .ok(
+            "/api/v1/messages",
+            json!({"connectionId": cloud.connection, "number": "5511987654321", "body": "oi"}),
+            202,
+        )
+        .await;
+    cloud
+        .event("message.created", |v| v["id"] == sent["id"])
+        .await;
+    let path = format!("/api/v1/messages/{}", sent["id"].as_str().unwrap());
+    let (status, problem) = cloud.app.patch(&path, json!({"body": "olá"})).await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("Cloud API"));
+    let (status, _) = cloud
+        .app
+        .request(reqwest::Method::DELETE, &path, None)
+        .await;
+    assert_eq!(status, 409);
+}

@@ -504,12 +504,12 @@ async fn channel_jobs_are_finished_only_under_their_lease() {
         )?;
         let inbox = tx.insert_inbox(company, conn, b"{}", 0)?;
         // Claimed at 0 under lease 1; the lease runs out at 1000 and lease 2 takes it.
-        let first = tx.claim_send_jobs(claim(0, 1))?;
+        let first = tx.claim_send_jobs(claim(0, 1), &[])?;
         assert!(
-            tx.claim_send_jobs(claim(500, 9))?.is_empty(),
+            tx.claim_send_jobs(claim(500, 9), &[])?.is_empty(),
             "still leased"
         );
-        let second = tx.claim_send_jobs(claim(1_000, 2))?;
+        let second = tx.claim_send_jobs(claim(1_000, 2), &[])?;
         assert_eq!(tx.claim_media_jobs(claim(0, 1))?.len(), 1);
         assert_eq!(tx.claim_media_jobs(claim(1_000, 2))?.len(), 1);
         assert_eq!(tx.claim_inbox(claim(0, 1))?.len(), 1);
@@ -526,8 +526,18 @@ async fn channel_jobs_are_finished_only_under_their_lease() {
         assert!(!tx.retry_send_job("snd_1", 1, 5_000)?);
         assert!(tx.retry_send_job("snd_1", 2, 5_000)?);
         assert_eq!(tx.next_send_job_due()?, Some(5_000));
-        let again = tx.claim_send_jobs(claim(5_000, 3))?;
+        assert!(
+            tx.claim_send_jobs(claim(5_000, 3), &[1])?.is_empty(),
+            "connection 1 is busy"
+        );
+        let again = tx.claim_send_jobs(claim(5_000, 3), &[])?;
         assert_eq!(again[0].attempts, 3);
+        assert!(tx.release_send_job("snd_1", 3, 5_000)?);
+        let again = tx.claim_send_jobs(claim(5_000, 3), &[7])?;
+        assert_eq!(
+            again[0].attempts, 3,
+            "a release does not count as an attempt"
+        );
         assert!(tx.finish_send_job("snd_1", 3)?);
         assert_eq!(tx.next_send_job_due()?, None);
         assert!(!tx.finish_media_job("msg_1", 1)?);

@@ -126,7 +126,7 @@ pub struct CloudPatch {
     graph_version: Option<String>,
 }
 
-/// Changes a connection: its name, or a cloud connection's settings (a new access token
+/// Changes a connection: its name, or a cloud connection's settings (only a new access token
 /// clears a refused-token state). Secrets are never shown.
 #[utoipa::path(patch, path = "/api/v1/connections/{id}", tag = "connections",
     params(("id" = i64, Path)), request_body = ConnectionPatch,
@@ -173,7 +173,8 @@ async fn update_connection(
             }
         };
         let name = name.clone().unwrap_or(current.name);
-        tx.update_connection(company, id, &name, cloud.as_ref())?;
+        let new_token = patch.as_ref().is_some_and(|p| p.access_token.is_some());
+        tx.update_connection(company, id, &name, cloud.as_ref(), new_token)?;
         tx.connection(company, id)?
             .ok_or_else(|| ApiError::NotFound(format!("connection {id}")))
     })

@@ -6,7 +6,7 @@
 pub mod cloud;
 pub mod sandbox;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -107,25 +107,28 @@ pub(crate) fn lease_token() -> i64 {
     rand::random::<u32>() as i64 + 1
 }
 
-/// Hands pending outbound messages to their channel until `shutdown` turns true.
+/// Hands pending outbound messages to their channel until `shutdown` turns true. Each
+/// connection with due jobs gets a task that sends them in order; while it runs, that
+/// connection's jobs are not claimed again, and other connections are claimed as their jobs
+/// come due, so a connection stuck at its Graph API holds up no other.
 pub async fn run_send_worker(
     channels: Channels,
     wake: Arc<Notify>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let ingest = &channels.ingest;
-    loop {
-        if *shutdown.borrow() {
-            return;
-        }
-        let handled = match send_batch(&channels).await {
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut busy: HashMap<tokio::task::Id, i64> = HashMap::new();
+    while !*shutdown.borrow() {
+        let connections: Vec<i64> = busy.values().copied().collect();
+        let claimed = match claim_jobs(&channels, &mut tasks, &mut busy, connections).await {
             Ok(n) => n,
             Err(e) => {
                 tracing::error!(error = %e, "claiming outbound messages failed");
                 0
             }
         };
-        if handled as i64 == BATCH {
+        if claimed as i64 == BATCH {
             continue;
         }
         let wake_at = match store::read(&ingest.store, |tx| tx.next_send_job_due()).await {
@@ -136,13 +139,27 @@ pub async fn run_send_worker(
         tokio::select! {
             _ = wake.notified() => {}
             _ = tokio::time::sleep_until(wake_at) => {}
+            Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                let id = match done {
+                    Ok((id, ())) => id,
+                    Err(e) => e.id(),
+                };
+                busy.remove(&id);
+            }
             _ = shutdown.changed() => {}
         }
     }
+    while tasks.join_next().await.is_some() {}
 }
 
-/// Claims due send jobs and runs them: one task per connection, its jobs in order.
-async fn send_batch(channels: &Channels) -> IngestResult<usize> {
+/// Claims due send jobs of the connections not in `busy` and starts one task per connection
+/// that sends its jobs in order; answers how many jobs were claimed.
+async fn claim_jobs(
+    channels: &Channels,
+    tasks: &mut tokio::task::JoinSet<()>,
+    busy: &mut HashMap<tokio::task::Id, i64>,
+    busy_connections: Vec<i64>,
+) -> IngestResult<usize> {
     let ingest = &channels.ingest;
     let now = ingest.clock.now_ms();
     let claim = Claim {
@@ -151,8 +168,10 @@ async fn send_batch(channels: &Channels) -> IngestResult<usize> {
         lease: lease_token(),
         limit: BATCH,
     };
-    let jobs: Vec<SendJob> =
-        store::write(&ingest.store, move |tx| tx.claim_send_jobs(claim)).await?;
+    let jobs: Vec<SendJob> = store::write(&ingest.store, move |tx| {
+        tx.claim_send_jobs(claim, &busy_connections)
+    })
+    .await?;
     let count = jobs.len();
     let mut by_connection: BTreeMap<i64, Vec<SendJob>> = BTreeMap::new();
     for job in jobs {
@@ -161,11 +180,10 @@ async fn send_batch(channels: &Channels) -> IngestResult<usize> {
             .or_default()
             .push(job);
     }
-    let mut tasks = tokio::task::JoinSet::new();
-    for (_, jobs) in by_connection {
+    for (connection_id, jobs) in by_connection {
         let channels = channels.clone();
         let lease_until = claim.lease_until;
-        tasks.spawn(async move {
+        let task = tasks.spawn(async move {
             for job in jobs {
                 let id = job.id.clone();
                 if let Err(e) = send_one(&channels, job, lease_until).await {
@@ -173,8 +191,8 @@ async fn send_batch(channels: &Channels) -> IngestResult<usize> {
                 }
             }
         });
+        busy.insert(task.id(), connection_id);
     }
-    while tasks.join_next().await.is_some() {}
     Ok(count)
 }
 
@@ -201,7 +219,10 @@ async fn send_one(channels: &Channels, job: SendJob, lease_until: i64) -> Ingest
             let left = lease_until - ingest.clock.now_ms();
             if left < channels.config.graph_timeout.as_millis() as i64 {
                 let (id, lease, due) = (job.id.clone(), job.lease, ingest.clock.now_ms());
-                store::write(&ingest.store, move |tx| tx.retry_send_job(&id, lease, due)).await?;
+                store::write(&ingest.store, move |tx| {
+                    tx.release_send_job(&id, lease, due)
+                })
+                .await?;
                 return Ok(());
             }
             cloud::outbound::send(channels, job).await

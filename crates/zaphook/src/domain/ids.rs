@@ -9,11 +9,12 @@ use ulid::{Generator, Ulid};
 static GENERATOR: Mutex<Generator> = Mutex::new(Generator::new());
 
 fn next() -> Ulid {
-    GENERATOR
-        .lock()
-        .ok()
-        .and_then(|mut g| g.generate().ok())
-        .unwrap_or_else(Ulid::new)
+    match GENERATOR.lock().ok().and_then(|mut g| g.generate().ok()) {
+        Some(id) => id,
+        // Only after a panic poisoned the lock, or 2^80 ids in one millisecond: an id that is
+        // merely time-ordered. (`Ulid::default()` would be the nil id.)
+        None => Ulid::new(),
+    }
 }
 
 pub fn new_message_id() -> String {

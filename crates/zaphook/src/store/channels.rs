@@ -104,13 +104,15 @@ pub trait ChannelTx {
     /// A cloud connection's company and settings with its secrets opened, whatever the
     /// company (callbacks carry no token; Meta's signature names the connection).
     fn cloud_config(&mut self, connection_id: i64) -> StoreResult<Option<(i64, CloudConfig)>>;
-    /// Changes a connection's name and, for a cloud connection, its settings.
+    /// Changes a connection's name and, for a cloud connection, its settings; a new access
+    /// token (`new_token`) clears the refused-token state.
     fn update_connection(
         &mut self,
         company_id: i64,
         id: i64,
         name: &str,
         cloud: Option<&CloudConfig>,
+        new_token: bool,
     ) -> StoreResult<bool>;
     /// The company's cloud connection of a Cloud API phone number id.
     fn connection_by_phone_number_id(
@@ -154,11 +156,15 @@ pub trait ChannelTx {
 
     // Outbound send jobs.
     fn insert_send_job(&mut self, job: &SendJob, due: i64) -> StoreResult<()>;
-    fn claim_send_jobs(&mut self, claim: Claim) -> StoreResult<Vec<SendJob>>;
+    /// Leases due send jobs, none of the connections in `busy` (their jobs go in order, one
+    /// at a time).
+    fn claim_send_jobs(&mut self, claim: Claim, busy: &[i64]) -> StoreResult<Vec<SendJob>>;
     /// Removes a job that is done (sent, or failed for good), if the lease is ours.
     fn finish_send_job(&mut self, id: &str, lease: i64) -> StoreResult<bool>;
     /// Makes a job due again at `due`, if the lease is ours.
     fn retry_send_job(&mut self, id: &str, lease: i64, due: i64) -> StoreResult<bool>;
+    /// Gives a job back untried, due at `due`: its claim does not count as an attempt.
+    fn release_send_job(&mut self, id: &str, lease: i64, due: i64) -> StoreResult<bool>;
     fn next_send_job_due(&mut self) -> StoreResult<Option<i64>>;
 
     // Inbound media.

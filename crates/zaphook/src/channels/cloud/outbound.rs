@@ -186,7 +186,14 @@ async fn fail(channels: &Channels, job: SendJob, e: GraphError) -> IngestResult<
     let error = MessageError {
         code: e.code.unwrap_or(0),
         title: e.title.clone(),
-        source: "whatsapp".to_string(),
+        // An error that never reached Meta (a refused address, a timeout, a contact without
+        // a number) is zaphook's own.
+        source: if e.code.is_some() {
+            "whatsapp"
+        } else {
+            "zaphook"
+        }
+        .to_string(),
     };
     let text = describe(&e);
     channels

@@ -85,17 +85,26 @@ pub(super) fn prepare_secrets(conn: &Connection, secrets: &SecretBox) -> StoreRe
 }
 
 impl SqliteTx<'_> {
-    /// Leases up to `claim.limit` due rows of a job table; answers their keys.
-    fn lease_due(&self, table: &str, key: &str, claim: Claim) -> StoreResult<Vec<String>> {
+    /// Leases up to `claim.limit` due rows of a job table, none of a connection in `busy`;
+    /// answers their keys.
+    fn lease_due(
+        &self,
+        table: &str,
+        key: &str,
+        claim: Claim,
+        busy: &[i64],
+    ) -> StoreResult<Vec<String>> {
         let sql = format!(
             "UPDATE {table} SET lease = ?3, next_attempt_at = ?2, attempts = attempts + 1
              WHERE {key} IN (SELECT {key} FROM {table} WHERE next_attempt_at <= ?1
+                               AND connection_id NOT IN (SELECT value FROM json_each(?5))
                              ORDER BY next_attempt_at LIMIT ?4)
              RETURNING CAST({key} AS TEXT)"
         );
+        let busy = serde_json::to_string(busy).unwrap_or_else(|_| "[]".into());
         let mut stmt = self.conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(
-            params![claim.now, claim.lease_until, claim.lease, claim.limit],
+            params![claim.now, claim.lease_until, claim.lease, claim.limit, busy],
             |r| r.get(0),
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -146,6 +155,7 @@ impl ChannelTx for SqliteTx<'_> {
         id: i64,
         name: &str,
         cloud: Option<&CloudConfig>,
+        new_token: bool,
     ) -> StoreResult<bool> {
         let changed = match cloud {
             None => self
@@ -158,7 +168,8 @@ impl ChannelTx for SqliteTx<'_> {
                 .conn
                 .prepare_cached(
                     "UPDATE connections SET name = ?3, phone_number_id = ?4, graph_base_url = ?5,
-                        graph_version = ?6, sealed_secrets = ?7, token_refused_at = NULL
+                        graph_version = ?6, sealed_secrets = ?7,
+                        token_refused_at = CASE WHEN ?8 THEN NULL ELSE token_refused_at END
                      WHERE company_id = ?1 AND id = ?2",
                 )?
                 .execute(params![
@@ -168,7 +179,8 @@ impl ChannelTx for SqliteTx<'_> {
                     c.phone_number_id,
                     c.graph_base_url,
                     c.graph_version,
-                    seal_secrets(self.secrets, c)
+                    seal_secrets(self.secrets, c),
+                    new_token
                 ])?,
         };
         Ok(changed > 0)
@@ -237,7 +249,7 @@ impl ChannelTx for SqliteTx<'_> {
     }
 
     fn claim_inbox(&mut self, claim: Claim) -> StoreResult<Vec<InboxItem>> {
-        let ids = self.lease_due("cloud_inbox", "id", claim)?;
+        let ids = self.lease_due("cloud_inbox", "id", claim, &[])?;
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, company_id, connection_id, body, attempts, received_at FROM cloud_inbox
              WHERE id = ?1",
@@ -328,8 +340,8 @@ impl ChannelTx for SqliteTx<'_> {
         Ok(())
     }
 
-    fn claim_send_jobs(&mut self, claim: Claim) -> StoreResult<Vec<SendJob>> {
-        let ids = self.lease_due("send_jobs", "id", claim)?;
+    fn claim_send_jobs(&mut self, claim: Claim, busy: &[i64]) -> StoreResult<Vec<SendJob>> {
+        let ids = self.lease_due("send_jobs", "id", claim, busy)?;
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, message_id, company_id, connection_id, kind, request, attempts, lease
              FROM send_jobs WHERE id = ?1",
@@ -370,6 +382,17 @@ impl ChannelTx for SqliteTx<'_> {
         Ok(changed > 0)
     }
 
+    fn release_send_job(&mut self, id: &str, lease: i64, due: i64) -> StoreResult<bool> {
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE send_jobs SET next_attempt_at = ?3, lease = 0, attempts = attempts - 1
+                 WHERE id = ?1 AND lease = ?2",
+            )?
+            .execute(params![id, lease, due])?;
+        Ok(changed > 0)
+    }
+
     fn next_send_job_due(&mut self) -> StoreResult<Option<i64>> {
         Ok(self
             .conn
@@ -399,7 +422,7 @@ impl ChannelTx for SqliteTx<'_> {
     }
 
     fn claim_media_jobs(&mut self, claim: Claim) -> StoreResult<Vec<MediaJob>> {
-        let ids = self.lease_due("media_jobs", "message_id", claim)?;
+        let ids = self.lease_due("media_jobs", "message_id", claim, &[])?;
         let mut stmt = self.conn.prepare_cached(
             "SELECT message_id, company_id, connection_id, media_id, sha256, mime_type, attempts,
                 lease FROM media_jobs WHERE message_id = ?1",

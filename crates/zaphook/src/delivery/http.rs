@@ -183,8 +183,8 @@ pub fn parse_retry_after(value: &str, now: time::OffsetDateTime) -> Option<Durat
     Some(Duration::try_from(at - now).unwrap_or(Duration::ZERO))
 }
 
-/// A short, stable description of a transport error for the delivery log.
-fn describe(e: reqwest::Error) -> String {
+/// A short, stable description of a transport error: its kind, then every cause.
+pub(crate) fn describe(e: reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timeout"
     } else if e.is_connect() {

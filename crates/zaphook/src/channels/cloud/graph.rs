@@ -494,24 +494,7 @@ fn classify(status: u16, body: &[u8]) -> GraphError {
 /// A transport error: a retry may get through, except when our own policy refused the
 /// address (that answer will not change).
 fn transport_error(e: reqwest::Error) -> GraphError {
-    let kind = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect"
-    } else if e.is_body() || e.is_decode() {
-        "body"
-    } else if e.is_request() {
-        "request"
-    } else {
-        "transport"
-    };
-    let mut text = format!("{kind}: {e}");
-    let mut source = std::error::Error::source(&e);
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
+    let text = crate::delivery::http::describe(e);
     // The guarded resolver's refusals end with "(refused)" (see ssrf.rs).
     let refused = text.contains("(refused)");
     let title = clip(&text);

@@ -1,8 +1,9 @@
 //! The load generator: HTTP/1.1 keep-alive over many connections, posting sandbox inbound
-//! messages `{"from", "body": "<seq> <send-time-µs>"}` spread over many contacts, either as
+//! messages `{"from", "body": "<seq> <send-time-µs>"}` spread over many contacts (or signed
+//! Cloud API callback bodies of a few such messages each, see [`crate::cloud`]), either as
 //! fast as the server answers (closed loop) or at a fixed rate (open loop: each message has
 //! its scheduled time, whatever happened to the ones before). Records, per message, when it
-//! was sent and when the API acknowledged it.
+//! was sent and when the API acknowledged it (the request that carried it).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::now_us;
+use crate::{cloud, now_us};
 
 /// The first contact number; contact `i` is this plus `i` (13 digits, as `5511 9xxxx-xxxx`).
 pub const FIRST_NUMBER: u64 = 5_511_900_000_000;
@@ -36,6 +37,29 @@ pub struct LoadSpec {
     pub connections: usize,
     /// Distinct contact numbers the messages are spread over (hence tickets).
     pub contacts: u64,
+    /// What each request carries.
+    pub payload: Payload,
+}
+
+/// What the load posts.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Payload {
+    /// One sandbox inbound message per request.
+    #[default]
+    Sandbox,
+    /// Cloud API callback bodies of [`cloud::MESSAGES_PER_BODY`] text messages (and as many
+    /// statuses, with `statuses`), signed with this app secret (`X-Hub-Signature-256`).
+    Cloud { app_secret: String, statuses: bool },
+}
+
+impl Payload {
+    /// Messages per request.
+    pub fn messages_per_request(&self) -> u64 {
+        match self {
+            Payload::Sandbox => 1,
+            Payload::Cloud { .. } => cloud::MESSAGES_PER_BODY,
+        }
+    }
 }
 
 /// What happened to one message. Times are µs of [`now_us`]; 0 = never.
@@ -55,6 +79,10 @@ pub struct LoadResult {
     pub errors: u64,
     /// The first failure, to show.
     pub first_error: Option<String>,
+    /// Requests sent (one per message but for cloud bodies, which carry several).
+    pub requests: u64,
+    /// Requests answered 2xx.
+    pub requests_ok: u64,
 }
 
 impl LoadResult {
@@ -80,6 +108,11 @@ impl LoadResult {
     /// Acknowledged messages per second, from the first send to the last acknowledgement.
     pub fn acked_per_s(&self) -> f64 {
         per_second(self.acked(), self.first_send_us(), self.last_ack_us())
+    }
+
+    /// Requests answered 2xx per second, over the same span.
+    pub fn requests_ok_per_s(&self) -> f64 {
+        per_second(self.requests_ok, self.first_send_us(), self.last_ack_us())
     }
 }
 
@@ -107,7 +140,8 @@ async fn connect(addr: SocketAddr) -> crate::Result<SendRequest<Full<Bytes>>> {
 
 /// Runs the load to completion: every message is sent once and answered or failed.
 pub async fn run(spec: LoadSpec) -> crate::Result<LoadResult> {
-    let connections = spec.connections.clamp(1, spec.count.max(1) as usize);
+    let requests = spec.count.div_ceil(spec.payload.messages_per_request());
+    let connections = spec.connections.clamp(1, requests.max(1) as usize);
     let mut senders = Vec::with_capacity(connections);
     for _ in 0..connections {
         senders.push(connect(spec.addr).await?);
@@ -127,6 +161,8 @@ pub async fn run(spec: LoadSpec) -> crate::Result<LoadResult> {
     };
     for task in tasks {
         let done = task.await?;
+        result.requests += done.requests;
+        result.requests_ok += done.requests_ok;
         for (seq, sent) in done.records {
             result.sent[seq as usize] = sent;
         }
@@ -150,22 +186,29 @@ struct Worker {
 struct WorkerDone {
     records: Vec<(u64, Sent)>,
     first_error: Option<String>,
+    requests: u64,
+    requests_ok: u64,
 }
 
 impl Worker {
     async fn run(self, mut sender: SendRequest<Full<Bytes>>) -> WorkerDone {
         let mut done = WorkerDone::default();
+        let per_request = self.spec.payload.messages_per_request();
         loop {
-            let seq = self.next.fetch_add(1, Ordering::Relaxed);
-            if seq >= self.spec.count {
+            // Request n carries the messages n × per_request and the few after it.
+            let first = self.next.fetch_add(1, Ordering::Relaxed) * per_request;
+            if first >= self.spec.count {
                 break;
             }
+            let seqs = first..(first + per_request).min(self.spec.count);
             if let Some(rate) = self.spec.rate {
-                tokio::time::sleep_until(self.start + Duration::from_secs_f64(seq as f64 / rate))
+                tokio::time::sleep_until(self.start + Duration::from_secs_f64(first as f64 / rate))
                     .await;
             }
-            let (sent, error) = self.send(&mut sender, seq).await;
-            done.records.push((seq, sent));
+            let (sent, error) = self.send(&mut sender, seqs.clone()).await;
+            done.requests += 1;
+            done.requests_ok += u64::from(sent.ok);
+            done.records.extend(seqs.map(|seq| (seq, sent)));
             if let Some(error) = error {
                 done.first_error.get_or_insert(error);
                 // The connection may be gone: open a new one for the next message.
@@ -183,22 +226,37 @@ impl Worker {
         done
     }
 
+    /// Sends the messages `seqs` in one request (a sandbox request has one).
     async fn send(
         &self,
         sender: &mut SendRequest<Full<Bytes>>,
-        seq: u64,
+        seqs: std::ops::Range<u64>,
     ) -> (Sent, Option<String>) {
         let mut sent = Sent::default();
         if let Err(e) = sender.ready().await {
             return (sent, Some(format!("connection: {e}")));
         }
         sent.sent_us = now_us();
-        let body = message_body(seq, self.spec.contacts, sent.sent_us);
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(self.spec.path.as_str())
             .header(HOST, self.spec.addr.to_string())
             .header(CONTENT_TYPE, "application/json");
+        let body = match &self.spec.payload {
+            Payload::Sandbox => message_body(seqs.start, self.spec.contacts, sent.sent_us),
+            Payload::Cloud {
+                app_secret,
+                statuses,
+            } => {
+                let (contacts, now_s) = (self.spec.contacts, cloud::unix_now());
+                let body = cloud::body(seqs, contacts, sent.sent_us, now_s, *statuses);
+                request = request.header(
+                    "x-hub-signature-256",
+                    cloud::signature(app_secret, body.as_bytes()),
+                );
+                body
+            }
+        };
         if let Some(token) = &self.spec.token {
             request = request.header(AUTHORIZATION, format!("Bearer {token}"));
         }

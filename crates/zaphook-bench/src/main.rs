@@ -38,7 +38,7 @@ struct Args {
     /// Distinct contacts (hence tickets) the messages are spread over.
     #[arg(long, default_value_t = 1_000)]
     contacts: u64,
-    /// Runs of `throughput`, `fanout` and `isolation` whose median is reported (default 3;
+    /// Runs of `throughput`, `fanout`, `isolation` and `cloud` whose median is reported (default 3;
     /// 1 with --quick).
     #[arg(long)]
     repeat: Option<usize>,
@@ -111,7 +111,7 @@ async fn run(args: Args) -> ExitCode {
         None => names.extend(SCENARIOS),
     }
     let repeat = args.repeat.unwrap_or(if args.quick { 1 } else { 3 });
-    println!("repeat: median of {repeat} run(s) for throughput, fanout and isolation");
+    println!("repeat: median of {repeat} run(s) for throughput, fanout, isolation and cloud");
     let mut bench = Bench::new(serve, shape, sizes.clone(), repeat);
     let mut done: Vec<ScenarioReport> = Vec::new();
     let mut failure = None;

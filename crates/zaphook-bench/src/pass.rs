@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::inbound_path;
-use crate::load::{self, LoadResult, LoadSpec, per_second};
+use crate::load::{self, LoadResult, LoadSpec, Payload, per_second};
 use crate::receiver::{Arrival, Receiver};
 use crate::relay::{Relay, RelayConfig};
 use crate::report::Latency;
@@ -29,6 +29,11 @@ pub struct Shape {
 pub struct Pass {
     pub messages: u64,
     pub acked: u64,
+    /// Requests sent: one per message, but a cloud callback body carries several.
+    pub requests: u64,
+    /// Requests answered 2xx, and per second (first send → last acknowledgement).
+    pub requests_acked: u64,
+    pub requests_acked_per_s: f64,
     pub errors: u64,
     pub first_error: Option<String>,
     /// Distinct webhooks expected: acknowledged messages × endpoints.
@@ -86,6 +91,9 @@ pub fn analyze(load: &LoadResult, arrivals: &[Arrival], endpoints: u64) -> Pass 
     Pass {
         messages: load.sent.len() as u64,
         acked: load.acked(),
+        requests: load.requests,
+        requests_acked: load.requests_ok,
+        requests_acked_per_s: load.requests_ok_per_s(),
         errors: load.errors,
         first_error: load.first_error.clone(),
         expected: load.acked() * endpoints,
@@ -103,11 +111,13 @@ pub fn analyze(load: &LoadResult, arrivals: &[Arrival], endpoints: u64) -> Pass 
     }
 }
 
-/// Where the load goes: a server, its inbound route, and the bearer token it wants.
+/// Where the load goes: a server, its inbound route, the bearer token it wants, and what the
+/// requests carry.
 pub struct Target {
     pub addr: SocketAddr,
     pub path: String,
     pub token: Option<String>,
+    pub payload: Payload,
 }
 
 /// Sends `count` messages to `target` (at `rate`, or as fast as answered), then waits for
@@ -128,6 +138,7 @@ pub async fn drive(
         rate,
         connections: shape.connections,
         contacts: shape.contacts,
+        payload: target.payload,
     })
     .await?;
     if load.acked() == 0 {
@@ -148,6 +159,7 @@ pub async fn receiver_pass(shape: Shape, count: u64) -> crate::Result<Pass> {
         addr: receiver.addr(),
         path: "/hook/0".into(),
         token: None,
+        payload: Payload::Sandbox,
     };
     drive(shape, target, count, None, &receiver, 1).await
 }
@@ -171,6 +183,7 @@ pub async fn relay_pass(
         addr: relay.addr(),
         path: inbound_path(1),
         token: None,
+        payload: Payload::Sandbox,
     };
     drive(shape, target, count, rate, &receiver, u64::from(endpoints)).await
 }

@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 
-use crate::load::{self, LoadSpec, per_second};
+use crate::load::{self, LoadSpec, Payload, per_second};
 use crate::pass::{Pass, STALL, Shape, Target, analyze, drive, receiver_pass, relay_pass};
 use crate::receiver::{Hang, Receiver, ReservedPort, hook_url};
 use crate::relay::RelayConfig;
@@ -12,16 +12,24 @@ use crate::report::{
     Latency, Row, ScenarioReport, fmt_ratio, median, mib, rate_cell, ratio, thousands,
 };
 use crate::server::{self, ServeOptions, Zaphook};
-use crate::{inbound_path, now_us};
+use crate::{cloud, inbound_path, now_us};
 
-pub const SCENARIOS: [&str; 5] = ["throughput", "latency", "fanout", "isolation", "backlog"];
+pub const SCENARIOS: [&str; 6] = [
+    "throughput",
+    "latency",
+    "fanout",
+    "isolation",
+    "backlog",
+    "cloud",
+];
 
 /// How much each scenario sends.
 #[derive(Debug, Clone, Serialize)]
 pub struct Sizes {
     /// Messages straight at the receiver, to show its own ceiling.
     pub ceiling: u64,
-    /// Messages of `throughput` (and of `isolation`, so the two compare).
+    /// Messages of `throughput` (and of `isolation`, so the two compare, and of `cloud`,
+    /// whose callback bodies carry four each).
     pub throughput: u64,
     pub latency_rate: f64,
     pub latency_secs: u64,
@@ -71,6 +79,18 @@ pub struct ZaphookPass {
     pub harness_cpu_s: f64,
     pub log_warnings: u64,
     pub log_errors: u64,
+    /// The first warning and error lines zaphook logged (up to ten).
+    pub log_lines: Vec<String>,
+}
+
+/// How a zaphook pass is fed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Feed {
+    /// A sandbox connection, one message per inbound request.
+    Sandbox,
+    /// A Cloud API connection, signed callback bodies of four messages (and four statuses,
+    /// with `statuses`).
+    Cloud { statuses: bool },
 }
 
 impl ZaphookPass {
@@ -84,7 +104,7 @@ pub struct Bench {
     pub serve: ServeOptions,
     pub shape: Shape,
     pub sizes: Sizes,
-    /// Runs of `throughput`, `fanout` and `isolation`, of which the median is reported.
+    /// Runs of `throughput`, `fanout`, `isolation` and `cloud`, of which the median is reported.
     pub repeat: usize,
     /// zaphook's `throughput` pass, once run.
     reference: Option<ZaphookPass>,
@@ -154,6 +174,7 @@ impl Bench {
             "fanout" => self.fanout().await,
             "isolation" => self.isolation().await,
             "backlog" => self.backlog().await,
+            "cloud" => self.cloud().await,
             other => Err(format!("no scenario named {other}").into()),
         }
     }
@@ -167,6 +188,19 @@ impl Bench {
         count: u64,
         rate: Option<f64>,
     ) -> crate::Result<ZaphookPass> {
+        self.zaphook_pass_fed(Feed::Sandbox, endpoints, hang, count, rate)
+            .await
+    }
+
+    /// [`Bench::zaphook_pass`] through a connection of the channel `feed` says.
+    async fn zaphook_pass_fed(
+        &self,
+        feed: Feed,
+        endpoints: u16,
+        hang: bool,
+        count: u64,
+        rate: Option<f64>,
+    ) -> crate::Result<ZaphookPass> {
         let receiver = Receiver::bind().await?;
         let hanging = if hang {
             Some(Hang::bind().await?)
@@ -174,7 +208,23 @@ impl Bench {
             None
         };
         let zaphook = Zaphook::start(&self.serve).await?;
-        let connection = zaphook.create_connection().await?;
+        let target = match feed {
+            Feed::Sandbox => Target {
+                addr: zaphook.addr(),
+                path: inbound_path(zaphook.create_connection().await?),
+                token: Some(server::TOKEN.to_string()),
+                payload: Payload::Sandbox,
+            },
+            Feed::Cloud { statuses } => Target {
+                addr: zaphook.addr(),
+                path: cloud::callback_path(zaphook.create_cloud_connection().await?),
+                token: None,
+                payload: Payload::Cloud {
+                    app_secret: cloud::APP_SECRET.into(),
+                    statuses,
+                },
+            },
+        };
         if let Some(hanging) = &hanging {
             zaphook.create_webhook(&hanging.url()).await?;
         }
@@ -183,23 +233,9 @@ impl Bench {
         }
         let before = zaphook.usage()?;
         let me_before = server::usage(std::process::id()).unwrap_or_default();
-        let target = Target {
-            addr: zaphook.addr(),
-            path: inbound_path(connection),
-            token: Some(server::TOKEN.to_string()),
-        };
         let endpoints = u64::from(endpoints);
         let pass = drive(self.shape, target, count, rate, &receiver, endpoints).await;
-        let done = finish(zaphook, before, me_before).await;
-        let (cpu_s, peak_rss_mib, harness_cpu_s, log_warnings, log_errors) = done?;
-        Ok(ZaphookPass {
-            pass: pass?,
-            cpu_s,
-            peak_rss_mib,
-            harness_cpu_s,
-            log_warnings,
-            log_errors,
-        })
+        finish(zaphook, before, me_before, pass).await
     }
 
     async fn ceiling(&mut self) -> crate::Result<ScenarioReport> {
@@ -394,6 +430,7 @@ impl Bench {
             rate: None,
             connections: self.shape.connections,
             contacts: self.shape.contacts,
+            payload: Payload::Sandbox,
         })
         .await;
         let load = match load {
@@ -408,16 +445,7 @@ impl Bench {
         let up_us = now_us();
         receiver.wait_for(load.acked(), STALL).await;
         let pass = analyze(&load, &receiver.arrivals(), 1);
-        let (cpu_s, peak_rss_mib, harness_cpu_s, log_warnings, log_errors) =
-            finish(zaphook, before, me_before).await?;
-        let zap = ZaphookPass {
-            pass,
-            cpu_s,
-            peak_rss_mib,
-            harness_cpu_s,
-            log_warnings,
-            log_errors,
-        };
+        let zap = finish(zaphook, before, me_before, Ok(pass)).await?;
         let drain = per_second(zap.pass.delivered, up_us, zap.pass.last_arrival_us);
         let wait_ms = zap.pass.first_arrival_us.saturating_sub(up_us) as f64 / 1000.0;
         let mut report = ScenarioReport::new("backlog");
@@ -467,28 +495,159 @@ impl Bench {
         report.figure("peak_rss_mib_when_accepted", accepted_rss);
         Ok(report)
     }
+
+    /// The same messages through a Cloud API connection (signed callback bodies of four
+    /// messages and four statuses each, posted to its callback URL), through a sandbox
+    /// connection, and through a Cloud API connection again with bodies of four messages and
+    /// no statuses (which tells what the statuses cost), alternating `repeat` times; the
+    /// median of each.
+    async fn cloud(&mut self) -> crate::Result<ScenarioReport> {
+        let count = self.sizes.throughput;
+        let per_body = cloud::MESSAGES_PER_BODY;
+        let mut report = ScenarioReport::new("cloud");
+        let (mut sandboxes, mut mixed, mut plain) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..self.repeat {
+            let pass = |feed| self.zaphook_pass_fed(feed, 1, false, count, None);
+            sandboxes.push(pass(Feed::Sandbox).await?);
+            mixed.push(pass(Feed::Cloud { statuses: true }).await?);
+            plain.push(pass(Feed::Cloud { statuses: false }).await?);
+        }
+        // Every run is checked, not only the median: a lost message in any run matters.
+        let all = [
+            ("cloud", &mixed),
+            ("cloud without statuses", &plain),
+            ("sandbox", &sandboxes),
+        ];
+        for (who, runs) in all {
+            for (i, run) in runs.iter().enumerate() {
+                let who = if runs.len() > 1 {
+                    format!("{who}, run {}", i + 1)
+                } else {
+                    who.to_string()
+                };
+                check(&mut report, &who, &run.pass);
+                logged(&mut report, &who, run);
+            }
+        }
+        let by_rate = |z: &ZaphookPass| z.pass.delivered_per_s;
+        let (zap, zap_runs) = median(&mixed, by_rate);
+        let (plain, plain_runs) = median(&plain, by_rate);
+        let (sandbox, sandbox_runs) = median(&sandboxes, by_rate);
+        report.rows.push(
+            rates_row(
+                "cloud",
+                "webhooks delivered/s, first send → last arrival (baseline: sandbox, same messages)",
+                zap.pass.delivered_per_s,
+                sandbox.pass.delivered_per_s,
+            )
+            .with_usage(&zap),
+        );
+        let metric =
+            format!("callbacks accepted/s (200s), {per_body} messages + {per_body} statuses each");
+        let mut row = Row::new("cloud", &metric);
+        row.zaphook = rate_cell(zap.pass.requests_acked_per_s);
+        report.rows.push(row);
+        let mut row = Row::new("cloud", "notifications accepted/s (messages + statuses)");
+        // Each body carries as many statuses as messages.
+        row.zaphook = rate_cell(2.0 * zap.pass.acked_per_s);
+        report.rows.push(row);
+        report.rows.push(rates_row(
+            "cloud",
+            "messages accepted/s (cloud: in 200'd bodies; sandbox: 202s)",
+            zap.pass.acked_per_s,
+            sandbox.pass.acked_per_s,
+        ));
+        let show = |l: Option<Latency>| l.map_or("—".into(), |l| l.short());
+        let mut row = Row::new(
+            "cloud",
+            "acknowledged → arrived, p50/p99/p99.9/max ms (closed loop; baseline: sandbox)",
+        );
+        row.zaphook = show(zap.pass.ack_to_arrival);
+        row.baseline = show(sandbox.pass.ack_to_arrival);
+        report.rows.push(row);
+        let mut row = Row::new("cloud", "CPU s per 1,000 webhooks (baseline: sandbox)");
+        let cpu = |z: &ZaphookPass| z.cpu_s_per_1k().map_or("—".into(), |c| format!("{c:.3}"));
+        row.zaphook = cpu(&zap);
+        row.baseline = cpu(&sandbox);
+        row.ratio = fmt_ratio(
+            zap.cpu_s_per_1k()
+                .zip(sandbox.cpu_s_per_1k())
+                .and_then(|(c, s)| ratio(c, s)),
+        );
+        report.rows.push(row);
+        let metric = format!(
+            "webhooks delivered/s, bodies of {per_body} messages and no statuses (baseline: sandbox)"
+        );
+        report.rows.push(
+            rates_row(
+                "cloud",
+                &metric,
+                plain.pass.delivered_per_s,
+                sandbox.pass.delivered_per_s,
+            )
+            .with_usage(&plain),
+        );
+        let mut row = Row::new(
+            "cloud",
+            "acknowledged → arrived, p50/p99/p99.9/max ms, bodies without statuses",
+        );
+        row.zaphook = show(plain.pass.ack_to_arrival);
+        report.rows.push(row);
+        report.notes.push(format!(
+            "cloud: {} messages in {} signed callback bodies to /channels/cloud/{{id}} (each {per_body} text messages from {per_body} contacts, their contacts entries, and {per_body} `delivered` statuses of messages zaphook never sent); the sandbox pass sends the same {} messages one per request; zaphook answers a callback 200 once the body is stored and reads it into messages afterwards, so \"acknowledged → arrived\" includes the wait in the inbox under closed-loop load",
+            thousands(count as f64),
+            thousands(count.div_ceil(per_body) as f64),
+            thousands(count as f64),
+        ));
+        if self.repeat > 1 {
+            let list = |runs: &[f64]| {
+                runs.iter()
+                    .map(|r| thousands(*r))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            report.notes.push(format!(
+                "cloud: median of {} runs, alternating; webhooks/s per run: cloud {}; without statuses {}; sandbox {}",
+                self.repeat,
+                list(&zap_runs),
+                list(&plain_runs),
+                list(&sandbox_runs)
+            ));
+            report.figure("cloud_runs_per_s", &zap_runs);
+            report.figure("without_statuses_runs_per_s", &plain_runs);
+            report.figure("sandbox_runs_per_s", &sandbox_runs);
+        }
+        report.figure("zaphook", &zap);
+        report.figure("without_statuses", &plain);
+        report.figure("sandbox", &sandbox);
+        Ok(report)
+    }
 }
 
-/// Reads what zaphook and this harness used since `before`, then stops zaphook. Returns
-/// (zaphook CPU s, zaphook peak RSS MiB, harness CPU s, zaphook's warning and error lines).
+/// Reads what zaphook and this harness used since `before`, then stops zaphook; the pass
+/// with what it cost (zaphook is stopped whether the pass succeeded or not).
 async fn finish(
     zaphook: Zaphook,
     before: server::Usage,
     me_before: server::Usage,
-) -> crate::Result<(f64, f64, f64, u64, u64)> {
+    pass: crate::Result<Pass>,
+) -> crate::Result<ZaphookPass> {
     let after = zaphook.usage();
     let me_after = server::usage(std::process::id()).unwrap_or_default();
-    let (warnings, errors) = zaphook.log_counts();
+    let (log_warnings, log_errors) = zaphook.log_counts();
+    let log_lines = zaphook.log_notable();
     let tail = zaphook.log_tail(20);
     zaphook.stop().await;
     let after = after.map_err(|e| format!("{e}; zaphook's last lines:\n{}", tail.join("\n")))?;
-    Ok((
-        after.cpu_s - before.cpu_s,
-        mib(after.peak_rss_kib),
-        me_after.cpu_s - me_before.cpu_s,
-        warnings,
-        errors,
-    ))
+    Ok(ZaphookPass {
+        pass: pass?,
+        cpu_s: after.cpu_s - before.cpu_s,
+        peak_rss_mib: mib(after.peak_rss_kib),
+        harness_cpu_s: me_after.cpu_s - me_before.cpu_s,
+        log_warnings,
+        log_errors,
+        log_lines,
+    })
 }
 
 /// The row comparing how fast zaphook and the relay accepted the messages.
@@ -525,6 +684,20 @@ fn compared(report: &mut ScenarioReport, zap: &ZaphookPass, relay: &Pass) {
     check(report, "relay", relay);
     report.figure("zaphook", zap);
     report.figure("relay", relay);
+}
+
+/// Notes the warnings and errors zaphook logged in a pass, with the first of those lines.
+fn logged(report: &mut ScenarioReport, who: &str, zap: &ZaphookPass) {
+    if zap.log_warnings + zap.log_errors == 0 {
+        return;
+    }
+    let name = report.name.clone();
+    report.notes.push(format!(
+        "{name}: {who}: zaphook logged {} warnings and {} errors; first: {}",
+        zap.log_warnings,
+        zap.log_errors,
+        zap.log_lines.join(" | ")
+    ));
 }
 
 /// Notes what went wrong in a pass: failed requests, webhooks that never came.

@@ -94,12 +94,17 @@ fn peak_rss_kib(status: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// What the child wrote on stderr: the last lines, and how many warnings and errors.
+/// Warning and error lines kept as they came, to show.
+const NOTABLE_KEPT: usize = 10;
+
+/// What the child wrote on stderr: the last lines, how many warnings and errors, and the first
+/// of those lines.
 #[derive(Default)]
 struct Stderr {
     tail: Mutex<VecDeque<String>>,
     warnings: AtomicU64,
     errors: AtomicU64,
+    notable: Mutex<Vec<String>>,
 }
 
 /// A running zaphook.
@@ -219,6 +224,11 @@ impl Zaphook {
         )
     }
 
+    /// The first warning and error lines zaphook logged (up to ten).
+    pub fn log_notable(&self) -> Vec<String> {
+        self.stderr.notable.lock().expect("notable").clone()
+    }
+
     /// The last lines zaphook logged.
     pub fn log_tail(&self, n: usize) -> Vec<String> {
         let tail = self.stderr.tail.lock().expect("tail");
@@ -234,6 +244,20 @@ impl Zaphook {
             .call(
                 "/api/v1/connections",
                 json!({"name": "bench", "channel": "sandbox"}),
+            )
+            .await?;
+        created["id"]
+            .as_i64()
+            .ok_or_else(|| format!("no id in {created}").into())
+    }
+
+    /// Creates a WhatsApp Cloud API connection with [`crate::cloud::connection_settings`];
+    /// returns its id.
+    pub async fn create_cloud_connection(&self) -> crate::Result<i64> {
+        let created = self
+            .call(
+                "/api/v1/connections",
+                json!({"name": "Cloud", "channel": "cloud", "cloud": crate::cloud::connection_settings()}),
             )
             .await?;
         created["id"]
@@ -285,11 +309,19 @@ impl Zaphook {
 async fn drain_stderr(stream: impl AsyncRead + Unpin, into: Arc<Stderr>) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
-        if line.contains(" WARN ") {
+        let warning = line.contains(" WARN ");
+        let error = line.contains(" ERROR ");
+        if warning {
             into.warnings.fetch_add(1, Ordering::Relaxed);
         }
-        if line.contains(" ERROR ") {
+        if error {
             into.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        if warning || error {
+            let mut notable = into.notable.lock().expect("notable");
+            if notable.len() < NOTABLE_KEPT {
+                notable.push(line.clone());
+            }
         }
         let mut tail = into.tail.lock().expect("tail");
         if tail.len() == 50 {

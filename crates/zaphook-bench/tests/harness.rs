@@ -1,9 +1,13 @@
 //! The harness checks itself without zaphook: a relay that waits a known time must show that
-//! time in the latencies the harness reports, and every message must come out exactly once.
+//! time in the latencies the harness reports, and every message must come out exactly once;
+//! the Cloud API callbacks must be signed as Meta signs them and carry each message once.
 
 use std::time::Duration;
 
+use zaphook_bench::cloud;
+use zaphook_bench::load::{self, LoadSpec, Payload};
 use zaphook_bench::pass::{Shape, receiver_pass, relay_pass};
+use zaphook_bench::receiver::{Receiver, parse_message};
 use zaphook_bench::relay::RelayConfig;
 
 const SHAPE: Shape = Shape {
@@ -96,4 +100,74 @@ async fn the_durable_relay_acknowledges_and_delivers_every_message_once() {
         (pass.delivered, pass.missing(), pass.duplicates),
         (300, 0, 0)
     );
+}
+
+#[test]
+fn a_cloud_callback_is_signed_as_meta_signs_it() {
+    assert_eq!(
+        cloud::signature("test_app_secret", r#"{"text":{"body":"café"}}"#.as_bytes()),
+        "sha256=d0c411924f46299702b190bbe4b5da59c4bb5641ea114e4e11535ad85929c4f0"
+    );
+}
+
+#[test]
+fn a_cloud_body_carries_four_messages_from_four_contacts_and_four_statuses() {
+    let body = cloud::body(8..12, 1_000, 777, 1_796_000_000, true);
+    let v: serde_json::Value = serde_json::from_str(&body).expect("the body is JSON");
+    assert_eq!(v["object"], "whatsapp_business_account");
+    let change = &v["entry"][0]["changes"][0];
+    assert_eq!(change["field"], "messages");
+    let value = &change["value"];
+    assert_eq!(value["metadata"]["phone_number_id"], cloud::PHONE_NUMBER_ID);
+    let messages = value["messages"].as_array().expect("messages");
+    let contacts = value["contacts"].as_array().expect("contacts");
+    let statuses = value["statuses"].as_array().expect("statuses");
+    assert_eq!((messages.len(), contacts.len(), statuses.len()), (4, 4, 4));
+    let mut senders = std::collections::HashSet::new();
+    for (k, m) in messages.iter().enumerate() {
+        let seq = 8 + k as u64;
+        let from = m["from"].as_str().expect("from");
+        senders.insert(from.to_string());
+        assert_eq!(contacts[k]["wa_id"], from);
+        assert_eq!(m["type"], "text");
+        assert_eq!(m["id"], format!("wamid.bench.{seq}"));
+        assert_eq!(m["timestamp"], "1796000000");
+        // The text reads as the receiver reads a webhook's `messageBody`.
+        let webhook = serde_json::json!({ "messageBody": m["text"]["body"] }).to_string();
+        assert_eq!(parse_message(webhook.as_bytes()), Some((seq, 777)));
+        assert_eq!(statuses[k]["recipient_id"], from);
+        assert_eq!(statuses[k]["status"], "delivered");
+    }
+    assert_eq!(senders.len(), 4, "four different contacts");
+    let plain: serde_json::Value =
+        serde_json::from_str(&cloud::body(8..12, 1_000, 777, 1, false)).expect("JSON");
+    let value = &plain["entry"][0]["changes"][0]["value"];
+    assert_eq!(value["messages"].as_array().map(Vec::len), Some(4));
+    assert!(value.get("statuses").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cloud_load_sends_every_message_once_four_to_a_signed_body() {
+    // 30 messages: seven bodies of four and one of two.
+    let receiver = Receiver::bind().await.expect("receiver");
+    let load = load::run(LoadSpec {
+        addr: receiver.addr(),
+        path: "/channels/cloud/1".into(),
+        token: None,
+        count: 30,
+        rate: None,
+        connections: 3,
+        contacts: 100,
+        payload: Payload::Cloud {
+            app_secret: cloud::APP_SECRET.into(),
+            statuses: true,
+        },
+    })
+    .await
+    .expect("load");
+    assert_eq!((load.requests, load.requests_ok, load.errors), (8, 8, 0));
+    assert_eq!(load.acked(), 30);
+    assert!(load.sent.iter().all(|s| s.ok && s.sent_us > 0));
+    // The receiver reads no `messageBody` in a callback body: it counts each as unreadable.
+    assert_eq!(receiver.unreadable(), 8);
 }

@@ -86,6 +86,7 @@ CREATE TABLE cloud_inbox (
     error            TEXT
 );
 CREATE INDEX cloud_inbox_due ON cloud_inbox (next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+CREATE INDEX cloud_inbox_waiting ON cloud_inbox (connection_id, id) WHERE next_attempt_at IS NOT NULL;
 CREATE INDEX cloud_inbox_processed ON cloud_inbox (processed_at) WHERE processed_at IS NOT NULL;
 
 CREATE TABLE media_jobs (

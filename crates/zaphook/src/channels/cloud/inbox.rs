@@ -19,7 +19,7 @@ use crate::store::{self, Claim, InboxItem, MediaJob, StoredMedia, Tx};
 
 /// Bodies read at once. One waiting for its media does not hold up the others: more are
 /// claimed as soon as there is room.
-const PARALLEL: usize = 16;
+const PARALLEL: usize = 64;
 
 type Tasks = tokio::task::JoinSet<()>;
 
@@ -132,20 +132,24 @@ enum MediaState {
     Pending,
 }
 
-/// Whether a notification changes a message that may come in an earlier body (a status, a
-/// reaction, an edit, a revoke) or a contact (a new BSUID).
-fn refers_to_a_message(n: &Notification) -> bool {
-    match n {
-        Notification::Status(_) => true,
-        Notification::Message(m) | Notification::Echo(m) => {
-            !matches!(m.content, Content::Message { .. })
-        }
+/// The message a contact's reaction, edit or revoke changes. (Statuses are of messages sent
+/// through the API, which no earlier body brings.)
+fn target_of(n: &Notification) -> Option<&str> {
+    let Notification::Message(m) = n else {
+        return None;
+    };
+    match &m.content {
+        Content::Reaction { target_id, .. }
+        | Content::Edit { target_id, .. }
+        | Content::Revoke { target_id } => Some(target_id),
+        _ => None,
     }
 }
 
-/// Bodies are read side by side, and one may wait for its media: a body that refers to
-/// earlier messages first lets the earlier bodies of its connection finish (for a bounded
-/// time), so a reaction is not dropped for arriving before the photo it reacts to is filed.
+/// Bodies are read side by side, and one may wait for its media: a body that changes a
+/// message zaphook does not have yet first lets the earlier bodies of its connection finish
+/// (for a bounded time), so a reaction is not dropped for arriving before the photo it
+/// reacts to is filed.
 async fn wait_for_older_bodies(
     channels: &Channels,
     connection_id: i64,
@@ -203,9 +207,14 @@ async fn process(channels: &Channels, item: InboxItem, lease: i64) -> IngestResu
         tracing::warn!(inbox = id, reason = %reason, "skipped an item of a callback");
     }
     let notifications = parsed.notifications;
-    let (company_id, connections, known) = resolve(channels, connection_id, &notifications).await?;
+    let Resolved {
+        company_id,
+        connections,
+        known,
+        missing_target,
+    } = resolve(channels, connection_id, &notifications).await?;
     let media = fetch_media(channels, company_id, &connections, &known, &notifications).await;
-    if notifications.iter().any(refers_to_a_message) {
+    if missing_target {
         wait_for_older_bodies(channels, connection_id, id).await?;
     }
     let public_url = channels.config.public_url.clone();
@@ -245,14 +254,21 @@ async fn process(channels: &Channels, item: InboxItem, lease: i64) -> IngestResu
     Ok(queued_media)
 }
 
-/// The company of the connection, the connections of the body's phone numbers, and the
-/// message ids of the body that are already stored (redeliveries, whose media is not fetched
-/// again).
+/// What a body needs looked up before it is applied.
+struct Resolved {
+    company_id: i64,
+    connections: Connections,
+    /// Message ids of the body already stored (redeliveries, whose media is not fetched again).
+    known: Vec<String>,
+    /// A reaction, edit or revoke of the body names a message neither stored nor in the body.
+    missing_target: bool,
+}
+
 async fn resolve(
     channels: &Channels,
     connection_id: i64,
     notifications: &[Notification],
-) -> IngestResult<(i64, Connections, Vec<String>)> {
+) -> IngestResult<Resolved> {
     let numbers: Vec<String> = notifications
         .iter()
         .map(|n| phone_number_of(n).to_string())
@@ -265,6 +281,11 @@ async fn resolve(
             }
             Notification::Status(_) => None,
         })
+        .collect();
+    let targets: Vec<(String, String)> = notifications
+        .iter()
+        .filter_map(|n| Some((phone_number_of(n).to_string(), target_of(n)?.to_string())))
+        .filter(|(_, target)| !ids.iter().any(|(_, id)| id == target))
         .collect();
     store::read(&channels.ingest.store, move |tx| {
         let (company_id, own) = tx
@@ -287,15 +308,28 @@ async fn resolve(
             };
             connections.insert(number, other);
         }
+        let stored = |tx: &mut dyn Tx, number: &str, id: &str| -> IngestResult<bool> {
+            Ok(match connections.get(number) {
+                Some(Some((connection, _))) => tx.message_by_channel_id(*connection, id)?.is_some(),
+                _ => false,
+            })
+        };
         let mut known = Vec::new();
         for (number, id) in ids {
-            if let Some(Some((connection, _))) = connections.get(&number)
-                && tx.message_by_channel_id(*connection, &id)?.is_some()
-            {
+            if stored(tx, &number, &id)? {
                 known.push(id);
             }
         }
-        Ok((company_id, connections, known))
+        let mut missing_target = false;
+        for (number, target) in targets {
+            missing_target |= !stored(tx, &number, &target)?;
+        }
+        Ok(Resolved {
+            company_id,
+            connections,
+            known,
+            missing_target,
+        })
     })
     .await
 }

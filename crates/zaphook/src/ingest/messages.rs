@@ -209,7 +209,7 @@ pub fn send(
 
 /// The channel accepted the message of send job `job` under `channel_id`: it becomes
 /// `sended` and `message.created` (fromMe) is appended. Answers `None`, changing nothing, when
-/// the job's lease is no longer `lease` (another worker holds it now).
+/// the lease the job was claimed under is no longer its own (another worker holds it now).
 pub fn accept_outbound(
     tx: &mut dyn Tx,
     company_id: i64,

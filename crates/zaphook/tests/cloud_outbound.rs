@@ -14,13 +14,11 @@ use std::time::Duration;
 use axum::extract::Request;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use common::cloud::{
-    APP_SECRET, Cloud, EVENTS, VERIFY_TOKEN, body, cloud_connection, contact, fast_channels, text,
-};
+use common::cloud::{APP_SECRET, Cloud, VERIFY_TOKEN, body, contact, text};
 use common::graph::{
     GRAPH_TOKEN, GRAPH_VERSION, GraphRequest, GraphStandIn, PHONE_NUMBER_ID, meta_error,
 };
-use common::{DEADLINE, TestReceiver, spawn_app_with, test_settings};
+use common::{DEADLINE, test_settings};
 use serde_json::{Value, json};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
@@ -117,24 +115,8 @@ async fn other_connection(cloud: &Cloud, name: &str, phone_number_id: &str, base
     v["id"].as_i64().unwrap()
 }
 
-/// The [`Cloud`] fixture on an app whose settings `change` adjusts after [`fast_channels`].
 async fn cloud_with(change: impl FnOnce(&mut zaphook::settings::Settings)) -> Cloud {
-    let app = spawn_app_with(|s| {
-        fast_channels(s);
-        change(s);
-    })
-    .await;
-    let graph = GraphStandIn::start().await;
-    let receiver = TestReceiver::start().await;
-    let connection = cloud_connection(&app, &graph).await;
-    let (_, webhook_secret) = app.webhook(&receiver.url(), EVENTS).await;
-    Cloud {
-        app,
-        graph,
-        receiver,
-        connection,
-        webhook_secret,
-    }
+    Cloud::start_with(change).await
 }
 
 /// The customer writes [`INBOUND`]; answers its `message.created`.

@@ -47,7 +47,16 @@ pub struct Cloud {
 
 impl Cloud {
     pub async fn start() -> Self {
-        let app = spawn_app_with(fast_channels).await;
+        Self::start_with(|_| {}).await
+    }
+
+    /// The fixture on an app whose settings `change` adjusts after [`fast_channels`].
+    pub async fn start_with(change: impl FnOnce(&mut zaphook::settings::Settings)) -> Self {
+        let app = spawn_app_with(|s| {
+            fast_channels(s);
+            change(s);
+        })
+        .await;
         let graph = GraphStandIn::start().await;
         let receiver = TestReceiver::start().await;
         let connection = cloud_connection(&app, &graph).await;

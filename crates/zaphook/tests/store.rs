@@ -554,3 +554,25 @@ async fn channel_jobs_are_finished_only_under_their_lease() {
     .await
     .unwrap();
 }
+
+/// A unique key taken twice is a conflict the caller can answer with 409, not a failure.
+#[tokio::test]
+async fn a_taken_unique_key_is_a_conflict() {
+    use zaphook::store::NewContact;
+    let (_dir, store) = open();
+    let result = store::write(&store, |tx| {
+        let company = tx.insert_company("Acme", 0)?;
+        let contact = NewContact {
+            number: Some("5511900000001"),
+            name: "A",
+            ..NewContact::default()
+        };
+        tx.insert_contact(company, &contact, 0)?;
+        tx.insert_contact(company, &contact, 0)
+    })
+    .await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+    // The job's writes were rolled back with it.
+    let count = store::read(&store, |tx| tx.company_count()).await.unwrap();
+    assert_eq!(count, 0);
+}

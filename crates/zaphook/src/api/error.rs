@@ -130,6 +130,11 @@ impl IntoResponse for ApiError {
             errors,
         };
         let mut response = (status, axum::Json(problem)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
@@ -147,6 +152,13 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Closed => ApiError::Unavailable("the server is shutting down".into()),
+            StoreError::Conflict(_) => {
+                ApiError::Conflict("a record with the same key was written at the same time".into())
+            }
+            StoreError::Retry(_) | StoreError::Unavailable(_) => {
+                tracing::warn!(error = %e, "a request could not be stored now");
+                ApiError::Unavailable("the database cannot take the change now".into())
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -237,5 +249,28 @@ impl Checks {
         } else {
             Err(ApiError::Validation(self.0))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_errors_answer_by_their_kind() {
+        let status = |e: StoreError| ApiError::from(e).into_response();
+        let busy = status(StoreError::Retry("locked".into()));
+        assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
+        let full = status(StoreError::Unavailable("disk full".into()));
+        assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            status(StoreError::Conflict("unique".into())).status(),
+            StatusCode::CONFLICT
+        );
+        assert_eq!(
+            status(StoreError::Database("?".into())).status(),
+            StatusCode::INTERNAL_SERVER_ERROR
+        );
     }
 }

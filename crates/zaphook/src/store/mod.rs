@@ -17,8 +17,21 @@ use crate::domain::{
     Ordering, Queue, Ticket, TicketStatus, User, Webhook, WebhookSpec,
 };
 
+/// A store failure, by what the caller can do about it.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
+    /// A unique key is taken (a row that must exist once already does): a 409, not a retry.
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// A concurrent writer got in the way (busy, locked, a serialization failure): the same
+    /// job may succeed when run again.
+    #[error("the database was busy: {0}")]
+    Retry(String),
+    /// The database cannot be reached or written now (I/O error, disk full, connection
+    /// lost): nothing was changed; try again later.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    /// Any other database failure.
     #[error("database error: {0}")]
     Database(String),
     #[error("the store is shutting down")]
@@ -27,6 +40,13 @@ pub enum StoreError {
     Corrupt(String),
     #[error("{0}")]
     SecretKey(String),
+}
+
+impl StoreError {
+    /// Whether running the same job again may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Retry(_) | StoreError::Unavailable(_))
+    }
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

@@ -36,8 +36,31 @@ const MAX_BATCH: usize = 512;
 const IDLE_READERS: usize = 8;
 
 impl From<rusqlite::Error> for StoreError {
+    /// Sorts SQLite's result codes into the kinds callers act on.
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Database(e.to_string())
+        use rusqlite::ffi;
+        let text = e.to_string();
+        let rusqlite::Error::SqliteFailure(failure, _) = &e else {
+            return StoreError::Database(text);
+        };
+        match failure.code {
+            rusqlite::ErrorCode::ConstraintViolation
+                if matches!(
+                    failure.extended_code,
+                    ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+                ) =>
+            {
+                StoreError::Conflict(text)
+            }
+            rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
+                StoreError::Retry(text)
+            }
+            rusqlite::ErrorCode::DiskFull
+            | rusqlite::ErrorCode::SystemIoFailure
+            | rusqlite::ErrorCode::CannotOpen
+            | rusqlite::ErrorCode::ReadOnly => StoreError::Unavailable(text),
+            _ => StoreError::Database(text),
+        }
     }
 }
 
@@ -206,7 +229,7 @@ fn run_batch(conn: &Connection, secrets: &SecretBox, mut batch: Vec<Box<dyn Writ
     while !batch.is_empty() {
         if let Err(e) = statement(conn, "BEGIN IMMEDIATE") {
             tracing::error!(error = %e, "cannot begin a write transaction");
-            let e = StoreError::Database(e.to_string());
+            let e = StoreError::from(e);
             batch.into_iter().for_each(|job| job.reply(Err(e.clone())));
             return;
         }
@@ -241,7 +264,7 @@ fn run_batch(conn: &Connection, secrets: &SecretBox, mut batch: Vec<Box<dyn Writ
             batch = kept;
             continue;
         }
-        let committed = statement(conn, "COMMIT").map_err(|e| StoreError::Database(e.to_string()));
+        let committed = statement(conn, "COMMIT").map_err(StoreError::from);
         if let Err(e) = &committed {
             tracing::error!(error = %e, "commit failed");
             let _ = conn.execute_batch("ROLLBACK");
@@ -255,4 +278,49 @@ fn run_batch(conn: &Connection, secrets: &SecretBox, mut batch: Vec<Box<dyn Writ
 
 fn statement(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
     conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::ffi;
+
+    fn failure(extended: i32) -> StoreError {
+        StoreError::from(rusqlite::Error::SqliteFailure(
+            ffi::Error::new(extended),
+            None,
+        ))
+    }
+
+    #[test]
+    fn sqlite_errors_keep_their_kind() {
+        assert!(matches!(
+            failure(ffi::SQLITE_CONSTRAINT_UNIQUE),
+            StoreError::Conflict(_)
+        ));
+        assert!(matches!(
+            failure(ffi::SQLITE_CONSTRAINT_PRIMARYKEY),
+            StoreError::Conflict(_)
+        ));
+        assert!(matches!(
+            failure(ffi::SQLITE_CONSTRAINT_NOTNULL),
+            StoreError::Database(_)
+        ));
+        assert!(matches!(failure(ffi::SQLITE_BUSY), StoreError::Retry(_)));
+        assert!(matches!(failure(ffi::SQLITE_LOCKED), StoreError::Retry(_)));
+        assert!(matches!(
+            failure(ffi::SQLITE_FULL),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            failure(ffi::SQLITE_IOERR_FSYNC),
+            StoreError::Unavailable(_)
+        ));
+        assert!(failure(ffi::SQLITE_BUSY).is_transient());
+        assert!(!failure(ffi::SQLITE_CONSTRAINT_UNIQUE).is_transient());
+        assert!(matches!(
+            StoreError::from(rusqlite::Error::QueryReturnedNoRows),
+            StoreError::Database(_)
+        ));
+    }
 }

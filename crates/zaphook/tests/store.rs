@@ -576,3 +576,44 @@ async fn a_taken_unique_key_is_a_conflict() {
     let count = store::read(&store, |tx| tx.company_count()).await.unwrap();
     assert_eq!(count, 0);
 }
+
+/// A read job sees one snapshot: a commit made while it runs does not show up half-way.
+#[tokio::test]
+async fn a_read_job_sees_one_snapshot() {
+    let (_dir, store) = open();
+    store::write(&store, |tx| tx.insert_company("A", 0))
+        .await
+        .unwrap();
+    let (started, resume) = (
+        Arc::new(std::sync::Barrier::new(2)),
+        Arc::new(std::sync::Barrier::new(2)),
+    );
+    let (s, r, reader) = (
+        Arc::clone(&started),
+        Arc::clone(&resume),
+        Arc::clone(&store),
+    );
+    let reading = tokio::spawn(async move {
+        store::read(&reader, move |tx| {
+            let before = tx.company_count()?;
+            s.wait();
+            r.wait();
+            Ok::<_, StoreError>((before, tx.company_count()?))
+        })
+        .await
+    });
+    tokio::task::spawn_blocking(move || started.wait())
+        .await
+        .unwrap();
+    store::write(&store, |tx| tx.insert_company("B", 0))
+        .await
+        .unwrap();
+    tokio::task::spawn_blocking(move || resume.wait())
+        .await
+        .unwrap();
+    assert_eq!(reading.await.unwrap().unwrap(), (1, 1));
+    assert_eq!(
+        store::read(&store, |tx| tx.company_count()).await.unwrap(),
+        2
+    );
+}

@@ -1,7 +1,7 @@
 //! The embedded SQLite store: one database file, WAL, `synchronous=FULL` by default. All
 //! writes go through one writer thread that drains its queue into a single transaction, so
-//! concurrent requests share one fsync (group commit); each job runs in its own savepoint so a
-//! failing job rolls back alone. Reads run on a small pool of reader connections.
+//! concurrent requests share one fsync (group commit); a failing job rolls back alone. Reads
+//! run on a small pool of reader connections, each job in one read transaction (a snapshot).
 
 mod channels;
 mod rows;
@@ -191,7 +191,13 @@ impl Store for SqliteStore {
         let readers = Arc::clone(&self.readers);
         tokio::task::spawn_blocking(move || match readers.take() {
             Ok(conn) => {
+                // One read transaction for the whole job: all its reads see the same commit,
+                // however many the writer makes meanwhile (WAL gives each its snapshot).
+                let began = statement(&conn, "BEGIN").is_ok();
                 job(&mut SqliteTx::new(&conn, &readers.secrets));
+                if began && statement(&conn, "COMMIT").is_err() {
+                    return;
+                }
                 readers.give_back(conn);
             }
             Err(e) => tracing::error!(error = %e, "cannot open a reader connection"),

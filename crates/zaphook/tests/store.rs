@@ -617,3 +617,76 @@ async fn a_read_job_sees_one_snapshot() {
         2
     );
 }
+
+/// One open or pending ticket per contact and connection, held by a unique index.
+#[tokio::test]
+async fn a_second_active_ticket_of_a_contact_is_a_conflict() {
+    use zaphook::domain::TicketStatus;
+    use zaphook::store::{NewContact, NewTicket};
+    let (_dir, store) = open();
+    let ticket = |status| NewTicket {
+        connection_id: 1,
+        contact_id: 1,
+        status,
+        queue_id: None,
+        user_id: None,
+        is_group: false,
+        external_key: None,
+    };
+    store::write(&store, move |tx| {
+        let company = tx.insert_company("Acme", 0)?;
+        tx.insert_connection(company, "A", Channel::Sandbox, None, 0)?;
+        let contact = NewContact {
+            number: Some("5511900000001"),
+            name: "A",
+            ..NewContact::default()
+        };
+        tx.insert_contact(company, &contact, 0)?;
+        tx.insert_ticket(company, &ticket(TicketStatus::Closed), 0)?;
+        tx.insert_ticket(company, &ticket(TicketStatus::Pending), 0)?;
+        Ok::<_, StoreError>(())
+    })
+    .await
+    .unwrap();
+    let second = store::write(&store, move |tx| {
+        tx.insert_ticket(1, &ticket(TicketStatus::Open), 0)
+    })
+    .await;
+    assert!(matches!(second, Err(StoreError::Conflict(_))), "{second:?}");
+}
+
+/// An older database holding two active tickets of one contact keeps the newer active.
+#[test]
+fn the_one_active_ticket_migration_closes_older_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let conn = rusqlite::Connection::open(dir.path().join("zaphook.db")).unwrap();
+        for sql in [
+            include_str!("../migrations/sqlite/0001_init.sql"),
+            include_str!("../migrations/sqlite/0002_cheaper_delivery_indexes.sql"),
+            include_str!("../migrations/sqlite/0003_cloud_channel.sql"),
+        ] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL);
+             INSERT INTO schema_migrations VALUES (1, 0), (2, 0), (3, 0);
+             INSERT INTO companies VALUES (1, 'Acme', 0);
+             INSERT INTO tickets (id, company_id, connection_id, contact_id, status, protocol, created_at, updated_at)
+               VALUES (1, 1, 1, 1, 'open', '1', 0, 0), (2, 1, 1, 1, 'pending', '2', 0, 0),
+                      (3, 1, 1, 2, 'pending', '3', 0, 0);",
+        )
+        .unwrap();
+    }
+    drop(zaphook::app::open_store(dir.path(), None, Durability::Full, None).unwrap());
+    let conn = rusqlite::Connection::open(dir.path().join("zaphook.db")).unwrap();
+    let statuses: Vec<String> = conn
+        .prepare("SELECT status FROM tickets ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(statuses, ["closed", "pending", "pending"]);
+}

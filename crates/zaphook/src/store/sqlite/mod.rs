@@ -28,6 +28,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../../migrations/sqlite/0003_cloud_channel.sql"),
     ),
+    (
+        4,
+        include_str!("../../../migrations/sqlite/0004_one_active_ticket.sql"),
+    ),
 ];
 
 /// Most jobs one commit carries; bounds the latency a large burst adds to its first job.

@@ -144,20 +144,14 @@ impl Bench {
         let (zap, zap_runs) = median(&zaps, |z| z.pass.delivered_per_s);
         let relay = (!relays.is_empty()).then(|| median(&relays, |p| p.delivered_per_s));
         if self.repeat > 1 {
-            let list = |runs: &[f64]| {
-                runs.iter()
-                    .map(|r| thousands(*r))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
             let mut note = format!(
                 "{}: median of {} runs; zaphook webhooks/s per run: {}",
                 report.name,
                 self.repeat,
-                list(&zap_runs)
+                per_run(&zap_runs)
             );
             if let Some((_, relay_runs)) = &relay {
-                note.push_str(&format!("; relay: {}", list(relay_runs)));
+                note.push_str(&format!("; relay: {}", per_run(relay_runs)));
                 report.figure("relay_runs_per_s", relay_runs);
             }
             report.notes.push(note);
@@ -291,7 +285,7 @@ impl Bench {
         for _ in 0..self.repeat {
             runs.push(relay_pass(self.shape, 1, count, None, durable.clone()).await?);
         }
-        let (durable, per_run) = median(&runs, |p| p.delivered_per_s);
+        let (durable, runs_per_s) = median(&runs, |p| p.delivered_per_s);
         if durable.missing() > 0 || durable.errors > 0 {
             return Err(format!(
                 "the durable relay lost messages: {} missing, {} errors",
@@ -311,15 +305,11 @@ impl Bench {
                 "throughput: the durable relay runs at {cost:.2} of the bare relay ({} vs {}/s): what durability alone costs here; runs: {}",
                 thousands(durable.delivered_per_s),
                 thousands(relay.delivered_per_s),
-                per_run
-                    .iter()
-                    .map(|r| thousands(*r))
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                per_run(&runs_per_s)
             ));
         }
         report.figure("durable_relay", &durable);
-        report.figure("durable_relay_runs_per_s", &per_run);
+        report.figure("durable_relay_runs_per_s", &runs_per_s);
         Ok(())
     }
 
@@ -600,18 +590,12 @@ impl Bench {
             thousands(count as f64),
         ));
         if self.repeat > 1 {
-            let list = |runs: &[f64]| {
-                runs.iter()
-                    .map(|r| thousands(*r))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
             report.notes.push(format!(
                 "cloud: median of {} runs, alternating; webhooks/s per run: cloud {}; without statuses {}; sandbox {}",
                 self.repeat,
-                list(&zap_runs),
-                list(&plain_runs),
-                list(&sandbox_runs)
+                per_run(&zap_runs),
+                per_run(&plain_runs),
+                per_run(&sandbox_runs)
             ));
             report.figure("cloud_runs_per_s", &zap_runs);
             report.figure("without_statuses_runs_per_s", &plain_runs);
@@ -725,4 +709,12 @@ fn check(report: &mut ScenarioReport, who: &str, pass: &Pass) {
             pass.duplicates
         ));
     }
+}
+
+/// Each run's rate, for a note.
+fn per_run(runs: &[f64]) -> String {
+    runs.iter()
+        .map(|r| thousands(*r))
+        .collect::<Vec<_>>()
+        .join(", ")
 }

@@ -459,7 +459,18 @@ pub fn contact_edit(
     channel_id: &str,
     body: Option<&str>,
 ) -> IngestResult<Message> {
-    let mut message = contacts_message(tx, company_id, connection_id, from, channel_id)?;
+    let message = contacts_message(tx, company_id, connection_id, from, channel_id)?;
+    set_edited(tx, company_id, now, message, body)
+}
+
+/// Marks a message edited, with its new text when known, and announces it.
+fn set_edited(
+    tx: &mut dyn Tx,
+    company_id: i64,
+    now: i64,
+    mut message: Message,
+    body: Option<&str>,
+) -> IngestResult<Message> {
     if let Some(body) = body {
         message.body = body.to_string();
     }
@@ -603,12 +614,8 @@ pub fn edit_message(
     id: &str,
     body: &str,
 ) -> IngestResult<Message> {
-    let mut message = own_live_message(tx, company_id, id)?;
-    message.body = body.to_string();
-    message.edited = true;
-    tx.update_message(&message)?;
-    announce_update(tx, company_id, now, &message)?;
-    Ok(message)
+    let message = own_live_message(tx, company_id, id)?;
+    set_edited(tx, company_id, now, message, Some(body))
 }
 
 /// An agent deletes a message we sent, for everyone.

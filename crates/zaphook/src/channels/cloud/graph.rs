@@ -161,24 +161,15 @@ impl GraphClient {
         self.targets
             .check_literal(&url)
             .map_err(GraphError::permanent)?;
-        let mut response = self
+        // A 2xx whose answer broke off may or may not have sent the message; Meta keeps no
+        // idempotency key for us, so this is a retry like any network error.
+        let request = self
             .client
             .post(url)
             .bearer_auth(&target.access_token)
             .header("content-type", "application/json")
-            .body(body.to_string())
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let status = response.status().as_u16();
-        // A 2xx whose answer broke off may or may not have sent the message; Meta keeps no
-        // idempotency key for us, so this is a retry like any network error.
-        let answer = read_limited(&mut response, ANSWER_LIMIT)
-            .await
-            .map_err(transport_error)?;
-        if !(200..300).contains(&status) {
-            return Err(classify(status, &answer));
-        }
+            .body(body.to_string());
+        let (status, answer) = call(request).await?;
         serde_json::from_slice::<Value>(&answer)
             .ok()
             .and_then(|v| v["messages"][0]["id"].as_str().map(str::to_string))
@@ -213,20 +204,11 @@ impl GraphClient {
         self.targets
             .check_literal(&lookup_url)
             .map_err(GraphError::permanent)?;
-        let mut response = self
+        let request = self
             .client
             .get(lookup_url)
-            .bearer_auth(&target.access_token)
-            .send()
-            .await
-            .map_err(transport_error)?;
-        let status = response.status().as_u16();
-        let answer = read_limited(&mut response, ANSWER_LIMIT)
-            .await
-            .map_err(transport_error)?;
-        if !(200..300).contains(&status) {
-            return Err(classify(status, &answer));
-        }
+            .bearer_auth(&target.access_token);
+        let (_, answer) = call(request).await?;
         // The URL is short-lived, so a lookup answer we cannot use is worth another lookup.
         let info: Value = serde_json::from_slice(&answer)
             .map_err(|_| GraphError::transient("media lookup answer is not JSON"))?;
@@ -503,6 +485,20 @@ fn transport_error(e: reqwest::Error) -> GraphError {
     } else {
         GraphError::transient(title)
     }
+}
+
+/// Sends a Graph call and reads its answer (at most `ANSWER_LIMIT` bytes); an answer that is
+/// not a 2xx is Meta's error.
+async fn call(request: reqwest::RequestBuilder) -> Result<(u16, Vec<u8>), GraphError> {
+    let mut response = request.send().await.map_err(transport_error)?;
+    let status = response.status().as_u16();
+    let answer = read_limited(&mut response, ANSWER_LIMIT)
+        .await
+        .map_err(transport_error)?;
+    if !(200..300).contains(&status) {
+        return Err(classify(status, &answer));
+    }
+    Ok((status, answer))
 }
 
 /// Reads at most `limit` bytes of the answer; the rest stays unread.

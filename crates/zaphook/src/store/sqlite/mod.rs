@@ -4,8 +4,12 @@
 //! run on a small pool of reader connections, each job in one read transaction (a snapshot).
 
 mod channels;
+mod companies;
+mod conversations;
+mod deliveries;
 mod rows;
 mod tx;
+mod webhooks;
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,45 @@
+//! Companies and their API tokens, connections, queues and agents: the repository
+//! operations every backend implements for them.
+
+use crate::domain::{Channel, CloudConfig, Connection, Queue, User};
+
+use super::StoreResult;
+
+pub trait CompanyTx {
+    fn insert_company(&mut self, name: &str, now: i64) -> StoreResult<i64>;
+    fn company_exists(&mut self, id: i64) -> StoreResult<bool>;
+    fn company_count(&mut self) -> StoreResult<i64>;
+    fn insert_token(
+        &mut self,
+        company_id: i64,
+        prefix: &str,
+        hash: &str,
+        now: i64,
+    ) -> StoreResult<()>;
+    /// The company of a live token, by the token's hash.
+    fn token_company(&mut self, hash: &str) -> StoreResult<Option<i64>>;
+    /// Revokes the live tokens whose prefix starts with `prefix`; answers how many.
+    fn revoke_tokens(&mut self, prefix: &str, now: i64) -> StoreResult<usize>;
+    fn insert_connection(
+        &mut self,
+        company_id: i64,
+        name: &str,
+        channel: Channel,
+        cloud: Option<&CloudConfig>,
+        now: i64,
+    ) -> StoreResult<Connection>;
+    fn connection(&mut self, company_id: i64, id: i64) -> StoreResult<Option<Connection>>;
+    fn connections(&mut self, company_id: i64) -> StoreResult<Vec<Connection>>;
+    fn insert_queue(&mut self, company_id: i64, name: &str, now: i64) -> StoreResult<Queue>;
+    fn queue(&mut self, company_id: i64, id: i64) -> StoreResult<Option<Queue>>;
+    fn queues(&mut self, company_id: i64) -> StoreResult<Vec<Queue>>;
+    fn insert_user(
+        &mut self,
+        company_id: i64,
+        name: &str,
+        email: &str,
+        now: i64,
+    ) -> StoreResult<User>;
+    fn user(&mut self, company_id: i64, id: i64) -> StoreResult<Option<User>>;
+    fn users(&mut self, company_id: i64) -> StoreResult<Vec<User>>;
+}

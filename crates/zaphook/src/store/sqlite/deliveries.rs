@@ -1,0 +1,490 @@
+//! The outbox: events, deliveries, claims, attempts, recovery and housekeeping, in SQLite.
+
+use std::sync::Arc;
+
+use rusqlite::{OptionalExtension, params};
+
+use super::rows::*;
+use super::tx::SqliteTx;
+use crate::domain::{Attempt, Delivery, DeliveryDetail, DeliveryStatus, EventType, Ordering};
+use crate::store::{
+    AttemptRecord, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope, Handoffs,
+    NewDelivery, NextStep, Recorded, RecoveryProgress, StoreError, StoreResult, Subscriber, Target,
+};
+
+impl DeliveryTx for SqliteTx<'_> {
+    fn subscribers(&mut self, s: &EventScope, now: i64) -> StoreResult<Vec<Subscriber>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, ordering, url, secret,
+                    CASE WHEN previous_secret_until > ?6 THEN previous_secret END, token, rate_limit
+             FROM webhooks
+             WHERE company_id = ?1 AND enabled = 1
+               AND instr(',' || events || ',', ',' || ?2 || ',') > 0
+               AND (connection_id IS NULL OR connection_id = ?3)
+               AND (queue_id IS NULL OR queue_id = ?4)
+               AND (include_groups = 1 OR ?5 = 0)
+             ORDER BY id",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                s.company_id,
+                s.event_type.as_str(),
+                s.connection_id,
+                s.queue_id,
+                s.is_group,
+                now
+            ],
+            |r| {
+                Ok(Subscriber {
+                    ordering: wire(r, 1, Ordering::parse)?,
+                    target: Target {
+                        webhook_id: r.get(0)?,
+                        url: r.get(2)?,
+                        secret: r.get(3)?,
+                        previous_secret: r.get(4)?,
+                        token: r.get(5)?,
+                        rate_limit: r.get(6)?,
+                    },
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn insert_event(
+        &mut self,
+        id: &str,
+        s: &EventScope,
+        payload: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO events (id, company_id, event_type, ticket_id, payload, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                id,
+                s.company_id,
+                s.event_type.as_str(),
+                s.ticket_id,
+                payload,
+                now
+            ])?;
+        Ok(())
+    }
+
+    fn insert_delivery(
+        &mut self,
+        d: &NewDelivery<'_>,
+        now: i64,
+        lease: Option<(i64, i64)>,
+    ) -> StoreResult<Option<i64>> {
+        let (webhook_id, ordering_key) = (d.webhook_id, d.ordering_key);
+        let blocked = match ordering_key {
+            None => false,
+            Some(key) => self
+                .conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM deliveries
+                     WHERE webhook_id = ?1 AND ordering_key = ?2
+                       AND state NOT IN ('delivered', 'dead'))",
+                )?
+                .query_row([webhook_id, key], |r| r.get(0))?,
+        };
+        // A delivery nothing holds back may be leased at once, for a hand-off.
+        let leased = lease.filter(|_| !blocked);
+        let (state, next_attempt_at, lease_id) = match leased {
+            Some((lease_id, until)) => ("delivering", until, lease_id),
+            None => ("pending", now, 0),
+        };
+        self.conn
+            .prepare_cached(
+                "INSERT INTO deliveries (id, webhook_id, event_id, event_type, ordering_key, state,
+                    blocked, lease, next_attempt_at, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )?
+            .execute(params![
+                d.id,
+                webhook_id,
+                d.event_id,
+                d.event_type.as_str(),
+                ordering_key,
+                state,
+                blocked,
+                lease_id,
+                next_attempt_at,
+                now
+            ])?;
+        Ok(leased.map(|_| self.conn.last_insert_rowid()))
+    }
+
+    fn handoffs(&mut self) -> &mut Option<Handoffs> {
+        &mut self.handoffs
+    }
+
+    fn due_webhooks(&mut self, now: i64) -> StoreResult<Vec<DueWebhook>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT w.id, w.rate_limit FROM webhooks w WHERE w.enabled = 1 AND EXISTS (
+                SELECT 1 FROM deliveries d
+                WHERE d.webhook_id = w.id AND d.state NOT IN ('delivered', 'dead')
+                  AND d.blocked = 0 AND d.next_attempt_at <= ?1)
+             ORDER BY w.id",
+        )?;
+        let rows = stmt.query_map([now], |r| {
+            Ok(DueWebhook {
+                id: r.get(0)?,
+                rate_limit: r.get(1)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn claim_deliveries(
+        &mut self,
+        now: i64,
+        lease_until: i64,
+        webhook_id: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Claimed>> {
+        let sql = "SELECT d.seq, d.id, d.event_id, d.event_type, d.attempts, e.payload,
+                    w.id, w.url, w.secret,
+                    CASE WHEN w.previous_secret_until > ?1 THEN w.previous_secret END, w.token,
+                    d.ordering_key, w.rate_limit
+             FROM deliveries d
+             JOIN webhooks w ON w.id = d.webhook_id
+             JOIN events e ON e.id = d.event_id
+             WHERE d.webhook_id = ?3 AND d.state NOT IN ('delivered', 'dead')
+               AND d.blocked = 0 AND d.next_attempt_at <= ?1
+             ORDER BY d.next_attempt_at, d.seq
+             LIMIT ?2";
+        let lease: i64 = rand::random::<u32>() as i64;
+        let claimed = {
+            let mut stmt = self.conn.prepare_cached(sql)?;
+            stmt.query_map(params![now, limit, webhook_id], |r| {
+                Ok(Claimed {
+                    seq: r.get(0)?,
+                    ordering_key: r.get(11)?,
+                    id: r.get(1)?,
+                    event_id: r.get(2)?,
+                    event_type: wire(r, 3, EventType::parse)?,
+                    attempts: r.get(4)?,
+                    lease,
+                    lease_until,
+                    payload: Arc::from(r.get::<_, String>(5)?),
+                    target: Target {
+                        webhook_id: r.get(6)?,
+                        url: r.get(7)?,
+                        secret: r.get(8)?,
+                        previous_secret: r.get(9)?,
+                        token: r.get(10)?,
+                        rate_limit: r.get(12)?,
+                    },
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?
+        };
+        let mut take = self.conn.prepare_cached(
+            "UPDATE deliveries SET state = 'delivering', next_attempt_at = ?2, lease = ?3 WHERE seq = ?1",
+        )?;
+        for c in &claimed {
+            take.execute(params![c.seq, lease_until, lease])?;
+        }
+        Ok(claimed)
+    }
+
+    fn record_attempt(&mut self, a: &AttemptRecord) -> StoreResult<Recorded> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO attempts (delivery_seq, at, status_code, latency_ms, error, response_body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![a.seq, a.at, a.status_code, a.latency_ms, a.error, a.response_body])?;
+        let (state, next, delivered_at) = match a.next {
+            NextStep::Delivered => ("delivered", a.at, Some(a.at)),
+            NextStep::RetryAt(at) => ("failed", at, None),
+            NextStep::Dead => ("dead", a.at, None),
+        };
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = ?3, attempts = attempts + 1, next_attempt_at = ?4,
+                    last_status_code = ?5, delivered_at = ?6
+                 WHERE seq = ?1 AND lease = ?2 AND state = 'delivering'",
+            )?
+            .execute(params![
+                a.seq,
+                a.lease,
+                state,
+                next,
+                a.status_code,
+                delivered_at
+            ])?;
+        let mut recorded = Recorded {
+            applied: changed > 0,
+            disabled: None,
+            unblocked: false,
+        };
+        if changed > 0
+            && let Some(key) = a.ordering_key
+            && matches!(a.next, NextStep::Delivered | NextStep::Dead)
+        {
+            // Finished: the next delivery of the same endpoint and ticket may go.
+            recorded.unblocked = self
+                .conn
+                .prepare_cached(
+                    "UPDATE deliveries SET blocked = 0 WHERE seq = (
+                        SELECT seq FROM deliveries
+                        WHERE webhook_id = ?1 AND ordering_key = ?2
+                          AND state NOT IN ('delivered', 'dead')
+                        ORDER BY seq LIMIT 1)",
+                )?
+                .execute([a.webhook_id, key])?
+                > 0;
+        }
+        if a.next == NextStep::Delivered {
+            return Ok(recorded);
+        }
+        self.conn
+            .prepare_cached(
+                "UPDATE webhooks SET failing_since = ?2 WHERE id = ?1 AND failing_since IS NULL",
+            )?
+            .execute(params![a.webhook_id, a.at])?;
+        let reason = if a.disable_webhook {
+            "the endpoint answered 410 Gone".to_string()
+        } else {
+            let days = a.disable_after_ms as f64 / 86_400_000.0;
+            format!("no successful delivery for {days:.0} days")
+        };
+        let disabled = self
+            .conn
+            .prepare_cached(
+                "UPDATE webhooks SET enabled = 0, disabled_reason = ?2
+                 WHERE id = ?1 AND enabled = 1 AND (?3 OR failing_since <= ?4)",
+            )?
+            .execute(params![
+                a.webhook_id,
+                reason,
+                a.disable_webhook,
+                a.at - a.disable_after_ms
+            ])?;
+        if disabled > 0 {
+            recorded.disabled = Some(reason);
+        }
+        Ok(recorded)
+    }
+
+    fn mark_healthy(&mut self, webhook_ids: &[i64]) -> StoreResult<()> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE webhooks SET failing_since = NULL WHERE id = ?1 AND failing_since IS NOT NULL",
+        )?;
+        for id in webhook_ids {
+            stmt.execute([id])?;
+        }
+        Ok(())
+    }
+
+    fn release_deliveries(&mut self, leases: &[(i64, i64)], now: i64) -> StoreResult<usize> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE deliveries SET state = 'pending', next_attempt_at = ?3
+             WHERE seq = ?1 AND lease = ?2 AND state = 'delivering'",
+        )?;
+        let mut released = 0;
+        for (seq, lease) in leases {
+            released += stmt.execute(params![seq, lease, now])?;
+        }
+        Ok(released)
+    }
+
+    fn next_delivery_due(&mut self) -> StoreResult<Option<i64>> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT min((SELECT min(next_attempt_at) FROM deliveries
+                             WHERE webhook_id = w.id AND state NOT IN ('delivered', 'dead')
+                               AND blocked = 0))
+                 FROM webhooks w",
+            )?
+            .query_row([], |r| r.get(0))?)
+    }
+
+    fn deliveries(
+        &mut self,
+        webhook_id: i64,
+        status: Option<DeliveryStatus>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<Delivery>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {DELIVERY_COLS} FROM deliveries d
+             WHERE d.webhook_id = ?1 AND (?2 IS NULL OR d.state = ?2)
+               AND (?3 IS NULL OR d.seq < (SELECT seq FROM deliveries WHERE id = ?3))
+             ORDER BY d.seq DESC LIMIT ?4"
+        ))?;
+        let rows = stmt.query_map(
+            params![webhook_id, status.map(|s| s.as_str()), after, limit],
+            delivery_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn delivery(&mut self, company_id: i64, id: &str) -> StoreResult<Option<DeliveryDetail>> {
+        let found = {
+            let mut stmt = self.conn.prepare_cached(&format!(
+                "SELECT {DELIVERY_COLS}, d.seq, e.payload FROM deliveries d
+                 JOIN events e ON e.id = d.event_id
+                 WHERE d.id = ?2 AND e.company_id = ?1"
+            ))?;
+            stmt.query_row(params![company_id, id], |r| {
+                Ok((
+                    delivery_row(r)?,
+                    r.get::<_, i64>(10)?,
+                    r.get::<_, String>(11)?,
+                ))
+            })
+            .optional()?
+        };
+        let Some((delivery, seq, payload)) = found else {
+            return Ok(None);
+        };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT at, status_code, latency_ms, error, response_body FROM attempts
+             WHERE delivery_seq = ?1 ORDER BY id",
+        )?;
+        let attempts_log = stmt
+            .query_map([seq], |r| {
+                Ok(Attempt {
+                    at: r.get(0)?,
+                    status_code: r.get(1)?,
+                    latency_ms: r.get(2)?,
+                    error: r.get(3)?,
+                    response_body: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let payload =
+            serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Some(DeliveryDetail {
+            delivery,
+            payload,
+            attempts_log,
+        }))
+    }
+
+    fn retry_delivery(&mut self, company_id: i64, id: &str, now: i64) -> StoreResult<bool> {
+        Ok(self.conn.execute(
+            "UPDATE deliveries SET state = 'pending', blocked = 0, next_attempt_at = ?3
+             WHERE id = ?2 AND state <> 'delivering'
+               AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = webhook_id AND w.company_id = ?1)",
+            params![company_id, id, now],
+        )? > 0)
+    }
+
+    fn recover_deliveries(&mut self, webhook_id: i64, since: i64, now: i64) -> StoreResult<usize> {
+        Ok(self.conn.execute(
+            "UPDATE deliveries SET state = 'pending', blocked = 0, next_attempt_at = ?3,
+                recovered_at = ?3
+             WHERE webhook_id = ?1 AND created_at >= ?2 AND state IN ('failed', 'dead')",
+            params![webhook_id, since, now],
+        )?)
+    }
+
+    fn recovery_progress(
+        &mut self,
+        webhook_id: i64,
+        recovered_at: i64,
+    ) -> StoreResult<RecoveryProgress> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT state, count(*) FROM deliveries
+             WHERE webhook_id = ?1 AND recovered_at = ?2 GROUP BY state",
+        )?;
+        let mut progress = RecoveryProgress::default();
+        let rows = stmt.query_map([webhook_id, recovered_at], |r| {
+            Ok((wire(r, 0, DeliveryStatus::parse)?, r.get::<_, i64>(1)?))
+        })?;
+        for row in rows {
+            let (state, n) = row?;
+            match state {
+                DeliveryStatus::Pending | DeliveryStatus::Delivering => progress.waiting += n,
+                DeliveryStatus::Delivered => progress.delivered += n,
+                DeliveryStatus::Failed => progress.failed += n,
+                DeliveryStatus::Dead => progress.dead += n,
+            }
+        }
+        Ok(progress)
+    }
+
+    fn prune(&mut self, before: i64, batch: i64) -> StoreResult<usize> {
+        let finished = self
+            .conn
+            .prepare_cached(
+                "SELECT seq FROM deliveries
+                 WHERE state IN ('delivered', 'dead') AND created_at < ?1 LIMIT ?2",
+            )?
+            .query_map(params![before, batch], |r| r.get::<_, i64>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut attempts = self
+            .conn
+            .prepare_cached("DELETE FROM attempts WHERE delivery_seq = ?1")?;
+        let mut delivery = self
+            .conn
+            .prepare_cached("DELETE FROM deliveries WHERE seq = ?1")?;
+        let mut deliveries = 0;
+        for seq in finished {
+            attempts.execute([seq])?;
+            deliveries += delivery.execute([seq])?;
+        }
+        let events = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM events WHERE id IN (
+                    SELECT e.id FROM events e
+                    WHERE e.created_at < ?1
+                      AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
+                    LIMIT ?2)",
+            )?
+            .execute(params![before, batch])?;
+        Ok(deliveries + events)
+    }
+
+    fn free_orphaned(&mut self) -> StoreResult<usize> {
+        // Blocked deliveries are unfinished and ordered: the order index holds them all, so
+        // this reads the backlog, not every delivery ever kept.
+        Ok(self
+            .conn
+            .prepare_cached(
+                "UPDATE deliveries SET blocked = 0 WHERE seq IN (
+                    SELECT d.seq FROM deliveries d INDEXED BY deliveries_order
+                    WHERE d.state NOT IN ('delivered', 'dead') AND d.ordering_key IS NOT NULL
+                      AND d.blocked = 1
+                      AND NOT EXISTS (
+                        SELECT 1 FROM deliveries o
+                        WHERE o.webhook_id = d.webhook_id AND o.ordering_key = d.ordering_key
+                          AND o.seq < d.seq AND o.state NOT IN ('delivered', 'dead')))",
+            )?
+            .execute([])?)
+    }
+
+    fn backlogs(&mut self) -> StoreResult<Vec<EndpointBacklog>> {
+        // Unfinished deliveries are in one of the two partial indexes (due when not blocked,
+        // ordered when blocked), so this reads the backlog only.
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT webhook_id, count(*), min(created_at) FROM (
+                SELECT webhook_id, created_at FROM deliveries INDEXED BY deliveries_webhook_due
+                WHERE state NOT IN ('delivered', 'dead') AND blocked = 0
+                UNION ALL
+                SELECT webhook_id, created_at FROM deliveries INDEXED BY deliveries_order
+                WHERE state NOT IN ('delivered', 'dead') AND ordering_key IS NOT NULL
+                  AND blocked = 1)
+             GROUP BY webhook_id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(EndpointBacklog {
+                webhook_id: r.get(0)?,
+                pending: r.get(1)?,
+                oldest_created_at: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

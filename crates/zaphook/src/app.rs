@@ -10,7 +10,7 @@ use std::sync::Arc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tokio::net::TcpListener;
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use crate::api::{self, AppState};
 use crate::channels::cloud::graph::GraphClient;
@@ -21,6 +21,7 @@ use crate::delivery::{Dispatcher, housekeeping};
 use crate::ingest::{Handoff, Ingest};
 use crate::secrets::SecretBox;
 use crate::settings::Settings;
+use crate::store::postgres::{PgStore, PoolSize};
 use crate::store::sqlite::{Durability, SqliteStore};
 use crate::store::{self, Store, StoreError};
 
@@ -42,15 +43,10 @@ pub const DATABASE_FILE: &str = "zaphook.db";
 pub fn open_store(
     data_dir: &Path,
     database_url: Option<&str>,
+    database_pool: usize,
     durability: Durability,
     secret_key: Option<&str>,
 ) -> Result<Arc<dyn Store>, AppError> {
-    if let Some(url) = database_url {
-        let scheme = url.split(':').next().unwrap_or_default();
-        return Err(AppError::Config(format!(
-            "--database-url: the {scheme} backend is not available in this version; leave it unset to use the embedded SQLite database"
-        )));
-    }
     std::fs::create_dir_all(data_dir).map_err(|e| {
         AppError::Config(format!(
             "cannot create the data directory {}: {e}",
@@ -59,8 +55,18 @@ pub fn open_store(
     })?;
     let secrets = SecretBox::load_or_create(data_dir, secret_key)
         .map_err(|e| AppError::Config(e.to_string()))?;
-    let store: Arc<dyn Store> =
-        SqliteStore::open(&data_dir.join(DATABASE_FILE), durability, secrets)?;
+    let store: Arc<dyn Store> = match database_url {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            PgStore::open(url, PoolSize::of(database_pool), secrets)?
+        }
+        Some(url) => {
+            let scheme = url.split(':').next().unwrap_or_default();
+            return Err(AppError::Config(format!(
+                "--database-url: {scheme} is not a database zaphook can use; give a postgres:// URL, or leave it unset to use the embedded SQLite database"
+            )));
+        }
+        None => SqliteStore::open(&data_dir.join(DATABASE_FILE), durability, secrets)?,
+    };
     Ok(store)
 }
 
@@ -173,10 +179,17 @@ impl Application {
         let store = open_store(
             &settings.data_dir,
             settings.database_url.as_deref(),
+            settings.database_pool,
             settings.durability,
             settings.secret_key.as_deref(),
         )?;
+        let clock = match (clock, store.clock_offset()) {
+            // On a shared database, the database's clock is everyone's.
+            (Clock::System, Some(offset)) => Clock::Offset(offset),
+            (clock, _) => clock,
+        };
         let generated_token = bootstrap(&store, settings.bootstrap_token.clone()).await?;
+        let announcements = store.announcements();
         let sender = HttpSender::new(&settings.http)
             .map_err(|e| AppError::Config(format!("cannot build the HTTP client: {e}")))?;
         let graph = GraphClient::new(&settings.http.targets, settings.channels.graph_timeout)
@@ -202,13 +215,13 @@ impl Application {
             ingest: Ingest {
                 store,
                 clock,
-                deliveries_ready: Arc::new(Notify::new()),
-                sends_ready: Arc::new(Notify::new()),
+                deliveries_ready: Arc::clone(&announcements.deliveries),
+                sends_ready: Arc::clone(&announcements.sends),
                 handoff,
             },
             sender,
             tokens: api::TokenCache::default(),
-            inbox_ready: Arc::new(Notify::new()),
+            inbox_ready: Arc::clone(&announcements.inbox),
             media_dir: settings.channels.media_dir.clone(),
         };
         Ok(Application {
@@ -273,7 +286,7 @@ impl Application {
                 config: Arc::new(config),
                 inbox_ready: Arc::clone(&self.state.inbox_ready),
             };
-            let media_ready = Arc::new(Notify::new());
+            let media_ready = Arc::clone(&ingest.store.announcements().media);
             workers.spawn(channels::run_send_worker(
                 channels.clone(),
                 Arc::clone(&ingest.sends_ready),

@@ -2,11 +2,16 @@
 //! production; in tests a clock that follows tokio's (pausable) time, so retry schedules are
 //! tested by advancing time instead of sleeping.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone)]
 pub enum Clock {
     System,
+    /// The system clock moved by the offset the store measures against a shared database's
+    /// clock, so that every process on it reads the same time.
+    Offset(Arc<AtomicI64>),
     /// Wall time at `base`, moved forward as tokio's clock moves.
     Tokio {
         base_ms: i64,
@@ -14,7 +19,7 @@ pub enum Clock {
     },
 }
 
-fn system_now_ms() -> i64 {
+pub(crate) fn system_now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -34,6 +39,7 @@ impl Clock {
     pub fn now_ms(&self) -> i64 {
         match self {
             Clock::System => system_now_ms(),
+            Clock::Offset(offset) => system_now_ms() + offset.load(Ordering::Relaxed),
             Clock::Tokio { base_ms, base } => base_ms + base.elapsed().as_millis() as i64,
         }
     }

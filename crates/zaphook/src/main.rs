@@ -68,6 +68,7 @@ fn open(args: &StoreArgs) -> anyhow::Result<std::sync::Arc<dyn store::Store>> {
     app::open_store(
         &args.data_dir,
         args.database_url.as_deref(),
+        args.database_pool.into(),
         args.durability(),
         args.secret_key.as_deref(),
     )

@@ -116,8 +116,11 @@ pub struct StoreArgs {
     #[arg(long, env = "ZAPHOOK_DATA_DIR", default_value = "./zaphook-data")]
     pub data_dir: PathBuf,
     /// `postgres://…` to use PostgreSQL instead of SQLite.
-    #[arg(long, env = "ZAPHOOK_DATABASE_URL")]
+    #[arg(long, env = "ZAPHOOK_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// PostgreSQL connections this process opens (half of them for writes).
+    #[arg(long, env = "ZAPHOOK_DATABASE_POOL", default_value_t = 8, value_parser = clap::value_parser!(u16).range(2..=512))]
+    pub database_pool: u16,
     /// `full` (default): a commit survives power loss; `normal`: it survives a crash of the
     /// process but may be lost with the machine's power.
     #[arg(
@@ -196,6 +199,8 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub database_url: Option<String>,
+    /// PostgreSQL connections to open.
+    pub database_pool: usize,
     pub durability: Durability,
     pub secret_key: Option<String>,
     pub bootstrap_token: Option<String>,
@@ -225,6 +230,7 @@ impl Settings {
             listen,
             data_dir,
             database_url: None,
+            database_pool: 8,
             durability: Durability::Full,
             secret_key: None,
             bootstrap_token: None,
@@ -240,6 +246,7 @@ impl Settings {
     pub fn from_serve(args: ServeArgs) -> Self {
         let mut s = Settings::new(args.listen, args.store.data_dir.clone());
         s.database_url = args.store.database_url.clone();
+        s.database_pool = args.store.database_pool.into();
         s.durability = args.store.durability();
         s.secret_key = args.store.secret_key.clone();
         s.bootstrap_token = args.bootstrap_token;

@@ -157,7 +157,7 @@ async fn connection_secrets_are_sealed_and_open_only_with_their_key() {
     let dir = app.take_dir().unwrap();
     app.stop().await;
 
-    let bytes = database_bytes(dir.path());
+    let bytes = dir.contents();
     assert!(!bytes.is_empty());
     for plain in [access, "EAAG-rotated-token-3456", secret, verify] {
         assert!(
@@ -165,11 +165,11 @@ async fn connection_secrets_are_sealed_and_open_only_with_their_key() {
             "{plain} is in the database in clear"
         );
     }
-    let key_file = dir.path().join("secret.key");
+    let key_file = dir.dir.path().join("secret.key");
     assert!(key_file.exists());
 
     // Another key: the server refuses to start, saying which key it needs.
-    let mut settings = test_settings(dir.path().to_path_buf());
+    let mut settings = common::settings_on(&dir);
     settings.secret_key = Some("AQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQEBAQE=".into());
     let refused = zaphook::app::Application::build(settings).await;
     let error = refused
@@ -179,7 +179,7 @@ async fn connection_secrets_are_sealed_and_open_only_with_their_key() {
     assert!(error.contains("secret key"), "{error}");
 
     // The key it was set up with opens them: the handshake answers with the verify token.
-    let app = start(test_settings(dir.path().to_path_buf())).await;
+    let app = start(common::settings_on(&dir)).await;
     let got = app
         .client
         .get(app.url(&format!(
@@ -272,7 +272,7 @@ async fn a_callback_is_durable_before_its_200_whatever_happens_to_its_processing
     app.stop().await;
     assert!(receiver.all().is_empty());
 
-    let mut settings = test_settings(dir.path().to_path_buf());
+    let mut settings = common::settings_on(&dir);
     common::cloud::fast_channels(&mut settings);
     let app = start(settings).await;
     let got = receiver.wait_for(1).await;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{TestReceiver, eventually, spawn_app, spawn_app_with, start, test_settings, verify};
+use common::{TestReceiver, eventually, spawn_app, spawn_app_with, start, verify};
 use serde_json::json;
 use zaphook::clock::Clock;
 use zaphook::store;
@@ -121,12 +121,11 @@ async fn a_delivery_claimed_by_a_worker_that_died_is_delivered_after_its_lease()
     .await
     .unwrap();
     assert_eq!(claimed.len(), 1);
-    let dir = first.take_dir();
-    let data_dir = first.data_dir.clone();
+    let db = first.take_dir().unwrap();
     first.stop().await;
 
     // A new server with workers delivers it once the lease has run out, not before.
-    let second = start(test_settings(data_dir)).await;
+    let second = start(common::settings_on(&db)).await;
     let got = receiver.wait_for(1).await;
     assert!(
         Clock::System.now_ms() >= lease_until,
@@ -135,7 +134,7 @@ async fn a_delivery_claimed_by_a_worker_that_died_is_delivered_after_its_lease()
     assert_eq!(got[0].json()["messageBody"], "claimed");
     assert_eq!(got[0].header("webhook-id"), claimed[0].event_id);
     second.stop().await;
-    drop(dir);
+    drop(db);
 }
 
 #[tokio::test]

@@ -337,6 +337,7 @@ async fn sigterm_drains_gives_back_unfinished_attempts_and_exits_zero() {
     let store = zaphook::app::open_store(
         dir.path(),
         None,
+        2,
         zaphook::store::sqlite::Durability::Full,
         None,
     )

@@ -1,5 +1,9 @@
 //! Store conformance: the repository operations the layers above rely on, run directly
-//! against a store. Every backend must pass these; they run on SQLite always.
+//! against a store through the trait. Every test runs on SQLite, and on PostgreSQL when
+//! `ZAPHOOK_TEST_DATABASE_URL` is set (in a scratch schema).
+
+#[path = "common/backend.rs"]
+mod backend;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
@@ -11,11 +15,40 @@ use zaphook::store::{
     WriteJob,
 };
 
-fn open() -> (tempfile::TempDir, Arc<dyn Store>) {
-    let dir = tempfile::tempdir().unwrap();
-    let store = zaphook::app::open_store(dir.path(), None, Durability::Full, None).unwrap();
-    (dir, store)
+/// Each conformance test, once per backend: `sqlite::name` and `postgres::name`.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::backend::TestDb::sqlite()).await
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test]
+            async fn $name() {
+                if let Some(db) = super::backend::TestDb::postgres() {
+                    super::$name(db).await
+                }
+            })*
+        }
+    };
 }
+
+conformance!(
+    claims_follow_ticket_order_and_leases,
+    unordered_endpoints_do_not_wait_and_dead_unblocks,
+    release_recover_and_prune,
+    a_failing_job_rolls_back_alone_in_a_shared_commit,
+    company_scoped_lookups_see_nothing_of_another_company,
+    deleting_an_endpoint_or_pruning_leaves_no_attempts_behind,
+    backlogs_count_blocked_and_due_and_orphans_are_freed,
+    a_delivery_is_retried_only_by_its_own_company,
+    channel_jobs_are_finished_only_under_their_lease,
+    a_taken_unique_key_is_a_conflict,
+    a_read_job_sees_one_snapshot,
+    a_second_active_ticket_of_a_contact_is_a_conflict,
+);
 
 fn spec(url: &str, ordering: Ordering) -> WebhookSpec {
     WebhookSpec {
@@ -117,9 +150,8 @@ async fn run<R: Send + 'static>(
     store::write(store, f).await.unwrap()
 }
 
-#[tokio::test]
-async fn claims_follow_ticket_order_and_leases() {
-    let (_dir, store) = open();
+async fn claims_follow_ticket_order_and_leases(db: backend::TestDb) {
+    let store = db.open();
     run(&store, |tx| {
         setup(tx, &[Ordering::Ticket])?;
         for (ticket, at) in [(1, 10), (1, 11), (2, 12)] {
@@ -168,9 +200,8 @@ async fn claims_follow_ticket_order_and_leases() {
     .await;
 }
 
-#[tokio::test]
-async fn unordered_endpoints_do_not_wait_and_dead_unblocks() {
-    let (_dir, store) = open();
+async fn unordered_endpoints_do_not_wait_and_dead_unblocks(db: backend::TestDb) {
+    let store = db.open();
     run(&store, |tx| {
         let hooks = setup(tx, &[Ordering::None, Ordering::Ticket])?;
         event(tx, 1, 10)?;
@@ -195,9 +226,8 @@ async fn unordered_endpoints_do_not_wait_and_dead_unblocks() {
     .await;
 }
 
-#[tokio::test]
-async fn release_recover_and_prune() {
-    let (_dir, store) = open();
+async fn release_recover_and_prune(db: backend::TestDb) {
+    let store = db.open();
     run(&store, |tx| {
         let hook = setup(tx, &[Ordering::None])?[0];
         for at in [10, 11, 12] {
@@ -282,9 +312,8 @@ impl WriteJob for QueueJob {
     }
 }
 
-#[tokio::test]
-async fn a_failing_job_rolls_back_alone_in_a_shared_commit() {
-    let (_dir, store) = open();
+async fn a_failing_job_rolls_back_alone_in_a_shared_commit(db: backend::TestDb) {
+    let store = db.open();
     run(&store, |tx| tx.insert_company("Acme", 0)).await;
     let (answer, answers) = std::sync::mpsc::channel();
     let (open_gate, gate) = std::sync::mpsc::channel();
@@ -351,9 +380,8 @@ async fn a_failing_job_rolls_back_alone_in_a_shared_commit() {
     assert_eq!(counts, vec![1, 3, 1, 2, 1, 1, 1]);
 }
 
-#[tokio::test]
-async fn company_scoped_lookups_see_nothing_of_another_company() {
-    let (_dir, store) = open();
+async fn company_scoped_lookups_see_nothing_of_another_company(db: backend::TestDb) {
+    let store = db.open();
     run(&store, |tx| {
         let a = tx.insert_company("A", 0)?;
         let b = tx.insert_company("B", 0)?;
@@ -369,16 +397,8 @@ async fn company_scoped_lookups_see_nothing_of_another_company() {
     .await;
 }
 
-/// Rows of `table` in the store's database file, read beside the store.
-fn rows(dir: &tempfile::TempDir, table: &str) -> i64 {
-    let conn = rusqlite::Connection::open(dir.path().join(zaphook::app::DATABASE_FILE)).unwrap();
-    conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
-        .unwrap()
-}
-
-#[tokio::test]
-async fn deleting_an_endpoint_or_pruning_leaves_no_attempts_behind() {
-    let (dir, store) = open();
+async fn deleting_an_endpoint_or_pruning_leaves_no_attempts_behind(db: backend::TestDb) {
+    let store = db.open();
     let hooks = run(&store, |tx| {
         let hooks = setup(tx, &[Ordering::None, Ordering::None])?;
         for at in [10, 11] {
@@ -390,23 +410,22 @@ async fn deleting_an_endpoint_or_pruning_leaves_no_attempts_behind() {
         Ok(hooks)
     })
     .await;
-    assert_eq!((rows(&dir, "deliveries"), rows(&dir, "attempts")), (4, 4));
+    assert_eq!((db.count("deliveries"), db.count("attempts")), (4, 4));
     assert!(run(&store, move |tx| tx.delete_webhook(1, hooks[0])).await);
-    assert_eq!((rows(&dir, "deliveries"), rows(&dir, "attempts")), (2, 2));
+    assert_eq!((db.count("deliveries"), db.count("attempts")), (2, 2));
     assert_eq!(run(&store, |tx| tx.prune(1_000, 100)).await, 4);
     assert_eq!(
         (
-            rows(&dir, "deliveries"),
-            rows(&dir, "attempts"),
-            rows(&dir, "events")
+            db.count("deliveries"),
+            db.count("attempts"),
+            db.count("events")
         ),
         (0, 0, 0)
     );
 }
 
-#[tokio::test]
-async fn backlogs_count_blocked_and_due_and_orphans_are_freed() {
-    let (dir, store) = open();
+async fn backlogs_count_blocked_and_due_and_orphans_are_freed(db: backend::TestDb) {
+    let store = db.open();
     let (ordered, unordered) = run(&store, |tx| {
         let hooks = setup(tx, &[Ordering::Ticket, Ordering::None])?;
         for at in [10, 11, 12] {
@@ -430,22 +449,18 @@ async fn backlogs_count_blocked_and_due_and_orphans_are_freed() {
     assert_eq!(run(&store, |tx| tx.free_orphaned()).await, 0);
     // The head finishes without unblocking the next (as a crash between the two could leave
     // it): the next, and only the next, is freed.
-    let conn = rusqlite::Connection::open(dir.path().join(zaphook::app::DATABASE_FILE)).unwrap();
-    conn.execute(
+    db.sql(&format!(
         "UPDATE deliveries SET state = 'delivered'
-         WHERE seq = (SELECT min(seq) FROM deliveries WHERE webhook_id = ?1)",
-        [ordered],
-    )
-    .unwrap();
+         WHERE seq = (SELECT min(seq) FROM deliveries WHERE webhook_id = {ordered})"
+    ));
     assert_eq!(run(&store, |tx| tx.free_orphaned()).await, 1);
     let claimed = run(&store, |tx| claim_all(tx, 100, 10_000)).await;
     let per_endpoint = |id: i64| claimed.iter().filter(|c| c.target.webhook_id == id).count();
     assert_eq!((per_endpoint(ordered), per_endpoint(unordered)), (1, 3));
 }
 
-#[tokio::test]
-async fn a_delivery_is_retried_only_by_its_own_company() {
-    let (_dir, store) = open();
+async fn a_delivery_is_retried_only_by_its_own_company(db: backend::TestDb) {
+    let store = db.open();
     let id = run(&store, |tx| {
         setup(tx, &[Ordering::None])?;
         tx.insert_company("Other", 0)?;
@@ -463,10 +478,9 @@ async fn a_delivery_is_retried_only_by_its_own_company() {
 
 /// A job table's lease: only the claim that holds a job may finish or reschedule it, so a
 /// worker whose lease ran out cannot record what another worker is now doing.
-#[tokio::test]
-async fn channel_jobs_are_finished_only_under_their_lease() {
+async fn channel_jobs_are_finished_only_under_their_lease(db: backend::TestDb) {
     use zaphook::store::{Claim, MediaJob, SendJob, SendKind};
-    let (_dir, store) = open();
+    let store = db.open();
     let claim = |now: i64, lease: i64| Claim {
         now,
         lease_until: now + 1_000,
@@ -556,10 +570,9 @@ async fn channel_jobs_are_finished_only_under_their_lease() {
 }
 
 /// A unique key taken twice is a conflict the caller can answer with 409, not a failure.
-#[tokio::test]
-async fn a_taken_unique_key_is_a_conflict() {
+async fn a_taken_unique_key_is_a_conflict(db: backend::TestDb) {
     use zaphook::store::NewContact;
-    let (_dir, store) = open();
+    let store = db.open();
     let result = store::write(&store, |tx| {
         let company = tx.insert_company("Acme", 0)?;
         let contact = NewContact {
@@ -578,9 +591,8 @@ async fn a_taken_unique_key_is_a_conflict() {
 }
 
 /// A read job sees one snapshot: a commit made while it runs does not show up half-way.
-#[tokio::test]
-async fn a_read_job_sees_one_snapshot() {
-    let (_dir, store) = open();
+async fn a_read_job_sees_one_snapshot(db: backend::TestDb) {
+    let store = db.open();
     store::write(&store, |tx| tx.insert_company("A", 0))
         .await
         .unwrap();
@@ -619,11 +631,10 @@ async fn a_read_job_sees_one_snapshot() {
 }
 
 /// One open or pending ticket per contact and connection, held by a unique index.
-#[tokio::test]
-async fn a_second_active_ticket_of_a_contact_is_a_conflict() {
+async fn a_second_active_ticket_of_a_contact_is_a_conflict(db: backend::TestDb) {
     use zaphook::domain::TicketStatus;
     use zaphook::store::{NewContact, NewTicket};
-    let (_dir, store) = open();
+    let store = db.open();
     let ticket = |status| NewTicket {
         connection_id: 1,
         contact_id: 1,
@@ -679,7 +690,7 @@ fn the_one_active_ticket_migration_closes_older_duplicates() {
         )
         .unwrap();
     }
-    drop(zaphook::app::open_store(dir.path(), None, Durability::Full, None).unwrap());
+    drop(zaphook::app::open_store(dir.path(), None, 2, Durability::Full, None).unwrap());
     let conn = rusqlite::Connection::open(dir.path().join("zaphook.db")).unwrap();
     let statuses: Vec<String> = conn
         .prepare("SELECT status FROM tickets ORDER BY id")

@@ -113,7 +113,6 @@ async fn callback(
     })
     .await?;
     metrics::counter!("zaphook_cloud_callbacks_total", "outcome" => "accepted").increment(1);
-    state.inbox_ready.notify_one();
     Ok(StatusCode::OK.into_response())
 }
 

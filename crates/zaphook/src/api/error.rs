@@ -159,6 +159,9 @@ impl From<StoreError> for ApiError {
                 tracing::warn!(error = %e, "a request could not be stored now");
                 ApiError::Unavailable("the database cannot take the change now".into())
             }
+            StoreError::Invalid(why) => {
+                ApiError::BadRequest(format!("a value cannot be stored: {why}"))
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

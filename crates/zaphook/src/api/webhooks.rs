@@ -267,7 +267,6 @@ async fn patch_webhook(
             .ok_or_else(|| webhook_not_found(id))
     })
     .await?;
-    state.ingest.deliveries_ready.notify_one();
     Ok(axum::Json(webhook))
 }
 
@@ -411,7 +410,6 @@ async fn recover(
         Ok(tx.recover_deliveries(id, since, now)?)
     })
     .await?;
-    state.ingest.deliveries_ready.notify_one();
     Ok(axum::Json(Recovered { queued }))
 }
 
@@ -491,6 +489,5 @@ async fn retry_delivery(
     })
     .await;
     queued?;
-    state.ingest.deliveries_ready.notify_one();
     Ok(StatusCode::ACCEPTED)
 }

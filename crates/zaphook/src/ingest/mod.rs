@@ -230,8 +230,7 @@ impl Ingest {
                 // like any other.
                 let _ = handoff.sender.send(handoffs.claimed);
             }
-            Some(_) => {}
-            None => self.deliveries_ready.notify_one(),
+            _ => {}
         }
         Ok(answer)
     }
@@ -244,15 +243,10 @@ impl Ingest {
     }
 
     pub async fn send(&self, company_id: i64, cmd: SendMessage) -> IngestResult<Message> {
-        let result = self
-            .run(company_id, move |tx, company, now| {
-                send(tx, company, now, &cmd)
-            })
-            .await;
-        if result.is_ok() {
-            self.sends_ready.notify_one();
-        }
-        result
+        self.run(company_id, move |tx, company, now| {
+            send(tx, company, now, &cmd)
+        })
+        .await
     }
 }
 

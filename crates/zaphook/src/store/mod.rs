@@ -7,6 +7,8 @@ pub mod channels;
 pub mod companies;
 pub mod conversations;
 pub mod deliveries;
+pub mod postgres;
+mod sealed;
 pub mod sqlite;
 pub mod webhooks;
 
@@ -21,7 +23,7 @@ pub use webhooks::{Target, WebhookTx};
 
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 /// A store failure, by what the caller can do about it.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -37,6 +39,10 @@ pub enum StoreError {
     /// lost): nothing was changed; try again later.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The database cannot hold a value given to it (PostgreSQL's text cannot hold a NUL
+    /// character, say): the request is at fault, not the store.
+    #[error("the database cannot hold a value: {0}")]
+    Invalid(String),
     /// Any other database failure.
     #[error("database error: {0}")]
     Database(String),
@@ -68,8 +74,99 @@ pub trait WriteJob: Send {
     fn reply(self: Box<Self>, committed: StoreResult<()>);
 }
 
-/// A unit of reading.
-pub type ReadJob = Box<dyn FnOnce(&mut dyn Tx) + Send>;
+/// A unit of reading, given a transaction, or why the store could not open one.
+pub type ReadJob = Box<dyn FnOnce(StoreResult<&mut dyn Tx>) + Send>;
+
+/// Work a commit can make ready, for the worker that waits for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Topic {
+    /// Deliveries due now, not handed off to this process's dispatcher.
+    Deliveries,
+    Sends,
+    Inbox,
+    Media,
+}
+
+impl Topic {
+    pub const ALL: [Topic; 4] = [Topic::Deliveries, Topic::Sends, Topic::Inbox, Topic::Media];
+
+    fn bit(self) -> u8 {
+        1 << self as u8
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topic::Deliveries => "deliveries",
+            Topic::Sends => "sends",
+            Topic::Inbox => "inbox",
+            Topic::Media => "media",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| t.as_str() == text)
+    }
+}
+
+/// The topics a transaction announces. The repository operations add to it as they write
+/// (a pending delivery, a send job, a callback body, a media job), so no caller has to
+/// remember to wake a worker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Topics(u8);
+
+impl Topics {
+    pub fn add(&mut self, topic: Topic) {
+        self.0 |= topic.bit();
+    }
+
+    pub fn extend(&mut self, other: Topics) {
+        self.0 |= other.0;
+    }
+
+    pub fn contains(self, topic: Topic) -> bool {
+        self.0 & topic.bit() != 0
+    }
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    pub fn all() -> Topics {
+        let mut all = Topics::default();
+        Topic::ALL.into_iter().for_each(|t| all.add(t));
+        all
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Topic> {
+        Topic::ALL.into_iter().filter(move |t| self.contains(*t))
+    }
+}
+
+/// Wakes this process's workers when a commit made work ready: a commit of this process, or
+/// (on a shared database) of another one.
+#[derive(Debug, Default)]
+pub struct Announcements {
+    pub deliveries: Arc<Notify>,
+    pub sends: Arc<Notify>,
+    pub inbox: Arc<Notify>,
+    pub media: Arc<Notify>,
+}
+
+impl Announcements {
+    pub fn of(&self, topic: Topic) -> &Arc<Notify> {
+        match topic {
+            Topic::Deliveries => &self.deliveries,
+            Topic::Sends => &self.sends,
+            Topic::Inbox => &self.inbox,
+            Topic::Media => &self.media,
+        }
+    }
+
+    pub fn announce(&self, topics: Topics) {
+        for topic in topics.iter() {
+            self.of(topic).notify_one();
+        }
+    }
+}
 
 pub trait Store: Send + Sync + 'static {
     /// Queues a write job; its reply runs after the commit is durable.
@@ -78,6 +175,13 @@ pub trait Store: Send + Sync + 'static {
     fn submit_read(&self, job: ReadJob);
     /// Stops taking writes; what is queued is still committed.
     fn close(&self);
+    /// Where committed writes announce the work they made ready.
+    fn announcements(&self) -> Arc<Announcements>;
+    /// How far the database's clock is ahead of this machine's, in milliseconds, when the
+    /// database is shared and its clock is the one leases and due times follow.
+    fn clock_offset(&self) -> Option<Arc<std::sync::atomic::AtomicI64>> {
+        None
+    }
 }
 
 /// Runs `f` in a write transaction and answers once it is committed. When `f` fails, its
@@ -137,7 +241,7 @@ where
 {
     let (sender, receiver) = oneshot::channel();
     store.submit_read(Box::new(move |tx| {
-        let _ = sender.send(f(tx));
+        let _ = sender.send(tx.map_err(E::from).and_then(f));
     }));
     receiver.await.map_err(|_| E::from(StoreError::Closed))?
 }

@@ -1,9 +1,11 @@
-//! Test support: the real application on `127.0.0.1:0` over a temporary SQLite file, a real
-//! HTTP receiver that records what arrives and answers what the test says, and waiting on
-//! conditions with deadlines.
+//! Test support: the real application on `127.0.0.1:0` over a temporary SQLite file (or, with
+//! `ZAPHOOK_TEST_BACKEND=postgres`, a scratch PostgreSQL schema), a real HTTP receiver that
+//! records what arrives and answers what the test says, and waiting on conditions with
+//! deadlines.
 
 #![allow(dead_code)]
 
+pub mod backend;
 pub mod cloud;
 pub mod graph;
 
@@ -35,7 +37,18 @@ pub struct TestApp {
     pub store: Arc<dyn zaphook::store::Store>,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
-    _dir: Option<tempfile::TempDir>,
+    db: Option<backend::TestDb>,
+}
+
+/// The backend the integration tests run on: `ZAPHOOK_TEST_BACKEND` (`sqlite`, the default,
+/// or `postgres`, on `ZAPHOOK_TEST_DATABASE_URL`).
+pub fn test_db() -> backend::TestDb {
+    match std::env::var("ZAPHOOK_TEST_BACKEND").as_deref() {
+        Ok("postgres") => backend::TestDb::postgres()
+            .expect("ZAPHOOK_TEST_BACKEND=postgres needs ZAPHOOK_TEST_DATABASE_URL"),
+        Ok("sqlite") | Err(_) => backend::TestDb::sqlite(),
+        Ok(other) => panic!("ZAPHOOK_TEST_BACKEND: unknown backend {other:?}"),
+    }
 }
 
 /// Settings for tests: port 0, private targets allowed, a fast retry schedule.
@@ -51,16 +64,24 @@ pub fn test_settings(data_dir: PathBuf) -> Settings {
     s
 }
 
+/// Test settings on `db` (for a first start, or a restart on the same data).
+pub fn settings_on(db: &backend::TestDb) -> Settings {
+    let mut settings = test_settings(db.dir.path().to_path_buf());
+    settings.database_url = db.database_url();
+    settings.database_pool = 4;
+    settings
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|_| {}).await
 }
 
 pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let mut settings = test_settings(dir.path().to_path_buf());
+    let db = test_db();
+    let mut settings = settings_on(&db);
     change(&mut settings);
     let mut app = start(settings).await;
-    app._dir = Some(dir);
+    app.db = Some(db);
     app
 }
 
@@ -86,7 +107,7 @@ pub async fn start(settings: Settings) -> TestApp {
         store,
         stop: Some(stop),
         handle: Some(handle),
-        _dir: None,
+        db: None,
     }
 }
 
@@ -182,9 +203,9 @@ impl TestApp {
         }
     }
 
-    /// Keeps the data directory alive beyond this app (for a restart on it).
-    pub fn take_dir(&mut self) -> Option<tempfile::TempDir> {
-        self._dir.take()
+    /// Keeps the database alive beyond this app (for a restart on it).
+    pub fn take_dir(&mut self) -> Option<backend::TestDb> {
+        self.db.take()
     }
 }
 

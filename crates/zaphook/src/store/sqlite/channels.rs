@@ -2,48 +2,16 @@
 //! callback inbox, send jobs, media jobs and stored media.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
 
 use super::rows::*;
 use super::tx::SqliteTx;
 use crate::domain::{CloudConfig, Connection as Conn};
 use crate::secrets::SecretBox;
+use crate::store::sealed::{self, open_secrets, seal_secrets};
 use crate::store::{
     ChannelTx, Claim, InboxItem, MediaJob, SendJob, SendKind, StoreError, StoreResult, StoredMedia,
+    Topic,
 };
-
-/// What the sealed secrets of a cloud connection hold.
-#[derive(Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Secrets {
-    access_token: String,
-    app_secret: String,
-    verify_token: String,
-}
-
-/// The additional data of every sealed connection secret: a sealed value opens only as one.
-const SECRETS_CONTEXT: &str = "zaphook connection cloud secrets";
-
-pub(super) fn seal_secrets(secrets: &SecretBox, cloud: &CloudConfig) -> Vec<u8> {
-    let plain = Secrets {
-        access_token: cloud.access_token.clone(),
-        app_secret: cloud.app_secret.clone(),
-        verify_token: cloud.verify_token.clone(),
-    };
-    // Serialising three strings cannot fail.
-    let json = serde_json::to_vec(&plain).unwrap_or_default();
-    secrets.seal(SECRETS_CONTEXT, &json)
-}
-
-fn open_secrets(secrets: &SecretBox, id: i64, sealed: &[u8]) -> StoreResult<Secrets> {
-    let plain = secrets
-        .open(SECRETS_CONTEXT, sealed)
-        .map_err(|e| StoreError::Corrupt(format!("connection {id}: {e}")))?;
-    serde_json::from_slice(&plain)
-        .map_err(|e| StoreError::Corrupt(format!("connection {id}: sealed secrets: {e}")))
-}
-
-const CHECK_CONTEXT: &str = "zaphook secret check";
 
 /// Seals the plaintext settings that versions before sealing kept, and checks that `secrets`
 /// is the key this database was set up with (recording it on a new database).
@@ -55,16 +23,12 @@ pub(super) fn prepare_secrets(conn: &Connection, secrets: &SecretBox) -> StoreRe
         .optional()?;
     match check {
         Some(sealed) => {
-            if secrets.open(CHECK_CONTEXT, &sealed).is_err() {
-                return Err(StoreError::SecretKey(
-                    "the secret key is not the one this database was set up with; start with that key (--secret-key, or the secret.key file kept beside the database)".into(),
-                ));
-            }
+            sealed::check(secrets, &sealed)?;
         }
         None => {
             conn.execute(
                 "INSERT INTO secret_check (id, sealed) VALUES (1, ?1)",
-                [secrets.seal(CHECK_CONTEXT, b"zaphook")],
+                [sealed::new_check(secrets)],
             )?;
         }
     }
@@ -245,6 +209,7 @@ impl ChannelTx for SqliteTx<'_> {
         self.conn
             .prepare_cached("UPDATE connections SET last_callback_at = ?2 WHERE id = ?1")?
             .execute(params![connection_id, now])?;
+        self.topics.add(Topic::Inbox);
         Ok(id)
     }
 
@@ -337,6 +302,7 @@ impl ChannelTx for SqliteTx<'_> {
                 job.attempts,
                 due
             ])?;
+        self.topics.add(Topic::Sends);
         Ok(())
     }
 
@@ -379,6 +345,7 @@ impl ChannelTx for SqliteTx<'_> {
                 "UPDATE send_jobs SET next_attempt_at = ?3, lease = 0 WHERE id = ?1 AND lease = ?2",
             )?
             .execute(params![id, lease, due])?;
+        self.announce_if(changed > 0, Topic::Sends);
         Ok(changed > 0)
     }
 
@@ -390,6 +357,7 @@ impl ChannelTx for SqliteTx<'_> {
                  WHERE id = ?1 AND lease = ?2",
             )?
             .execute(params![id, lease, due])?;
+        self.announce_if(changed > 0, Topic::Sends);
         Ok(changed > 0)
     }
 
@@ -418,6 +386,7 @@ impl ChannelTx for SqliteTx<'_> {
                 job.attempts,
                 due
             ])?;
+        self.topics.add(Topic::Media);
         Ok(())
     }
 
@@ -467,6 +436,7 @@ impl ChannelTx for SqliteTx<'_> {
                  WHERE message_id = ?1 AND lease = ?2",
             )?
             .execute(params![message_id, lease, due, error])?;
+        self.announce_if(changed > 0, Topic::Media);
         Ok(changed > 0)
     }
 

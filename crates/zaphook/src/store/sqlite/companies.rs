@@ -68,7 +68,7 @@ impl CompanyTx for SqliteTx<'_> {
         cloud: Option<&CloudConfig>,
         now: i64,
     ) -> StoreResult<Conn> {
-        let sealed = cloud.map(|c| super::channels::seal_secrets(self.secrets, c));
+        let sealed = cloud.map(|c| crate::store::sealed::seal_secrets(self.secrets, c));
         self.conn.execute(
             "INSERT INTO connections (company_id, name, channel, phone_number_id, graph_base_url,
                 graph_version, sealed_secrets, created_at)

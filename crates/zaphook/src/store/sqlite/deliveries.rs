@@ -10,6 +10,7 @@ use crate::domain::{Attempt, Delivery, DeliveryDetail, DeliveryStatus, EventType
 use crate::store::{
     AttemptRecord, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope, Handoffs,
     NewDelivery, NextStep, Recorded, RecoveryProgress, StoreError, StoreResult, Subscriber, Target,
+    Topic,
 };
 
 impl DeliveryTx for SqliteTx<'_> {
@@ -116,6 +117,9 @@ impl DeliveryTx for SqliteTx<'_> {
                 next_attempt_at,
                 now
             ])?;
+        // When the caller hands deliveries off, this process's dispatcher is in charge of them
+        // (also of those queued behind a busy endpoint); otherwise a worker must claim them.
+        self.announce_if(lease.is_none() && !blocked, Topic::Deliveries);
         Ok(leased.map(|_| self.conn.last_insert_rowid()))
     }
 
@@ -242,6 +246,7 @@ impl DeliveryTx for SqliteTx<'_> {
                 .execute([a.webhook_id, key])?
                 > 0;
         }
+        self.announce_if(recorded.unblocked, Topic::Deliveries);
         if a.next == NextStep::Delivered {
             return Ok(recorded);
         }
@@ -293,6 +298,7 @@ impl DeliveryTx for SqliteTx<'_> {
         for (seq, lease) in leases {
             released += stmt.execute(params![seq, lease, now])?;
         }
+        self.announce_if(released > 0, Topic::Deliveries);
         Ok(released)
     }
 
@@ -372,21 +378,25 @@ impl DeliveryTx for SqliteTx<'_> {
     }
 
     fn retry_delivery(&mut self, company_id: i64, id: &str, now: i64) -> StoreResult<bool> {
-        Ok(self.conn.execute(
+        let queued = self.conn.execute(
             "UPDATE deliveries SET state = 'pending', blocked = 0, next_attempt_at = ?3
              WHERE id = ?2 AND state <> 'delivering'
                AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = webhook_id AND w.company_id = ?1)",
             params![company_id, id, now],
-        )? > 0)
+        )? > 0;
+        self.announce_if(queued, Topic::Deliveries);
+        Ok(queued)
     }
 
     fn recover_deliveries(&mut self, webhook_id: i64, since: i64, now: i64) -> StoreResult<usize> {
-        Ok(self.conn.execute(
+        let queued = self.conn.execute(
             "UPDATE deliveries SET state = 'pending', blocked = 0, next_attempt_at = ?3,
                 recovered_at = ?3
              WHERE webhook_id = ?1 AND created_at >= ?2 AND state IN ('failed', 'dead')",
             params![webhook_id, since, now],
-        )?)
+        )?;
+        self.announce_if(queued > 0, Topic::Deliveries);
+        Ok(queued)
     }
 
     fn recovery_progress(
@@ -450,7 +460,7 @@ impl DeliveryTx for SqliteTx<'_> {
     fn free_orphaned(&mut self) -> StoreResult<usize> {
         // Blocked deliveries are unfinished and ordered: the order index holds them all, so
         // this reads the backlog, not every delivery ever kept.
-        Ok(self
+        let freed = self
             .conn
             .prepare_cached(
                 "UPDATE deliveries SET blocked = 0 WHERE seq IN (
@@ -462,7 +472,9 @@ impl DeliveryTx for SqliteTx<'_> {
                         WHERE o.webhook_id = d.webhook_id AND o.ordering_key = d.ordering_key
                           AND o.seq < d.seq AND o.state NOT IN ('delivered', 'dead')))",
             )?
-            .execute([])?)
+            .execute([])?;
+        self.announce_if(freed > 0, Topic::Deliveries);
+        Ok(freed)
     }
 
     fn backlogs(&mut self) -> StoreResult<Vec<EndpointBacklog>> {

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
-use super::{ReadJob, Store, StoreError, StoreResult, WriteJob};
+use super::{Announcements, ReadJob, Store, StoreError, StoreResult, Topics, WriteJob};
 use crate::secrets::SecretBox;
 use tx::SqliteTx;
 
@@ -83,6 +83,7 @@ pub enum Durability {
 pub struct SqliteStore {
     writer: Mutex<Option<mpsc::Sender<Box<dyn WriteJob>>>>,
     readers: Arc<ReaderPool>,
+    announcements: Arc<Announcements>,
 }
 
 /// Reader connections kept open between reads.
@@ -170,9 +171,11 @@ impl SqliteStore {
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         let (sender, receiver) = mpsc::channel();
         let writer_secrets = secrets.clone();
+        let announcements = Arc::new(Announcements::default());
+        let writer_announcements = Arc::clone(&announcements);
         std::thread::Builder::new()
             .name("zaphook-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, writer_secrets, receiver))
+            .spawn(move || writer_loop(conn, writer_secrets, receiver, &writer_announcements))
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
         Ok(Arc::new(SqliteStore {
             writer: Mutex::new(Some(sender)),
@@ -181,6 +184,7 @@ impl SqliteStore {
                 path: path.to_path_buf(),
                 secrets,
             }),
+            announcements,
         }))
     }
 }
@@ -202,13 +206,16 @@ impl Store for SqliteStore {
                 // One read transaction for the whole job: all its reads see the same commit,
                 // however many the writer makes meanwhile (WAL gives each its snapshot).
                 let began = statement(&conn, "BEGIN").is_ok();
-                job(&mut SqliteTx::new(&conn, &readers.secrets));
+                job(Ok(&mut SqliteTx::new(&conn, &readers.secrets)));
                 if began && statement(&conn, "COMMIT").is_err() {
                     return;
                 }
                 readers.give_back(conn);
             }
-            Err(e) => tracing::error!(error = %e, "cannot open a reader connection"),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot open a reader connection");
+                job(Err(e));
+            }
         });
     }
 
@@ -217,9 +224,18 @@ impl Store for SqliteStore {
             writer.take();
         }
     }
+
+    fn announcements(&self) -> Arc<Announcements> {
+        Arc::clone(&self.announcements)
+    }
 }
 
-fn writer_loop(conn: Connection, secrets: SecretBox, jobs: mpsc::Receiver<Box<dyn WriteJob>>) {
+fn writer_loop(
+    conn: Connection,
+    secrets: SecretBox,
+    jobs: mpsc::Receiver<Box<dyn WriteJob>>,
+    announcements: &Announcements,
+) {
     while let Ok(first) = jobs.recv() {
         let mut batch = Vec::with_capacity(16);
         batch.push(first);
@@ -229,7 +245,7 @@ fn writer_loop(conn: Connection, secrets: SecretBox, jobs: mpsc::Receiver<Box<dy
                 Err(_) => break,
             }
         }
-        run_batch(&conn, &secrets, batch);
+        run_batch(&conn, &secrets, batch, announcements);
     }
     tracing::debug!("sqlite writer stopped");
 }
@@ -239,7 +255,12 @@ fn writer_loop(conn: Connection, secrets: SecretBox, jobs: mpsc::Receiver<Box<dy
 /// A job that fails without having changed a row is simply answered. When one fails after
 /// changing rows, the transaction is rolled back, and the jobs before it and the jobs after it
 /// (which may have seen its writes) run again without it; each round leaves out one job.
-fn run_batch(conn: &Connection, secrets: &SecretBox, mut batch: Vec<Box<dyn WriteJob>>) {
+fn run_batch(
+    conn: &Connection,
+    secrets: &SecretBox,
+    mut batch: Vec<Box<dyn WriteJob>>,
+    announcements: &Announcements,
+) {
     while !batch.is_empty() {
         if let Err(e) = statement(conn, "BEGIN IMMEDIATE") {
             tracing::error!(error = %e, "cannot begin a write transaction");
@@ -250,14 +271,15 @@ fn run_batch(conn: &Connection, secrets: &SecretBox, mut batch: Vec<Box<dyn Writ
         let mut kept = Vec::with_capacity(batch.len());
         let mut jobs = batch.into_iter();
         let mut undone = false;
+        let mut topics = Topics::default();
         while let Some(mut job) = jobs.next() {
             let before = conn.total_changes();
-            let outcome = catch_unwind(AssertUnwindSafe(|| {
-                job.run(&mut SqliteTx::new(conn, secrets))
-            }));
+            let mut tx = SqliteTx::new(conn, secrets);
+            let outcome = catch_unwind(AssertUnwindSafe(|| job.run(&mut tx)));
             let changed = conn.total_changes() != before;
             match outcome {
                 Ok(true) => {
+                    topics.extend(tx.topics);
                     kept.push(job);
                     continue;
                 }
@@ -279,9 +301,12 @@ fn run_batch(conn: &Connection, secrets: &SecretBox, mut batch: Vec<Box<dyn Writ
             continue;
         }
         let committed = statement(conn, "COMMIT").map_err(StoreError::from);
-        if let Err(e) = &committed {
-            tracing::error!(error = %e, "commit failed");
-            let _ = conn.execute_batch("ROLLBACK");
+        match &committed {
+            Ok(()) => announcements.announce(topics),
+            Err(e) => {
+                tracing::error!(error = %e, "commit failed");
+                let _ = conn.execute_batch("ROLLBACK");
+            }
         }
         for job in kept {
             job.reply(committed.clone());

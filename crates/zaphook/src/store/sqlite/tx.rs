@@ -5,12 +5,14 @@
 use rusqlite::Connection;
 
 use crate::secrets::SecretBox;
-use crate::store::Handoffs;
+use crate::store::{Handoffs, Topic, Topics};
 
 pub struct SqliteTx<'c> {
     pub(super) conn: &'c Connection,
     pub(super) secrets: &'c SecretBox,
     pub(super) handoffs: Option<Handoffs>,
+    /// What the job's writes made ready, announced once they commit.
+    pub(super) topics: Topics,
 }
 
 impl<'c> SqliteTx<'c> {
@@ -19,6 +21,13 @@ impl<'c> SqliteTx<'c> {
             conn,
             secrets,
             handoffs: None,
+            topics: Topics::default(),
+        }
+    }
+
+    pub(super) fn announce_if(&mut self, condition: bool, topic: Topic) {
+        if condition {
+            self.topics.add(topic);
         }
     }
 }

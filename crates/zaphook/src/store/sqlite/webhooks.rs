@@ -5,7 +5,7 @@ use rusqlite::{OptionalExtension, params};
 use super::rows::*;
 use super::tx::SqliteTx;
 use crate::domain::{Webhook, WebhookSpec};
-use crate::store::{StoreError, StoreResult, Target, WebhookTx};
+use crate::store::{StoreError, StoreResult, Target, Topic, WebhookTx};
 
 impl WebhookTx for SqliteTx<'_> {
     fn insert_webhook(
@@ -93,6 +93,8 @@ impl WebhookTx for SqliteTx<'_> {
                 now
             ],
         )?;
+        // An endpoint enabled again has deliveries to resume.
+        self.announce_if(w.enabled, Topic::Deliveries);
         Ok(())
     }
 

@@ -1,0 +1,206 @@
+//! Companies and their API tokens, connections, queues and agents, in PostgreSQL.
+
+use postgres::Row;
+
+use super::rows::*;
+use super::tx::PgTx;
+use crate::domain::{Channel, CloudConfig, Connection as Conn, Queue, User};
+use crate::store::{CompanyTx, StoreError, StoreResult};
+
+fn queue_row(row: &Row) -> StoreResult<Queue> {
+    Ok(Queue {
+        id: col(row, 0)?,
+        name: col(row, 1)?,
+        created_at: col(row, 2)?,
+    })
+}
+
+fn user_row(row: &Row) -> StoreResult<User> {
+    Ok(User {
+        id: col(row, 0)?,
+        name: col(row, 1)?,
+        email: col(row, 2)?,
+        created_at: col(row, 3)?,
+    })
+}
+
+impl CompanyTx for PgTx<'_> {
+    fn insert_company(&mut self, name: &str, now: i64) -> StoreResult<i64> {
+        let row = self.write_opt(
+            "INSERT INTO companies (name, created_at) VALUES ($1, $2) RETURNING id",
+            &[&name, &now],
+        )?;
+        match row {
+            Some(row) => col(&row, 0),
+            None => Err(StoreError::Database("no id from the company insert".into())),
+        }
+    }
+
+    fn company_exists(&mut self, id: i64) -> StoreResult<bool> {
+        let row = self.query_one(
+            "SELECT EXISTS (SELECT 1 FROM companies WHERE id = $1)",
+            &[&id],
+        )?;
+        col(&row, 0)
+    }
+
+    fn company_count(&mut self) -> StoreResult<i64> {
+        let row = self.query_one("SELECT count(*) FROM companies", &[])?;
+        col(&row, 0)
+    }
+
+    fn insert_token(
+        &mut self,
+        company_id: i64,
+        prefix: &str,
+        hash: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO api_tokens (company_id, prefix, hash, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (hash) DO NOTHING",
+            &[&company_id, &prefix, &hash, &now],
+        )?;
+        Ok(())
+    }
+
+    fn token_company(&mut self, hash: &str) -> StoreResult<Option<i64>> {
+        self.query_opt(
+            "SELECT company_id FROM api_tokens WHERE hash = $1 AND revoked_at IS NULL",
+            &[&hash],
+        )?
+        .map(|row| col(&row, 0))
+        .transpose()
+    }
+
+    fn revoke_tokens(&mut self, prefix: &str, now: i64) -> StoreResult<usize> {
+        let revoked = self.execute(
+            "UPDATE api_tokens SET revoked_at = $2
+             WHERE revoked_at IS NULL AND starts_with(prefix, $1)",
+            &[&prefix, &now],
+        )?;
+        Ok(usize::try_from(revoked).unwrap_or(usize::MAX))
+    }
+
+    fn insert_connection(
+        &mut self,
+        company_id: i64,
+        name: &str,
+        channel: Channel,
+        cloud: Option<&CloudConfig>,
+        now: i64,
+    ) -> StoreResult<Conn> {
+        let sealed = cloud.map(|c| crate::store::sealed::seal_secrets(self.secrets, c));
+        let row = self.write_opt(
+            &format!(
+                "INSERT INTO connections (company_id, name, channel, phone_number_id,
+                    graph_base_url, graph_version, sealed_secrets, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 RETURNING {CONNECTION_COLS}"
+            ),
+            &[
+                &company_id,
+                &name,
+                &channel.as_str(),
+                &cloud.map(|c| &c.phone_number_id),
+                &cloud.and_then(|c| c.graph_base_url.as_ref()),
+                &cloud.and_then(|c| c.graph_version.as_ref()),
+                &sealed,
+                &now,
+            ],
+        )?;
+        match row {
+            Some(row) => connection_row(&row),
+            None => Err(StoreError::Database(
+                "the inserted connection vanished".into(),
+            )),
+        }
+    }
+
+    fn connection(&mut self, company_id: i64, id: i64) -> StoreResult<Option<Conn>> {
+        self.query_opt(
+            &format!("SELECT {CONNECTION_COLS} FROM connections WHERE company_id = $1 AND id = $2"),
+            &[&company_id, &id],
+        )?
+        .map(|row| connection_row(&row))
+        .transpose()
+    }
+
+    fn connections(&mut self, company_id: i64) -> StoreResult<Vec<Conn>> {
+        self.query(
+            &format!("SELECT {CONNECTION_COLS} FROM connections WHERE company_id = $1 ORDER BY id"),
+            &[&company_id],
+        )?
+        .iter()
+        .map(connection_row)
+        .collect()
+    }
+
+    fn insert_queue(&mut self, company_id: i64, name: &str, now: i64) -> StoreResult<Queue> {
+        let row = self.write_opt(
+            "INSERT INTO queues (company_id, name, created_at) VALUES ($1, $2, $3)
+             RETURNING id, name, created_at",
+            &[&company_id, &name, &now],
+        )?;
+        match row {
+            Some(row) => queue_row(&row),
+            None => Err(StoreError::Database("no row from the queue insert".into())),
+        }
+    }
+
+    fn queue(&mut self, company_id: i64, id: i64) -> StoreResult<Option<Queue>> {
+        self.query_opt(
+            "SELECT id, name, created_at FROM queues WHERE company_id = $1 AND id = $2",
+            &[&company_id, &id],
+        )?
+        .map(|row| queue_row(&row))
+        .transpose()
+    }
+
+    fn queues(&mut self, company_id: i64) -> StoreResult<Vec<Queue>> {
+        self.query(
+            "SELECT id, name, created_at FROM queues WHERE company_id = $1 ORDER BY id",
+            &[&company_id],
+        )?
+        .iter()
+        .map(queue_row)
+        .collect()
+    }
+
+    fn insert_user(
+        &mut self,
+        company_id: i64,
+        name: &str,
+        email: &str,
+        now: i64,
+    ) -> StoreResult<User> {
+        let row = self.write_opt(
+            "INSERT INTO users (company_id, name, email, created_at) VALUES ($1, $2, $3, $4)
+             RETURNING id, name, email, created_at",
+            &[&company_id, &name, &email, &now],
+        )?;
+        match row {
+            Some(row) => user_row(&row),
+            None => Err(StoreError::Database("no row from the user insert".into())),
+        }
+    }
+
+    fn user(&mut self, company_id: i64, id: i64) -> StoreResult<Option<User>> {
+        self.query_opt(
+            "SELECT id, name, email, created_at FROM users WHERE company_id = $1 AND id = $2",
+            &[&company_id, &id],
+        )?
+        .map(|row| user_row(&row))
+        .transpose()
+    }
+
+    fn users(&mut self, company_id: i64) -> StoreResult<Vec<User>> {
+        self.query(
+            "SELECT id, name, email, created_at FROM users WHERE company_id = $1 ORDER BY id",
+            &[&company_id],
+        )?
+        .iter()
+        .map(user_row)
+        .collect()
+    }
+}

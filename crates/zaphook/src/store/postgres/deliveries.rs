@@ -1,0 +1,563 @@
+//! The outbox: events, deliveries, claims, attempts, recovery and housekeeping, in PostgreSQL.
+//!
+//! "Unfinished" is written `state IN ('pending', 'delivering', 'failed')` (the other states
+//! are `delivered` and `dead`): the partial indexes over unfinished deliveries are declared
+//! so, and PostgreSQL uses a partial index only when the query's condition implies its own.
+//!
+//! Several processes write at once. The deliveries of one endpoint and ticket keep their order
+//! through a transaction lock on that pair ([`PgTx::pair_lock`]), taken by whoever decides
+//! from the pair's other deliveries whether one waits (`blocked`): the insert, which blocks a
+//! delivery behind an unfinished older one, and the finish, which unblocks the next.
+
+use std::sync::Arc;
+
+use super::rows::*;
+use super::tx::PgTx;
+use crate::domain::{Attempt, Delivery, DeliveryDetail, DeliveryStatus, EventType, Ordering};
+use crate::store::{
+    AttemptRecord, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope, Handoffs,
+    NewDelivery, NextStep, Recorded, RecoveryProgress, StoreError, StoreResult, Subscriber, Target,
+    Topic,
+};
+
+impl PgTx<'_> {
+    /// Holds, until the transaction ends, the lock of one endpoint and ticket: the insert's
+    /// check for an unfinished older delivery and the finish's unblocking of the next one
+    /// then see each other's writes (each statement under READ COMMITTED sees what committed
+    /// before it started, and the lock is released only at commit). Keys are hashed into
+    /// one BIGINT: a collision only makes an unrelated pair wait.
+    fn pair_lock(&mut self, webhook_id: i64, ordering_key: i64) -> StoreResult<()> {
+        let key = webhook_id.wrapping_mul(0x9E37_79B9_7F4A_7C15u64 as i64) ^ ordering_key;
+        self.query("SELECT pg_advisory_xact_lock($1)", &[&key])?;
+        Ok(())
+    }
+}
+
+impl DeliveryTx for PgTx<'_> {
+    fn subscribers(&mut self, s: &EventScope, now: i64) -> StoreResult<Vec<Subscriber>> {
+        let rows = self.query(
+            "SELECT id, ordering, url, secret,
+                    CASE WHEN previous_secret_until > $6 THEN previous_secret END, token, rate_limit
+             FROM webhooks
+             WHERE company_id = $1 AND enabled
+               AND position(',' || $2::text || ',' in ',' || events || ',') > 0
+               AND (connection_id IS NULL OR connection_id = $3)
+               AND (queue_id IS NULL OR queue_id = $4)
+               AND (include_groups OR NOT $5)
+             ORDER BY id",
+            &[
+                &s.company_id,
+                &s.event_type.as_str(),
+                &s.connection_id,
+                &s.queue_id,
+                &s.is_group,
+                &now,
+            ],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(Subscriber {
+                    ordering: wire(r, 1, Ordering::parse)?,
+                    target: Target {
+                        webhook_id: col(r, 0)?,
+                        url: col(r, 2)?,
+                        secret: col(r, 3)?,
+                        previous_secret: col(r, 4)?,
+                        token: col(r, 5)?,
+                        rate_limit: col(r, 6)?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    fn insert_event(
+        &mut self,
+        id: &str,
+        s: &EventScope,
+        payload: &str,
+        now: i64,
+    ) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO events (id, company_id, event_type, ticket_id, payload, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &id,
+                &s.company_id,
+                &s.event_type.as_str(),
+                &s.ticket_id,
+                &payload,
+                &now,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn insert_delivery(
+        &mut self,
+        d: &NewDelivery<'_>,
+        now: i64,
+        lease: Option<(i64, i64)>,
+    ) -> StoreResult<Option<i64>> {
+        let (webhook_id, ordering_key) = (d.webhook_id, d.ordering_key);
+        let blocked = match ordering_key {
+            None => false,
+            Some(key) => {
+                // Held to commit: a finish of this pair committing meanwhile is seen by the
+                // check below, and one still running unblocks this delivery after us.
+                self.pair_lock(webhook_id, key)?;
+                let row = self.query_one(
+                    "SELECT EXISTS (SELECT 1 FROM deliveries
+                     WHERE webhook_id = $1 AND ordering_key = $2
+                       AND state IN ('pending', 'delivering', 'failed'))",
+                    &[&webhook_id, &key],
+                )?;
+                col(&row, 0)?
+            }
+        };
+        // A delivery nothing holds back may be leased at once, for a hand-off.
+        let leased = lease.filter(|_| !blocked);
+        let (state, next_attempt_at, lease_id) = match leased {
+            Some((lease_id, until)) => ("delivering", until, lease_id),
+            None => ("pending", now, 0),
+        };
+        let row = self
+            .write_opt(
+                "INSERT INTO deliveries (id, webhook_id, event_id, event_type, ordering_key, state,
+                    blocked, lease, next_attempt_at, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                 RETURNING seq",
+                &[
+                    &d.id,
+                    &webhook_id,
+                    &d.event_id,
+                    &d.event_type.as_str(),
+                    &ordering_key,
+                    &state,
+                    &blocked,
+                    &lease_id,
+                    &next_attempt_at,
+                    &now,
+                ],
+            )?
+            .ok_or_else(|| StoreError::Database("a delivery insert answered no seq".into()))?;
+        let seq: i64 = col(&row, 0)?;
+        // When the caller hands deliveries off, this process's dispatcher is in charge of them
+        // (also of those queued behind a busy endpoint); otherwise a worker must claim them.
+        self.announce_if(lease.is_none() && !blocked, Topic::Deliveries);
+        Ok(leased.map(|_| seq))
+    }
+
+    fn handoffs(&mut self) -> &mut Option<Handoffs> {
+        &mut self.handoffs
+    }
+
+    fn due_webhooks(&mut self, now: i64) -> StoreResult<Vec<DueWebhook>> {
+        let rows = self.query(
+            "SELECT w.id, w.rate_limit FROM webhooks w WHERE w.enabled AND EXISTS (
+                SELECT 1 FROM deliveries d
+                WHERE d.webhook_id = w.id AND d.state IN ('pending', 'delivering', 'failed')
+                  AND NOT d.blocked AND d.next_attempt_at <= $1)
+             ORDER BY w.id",
+            &[&now],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(DueWebhook {
+                    id: col(r, 0)?,
+                    rate_limit: col(r, 1)?,
+                })
+            })
+            .collect()
+    }
+
+    fn claim_deliveries(
+        &mut self,
+        now: i64,
+        lease_until: i64,
+        webhook_id: i64,
+        limit: i64,
+    ) -> StoreResult<Vec<Claimed>> {
+        // The deliveries another claim holds are skipped, not waited for. The joins are in the
+        // pick too, so that (as on SQLite) the limit counts only deliveries that can be sent.
+        let sql = "WITH picked AS (
+                SELECT d.seq, d.next_attempt_at FROM deliveries d
+                JOIN webhooks w ON w.id = d.webhook_id
+                JOIN events e ON e.id = d.event_id
+                WHERE d.webhook_id = $3 AND d.state IN ('pending', 'delivering', 'failed')
+                  AND NOT d.blocked AND d.next_attempt_at <= $1
+                ORDER BY d.next_attempt_at, d.seq
+                LIMIT $2
+                FOR UPDATE OF d SKIP LOCKED)
+             UPDATE deliveries d SET state = 'delivering', next_attempt_at = $4, lease = $5
+             FROM picked, webhooks w, events e
+             WHERE d.seq = picked.seq AND w.id = d.webhook_id AND e.id = d.event_id
+             RETURNING d.seq, d.id, d.event_id, d.event_type, d.attempts, e.payload,
+                w.id, w.url, w.secret,
+                CASE WHEN w.previous_secret_until > $1 THEN w.previous_secret END, w.token,
+                d.ordering_key, w.rate_limit, picked.next_attempt_at";
+        let lease: i64 = rand::random::<u32>() as i64;
+        let rows = self.write_query(sql, &[&now, &limit, &webhook_id, &lease_until, &lease])?;
+        let mut claimed = rows
+            .iter()
+            .map(|r| {
+                let due: i64 = col(r, 13)?;
+                let claimed = Claimed {
+                    seq: col(r, 0)?,
+                    ordering_key: col(r, 11)?,
+                    id: col(r, 1)?,
+                    event_id: col(r, 2)?,
+                    event_type: wire(r, 3, EventType::parse)?,
+                    attempts: col(r, 4)?,
+                    lease,
+                    lease_until,
+                    payload: Arc::from(col::<String>(r, 5)?),
+                    target: Target {
+                        webhook_id: col(r, 6)?,
+                        url: col(r, 7)?,
+                        secret: col(r, 8)?,
+                        previous_secret: col(r, 9)?,
+                        token: col(r, 10)?,
+                        rate_limit: col(r, 12)?,
+                    },
+                };
+                Ok((due, claimed))
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        // RETURNING answers in no order: oldest due first, as picked.
+        claimed.sort_by_key(|(due, c)| (*due, c.seq));
+        Ok(claimed.into_iter().map(|(_, c)| c).collect())
+    }
+
+    fn record_attempt(&mut self, a: &AttemptRecord) -> StoreResult<Recorded> {
+        self.execute(
+            "INSERT INTO attempts (delivery_seq, at, status_code, latency_ms, error, response_body)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &a.seq,
+                &a.at,
+                &a.status_code,
+                &a.latency_ms,
+                &a.error,
+                &a.response_body,
+            ],
+        )?;
+        let (state, next, delivered_at) = match a.next {
+            NextStep::Delivered => ("delivered", a.at, Some(a.at)),
+            NextStep::RetryAt(at) => ("failed", at, None),
+            NextStep::Dead => ("dead", a.at, None),
+        };
+        let finishes = matches!(a.next, NextStep::Delivered | NextStep::Dead);
+        if finishes && let Some(key) = a.ordering_key {
+            // Taken before this delivery's own row, not just before the unblock: after a retry
+            // or a recovery two deliveries of a pair may be in flight at once, and two such
+            // finishers each holding its own row while waiting for the other's lock (the
+            // other's unblock would update that row) would deadlock.
+            self.pair_lock(a.webhook_id, key)?;
+        }
+        let changed = self.execute(
+            "UPDATE deliveries SET state = $3, attempts = attempts + 1, next_attempt_at = $4,
+                last_status_code = $5, delivered_at = $6
+             WHERE seq = $1 AND lease = $2 AND state = 'delivering'",
+            &[
+                &a.seq,
+                &a.lease,
+                &state,
+                &next,
+                &a.status_code,
+                &delivered_at,
+            ],
+        )?;
+        let mut recorded = Recorded {
+            applied: changed > 0,
+            disabled: None,
+            unblocked: false,
+        };
+        if changed > 0
+            && finishes
+            && let Some(key) = a.ordering_key
+        {
+            // Finished: the next delivery of the same endpoint and ticket may go. Under the
+            // pair's lock, so a delivery inserted blocked behind this one by a transaction
+            // that committed meanwhile is seen here.
+            recorded.unblocked = self.execute(
+                "UPDATE deliveries SET blocked = false WHERE seq = (
+                    SELECT seq FROM deliveries
+                    WHERE webhook_id = $1 AND ordering_key = $2
+                      AND state IN ('pending', 'delivering', 'failed')
+                    ORDER BY seq LIMIT 1)",
+                &[&a.webhook_id, &key],
+            )? > 0;
+        }
+        self.announce_if(recorded.unblocked, Topic::Deliveries);
+        if a.next == NextStep::Delivered {
+            return Ok(recorded);
+        }
+        // Both conditions are in the WHERE: concurrent finishes of one endpoint set
+        // `failing_since` once and disable it once.
+        self.execute(
+            "UPDATE webhooks SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL",
+            &[&a.webhook_id, &a.at],
+        )?;
+        let reason = if a.disable_webhook {
+            "the endpoint answered 410 Gone".to_string()
+        } else {
+            let days = a.disable_after_ms as f64 / 86_400_000.0;
+            format!("no successful delivery for {days:.0} days")
+        };
+        let disabled = self.execute(
+            "UPDATE webhooks SET enabled = false, disabled_reason = $2
+             WHERE id = $1 AND enabled AND ($3 OR failing_since <= $4)",
+            &[
+                &a.webhook_id,
+                &reason,
+                &a.disable_webhook,
+                &(a.at - a.disable_after_ms),
+            ],
+        )?;
+        if disabled > 0 {
+            recorded.disabled = Some(reason);
+        }
+        Ok(recorded)
+    }
+
+    fn mark_healthy(&mut self, webhook_ids: &[i64]) -> StoreResult<()> {
+        if webhook_ids.is_empty() {
+            return Ok(());
+        }
+        self.execute(
+            "UPDATE webhooks SET failing_since = NULL
+             WHERE id = ANY($1) AND failing_since IS NOT NULL",
+            &[&webhook_ids.to_vec()],
+        )?;
+        Ok(())
+    }
+
+    fn release_deliveries(&mut self, leases: &[(i64, i64)], now: i64) -> StoreResult<usize> {
+        if leases.is_empty() {
+            return Ok(0);
+        }
+        let (seqs, tokens): (Vec<i64>, Vec<i64>) = leases.iter().copied().unzip();
+        let released = self.execute(
+            "UPDATE deliveries d SET state = 'pending', next_attempt_at = $3
+             FROM unnest($1::bigint[], $2::bigint[]) AS r(seq, lease)
+             WHERE d.seq = r.seq AND d.lease = r.lease AND d.state = 'delivering'",
+            &[&seqs, &tokens, &now],
+        )?;
+        self.announce_if(released > 0, Topic::Deliveries);
+        Ok(released as usize)
+    }
+
+    fn next_delivery_due(&mut self) -> StoreResult<Option<i64>> {
+        let row = self.query_one(
+            "SELECT min((SELECT min(next_attempt_at) FROM deliveries
+                         WHERE webhook_id = w.id AND state IN ('pending', 'delivering', 'failed')
+                           AND NOT blocked))
+             FROM webhooks w",
+            &[],
+        )?;
+        col(&row, 0)
+    }
+
+    fn deliveries(
+        &mut self,
+        webhook_id: i64,
+        status: Option<DeliveryStatus>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> StoreResult<Vec<Delivery>> {
+        let rows = self.query(
+            &format!(
+                "SELECT {DELIVERY_COLS} FROM deliveries d
+                 WHERE d.webhook_id = $1 AND ($2::text IS NULL OR d.state = $2)
+                   AND ($3::text IS NULL OR d.seq < (SELECT seq FROM deliveries WHERE id = $3))
+                 ORDER BY d.seq DESC LIMIT $4"
+            ),
+            &[&webhook_id, &status.map(|s| s.as_str()), &after, &limit],
+        )?;
+        rows.iter().map(delivery_row).collect()
+    }
+
+    fn delivery(&mut self, company_id: i64, id: &str) -> StoreResult<Option<DeliveryDetail>> {
+        let found = self.query_opt(
+            &format!(
+                "SELECT {DELIVERY_COLS}, d.seq, e.payload FROM deliveries d
+                 JOIN events e ON e.id = d.event_id
+                 WHERE d.id = $2 AND e.company_id = $1"
+            ),
+            &[&company_id, &id],
+        )?;
+        let Some(row) = found else {
+            return Ok(None);
+        };
+        let delivery = delivery_row(&row)?;
+        let seq: i64 = col(&row, 10)?;
+        let payload: String = col(&row, 11)?;
+        let attempts_log = self
+            .query(
+                "SELECT at, status_code, latency_ms, error, response_body FROM attempts
+                 WHERE delivery_seq = $1 ORDER BY id",
+                &[&seq],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(Attempt {
+                    at: col(r, 0)?,
+                    status_code: col(r, 1)?,
+                    latency_ms: col(r, 2)?,
+                    error: col(r, 3)?,
+                    response_body: col(r, 4)?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        let payload =
+            serde_json::from_str(&payload).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(Some(DeliveryDetail {
+            delivery,
+            payload,
+            attempts_log,
+        }))
+    }
+
+    fn retry_delivery(&mut self, company_id: i64, id: &str, now: i64) -> StoreResult<bool> {
+        // No pair lock: this only ever unblocks, and makes a delivery unfinished and unblocked.
+        // Nothing decides whether a delivery waits from this one but the insert, and an
+        // insert that misses this change (not committed yet) leaves its delivery unblocked,
+        // as it would have been had it come first: every outcome is one a sequence of the
+        // same operations gives, and no delivery is left blocked with nothing to wait for.
+        let queued = self.execute(
+            "UPDATE deliveries d SET state = 'pending', blocked = false, next_attempt_at = $3
+             WHERE d.id = $2 AND d.state <> 'delivering'
+               AND EXISTS (SELECT 1 FROM webhooks w
+                           WHERE w.id = d.webhook_id AND w.company_id = $1)",
+            &[&company_id, &id, &now],
+        )? > 0;
+        self.announce_if(queued, Topic::Deliveries);
+        Ok(queued)
+    }
+
+    fn recover_deliveries(&mut self, webhook_id: i64, since: i64, now: i64) -> StoreResult<usize> {
+        // No pair lock, for the reasons of `retry_delivery`: it only queues deliveries again
+        // unblocked (failed ones are never blocked; dead ones are finished).
+        let queued = self.execute(
+            "UPDATE deliveries SET state = 'pending', blocked = false, next_attempt_at = $3,
+                recovered_at = $3
+             WHERE webhook_id = $1 AND created_at >= $2 AND state IN ('failed', 'dead')",
+            &[&webhook_id, &since, &now],
+        )?;
+        self.announce_if(queued > 0, Topic::Deliveries);
+        Ok(queued as usize)
+    }
+
+    fn recovery_progress(
+        &mut self,
+        webhook_id: i64,
+        recovered_at: i64,
+    ) -> StoreResult<RecoveryProgress> {
+        let rows = self.query(
+            "SELECT state, count(*) FROM deliveries
+             WHERE webhook_id = $1 AND recovered_at = $2 GROUP BY state",
+            &[&webhook_id, &recovered_at],
+        )?;
+        let mut progress = RecoveryProgress::default();
+        for r in &rows {
+            let state = wire(r, 0, DeliveryStatus::parse)?;
+            let n: i64 = col(r, 1)?;
+            match state {
+                DeliveryStatus::Pending | DeliveryStatus::Delivering => progress.waiting += n,
+                DeliveryStatus::Delivered => progress.delivered += n,
+                DeliveryStatus::Failed => progress.failed += n,
+                DeliveryStatus::Dead => progress.dead += n,
+            }
+        }
+        Ok(progress)
+    }
+
+    fn prune(&mut self, before: i64, batch: i64) -> StoreResult<usize> {
+        // The batch is locked as it is picked: a retry of one of them (queued again, so no
+        // longer finished) waits for this transaction and then finds it gone, rather than
+        // this deleting it after the retry; another process's prune takes other rows.
+        let finished: Vec<i64> = self
+            .query(
+                "SELECT seq FROM deliveries
+                 WHERE state IN ('delivered', 'dead') AND created_at < $1 LIMIT $2
+                 FOR UPDATE SKIP LOCKED",
+                &[&before, &batch],
+            )?
+            .iter()
+            .map(|r| col(r, 0))
+            .collect::<StoreResult<_>>()?;
+        let mut deliveries = 0;
+        if !finished.is_empty() {
+            self.execute(
+                "DELETE FROM attempts WHERE delivery_seq = ANY($1)",
+                &[&finished],
+            )?;
+            deliveries =
+                self.execute("DELETE FROM deliveries WHERE seq = ANY($1)", &[&finished])?;
+        }
+        let events = self.execute(
+            "DELETE FROM events WHERE id IN (
+                SELECT e.id FROM events e
+                WHERE e.created_at < $1
+                  AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id)
+                LIMIT $2
+                FOR UPDATE SKIP LOCKED)",
+            &[&before, &batch],
+        )?;
+        Ok((deliveries + events) as usize)
+    }
+
+    fn free_orphaned(&mut self) -> StoreResult<usize> {
+        // Blocked deliveries are unfinished and ordered: the order index holds them all, so
+        // this reads the backlog, not every delivery ever kept.
+        //
+        // No pair locks: the WHERE is enough. It frees a delivery only when every older one of
+        // its pair is seen finished, committed. No older one can appear uncommitted: seqs are
+        // drawn under the pair lock, so an older one's insert committed before this one was
+        // written. An older one can only become unfinished again by a retry or a recovery,
+        // which leaves it unblocked beside this one, as if the retry came after. And a finish
+        // that has not committed yet leaves its delivery unfinished here, so this skips the
+        // pair and that finish unblocks the next one itself.
+        let freed = self.execute(
+            "UPDATE deliveries SET blocked = false WHERE seq IN (
+                SELECT d.seq FROM deliveries d
+                WHERE d.state IN ('pending', 'delivering', 'failed')
+                  AND d.ordering_key IS NOT NULL AND d.blocked
+                  AND NOT EXISTS (
+                    SELECT 1 FROM deliveries o
+                    WHERE o.webhook_id = d.webhook_id AND o.ordering_key = d.ordering_key
+                      AND o.seq < d.seq AND o.state IN ('pending', 'delivering', 'failed')))",
+            &[],
+        )?;
+        self.announce_if(freed > 0, Topic::Deliveries);
+        Ok(freed as usize)
+    }
+
+    fn backlogs(&mut self) -> StoreResult<Vec<EndpointBacklog>> {
+        // Unfinished deliveries are in one of the two partial indexes (due when not blocked,
+        // ordered when blocked), so this reads the backlog only. Ordered by endpoint, as
+        // SQLite's grouping answers them.
+        let rows = self.query(
+            "SELECT webhook_id, count(*), min(created_at) FROM (
+                SELECT webhook_id, created_at FROM deliveries
+                WHERE state IN ('pending', 'delivering', 'failed') AND NOT blocked
+                UNION ALL
+                SELECT webhook_id, created_at FROM deliveries
+                WHERE state IN ('pending', 'delivering', 'failed') AND ordering_key IS NOT NULL
+                  AND blocked) AS backlog
+             GROUP BY webhook_id
+             ORDER BY webhook_id",
+            &[],
+        )?;
+        rows.iter()
+            .map(|r| {
+                Ok(EndpointBacklog {
+                    webhook_id: col(r, 0)?,
+                    pending: col(r, 1)?,
+                    oldest_created_at: col(r, 2)?,
+                })
+            })
+            .collect()
+    }
+}

@@ -209,10 +209,11 @@ impl ConversationTx for PgTx<'_> {
             ],
         )?;
         let Some(row) = inserted else {
-            return Err(StoreError::Conflict(format!(
+            // Callers look for the active ticket first: another transaction made one since.
+            return Err(self.lost_race(StoreError::Conflict(format!(
                 "contact {} already has an open or pending ticket on connection {}",
                 t.contact_id, t.connection_id
-            )));
+            ))));
         };
         let id: i64 = col(&row, 0)?;
         let protocol = crate::domain::protocol_for(now, id);

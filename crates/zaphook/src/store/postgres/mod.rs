@@ -405,7 +405,8 @@ fn run_batch(
         while let Some((mut job, reruns)) = jobs.next() {
             let mut tx = PgTx::new(conn, secrets);
             let outcome = catch_unwind(AssertUnwindSafe(|| job.run(&mut tx)));
-            let (wrote, failed, job_topics) = (tx.wrote, tx.failed.take(), tx.topics);
+            let (wrote, raced) = (tx.wrote, tx.raced);
+            let (failed, job_topics) = (tx.failed.take(), tx.topics);
             match (outcome, failed) {
                 (Ok(true), None) => {
                     topics.extend(job_topics);
@@ -415,6 +416,10 @@ fn run_batch(
                 (Ok(false), None) if !wrote => {
                     job.reply(Ok(()));
                     continue;
+                }
+                // Another transaction took a key first: run again, it sees the winner's row.
+                (Ok(false), None) if raced && reruns < MAX_RERUNS => {
+                    kept.push((job, reruns + 1));
                 }
                 (Ok(false), None) => job.reply(Ok(())),
                 (Ok(keep), Some(e)) => {

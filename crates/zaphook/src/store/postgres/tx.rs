@@ -41,6 +41,8 @@ pub struct PgTx<'c> {
     pub(super) failed: Option<StoreError>,
     /// What the job's writes made ready, announced once they commit.
     pub(super) topics: Topics,
+    /// A key the job needed was taken by another transaction meanwhile: run it again.
+    pub(super) raced: bool,
 }
 
 impl<'c> PgTx<'c> {
@@ -52,7 +54,14 @@ impl<'c> PgTx<'c> {
             wrote: false,
             failed: None,
             topics: Topics::default(),
+            raced: false,
         }
+    }
+
+    /// `e`, noting that the job lost a race for a key (so the store runs it again).
+    pub(super) fn lost_race(&mut self, e: StoreError) -> StoreError {
+        self.raced = true;
+        e
     }
 
     pub(super) fn announce_if(&mut self, condition: bool, topic: Topic) {

@@ -115,6 +115,59 @@ pub struct Zaphook {
     client: HttpClient,
     stderr: Arc<Stderr>,
     _dir: tempfile::TempDir,
+    _schema: Option<Scratch>,
+}
+
+/// A schema of its own on the PostgreSQL database, for one pass, dropped afterwards (so every
+/// pass starts as empty as on SQLite).
+struct Scratch {
+    base: String,
+    name: String,
+}
+
+impl Scratch {
+    async fn create(base: &str) -> crate::Result<Self> {
+        let name = format!("zaphook_bench_{}_{}", std::process::id(), crate::now_us());
+        run_sql(base, format!("CREATE SCHEMA {name}")).await?;
+        Ok(Scratch {
+            base: base.to_string(),
+            name,
+        })
+    }
+
+    /// The URL that selects this schema.
+    fn url(&self) -> String {
+        let separator = if self.base.contains('?') { '&' } else { '?' };
+        format!(
+            "{}{separator}options=-csearch_path%3D{}",
+            self.base, self.name
+        )
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let (base, sql) = (
+            self.base.clone(),
+            format!("DROP SCHEMA {} CASCADE", self.name),
+        );
+        // The blocking client cannot run on the runtime's threads.
+        let _ = std::thread::spawn(move || blocking_sql(&base, &sql)).join();
+    }
+}
+
+fn blocking_sql(url: &str, sql: &str) -> Result<(), String> {
+    let mut client = postgres::Client::connect(url, postgres::NoTls)
+        .map_err(|e| format!("--database-url: {e}"))?;
+    client.batch_execute(sql).map_err(|e| e.to_string())
+}
+
+async fn run_sql(url: &str, sql: String) -> crate::Result<()> {
+    let url = url.to_string();
+    tokio::task::spawn_blocking(move || blocking_sql(&url, &sql))
+        .await
+        .map_err(|e| e.to_string())??;
+    Ok(())
 }
 
 impl Zaphook {
@@ -137,8 +190,12 @@ impl Zaphook {
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
             .args(["--bootstrap-token", TOKEN, "--allow-private-targets"]);
-        if let Some(url) = &options.database_url {
-            command.args(["--database-url", url]);
+        let schema = match &options.database_url {
+            Some(url) => Some(Scratch::create(url).await?),
+            None => None,
+        };
+        if let Some(schema) = &schema {
+            command.args(["--database-url", &schema.url()]);
         }
         if let Some(schedule) = &options.retry_schedule_ms {
             let list: Vec<String> = schedule.iter().map(u64::to_string).collect();
@@ -204,6 +261,7 @@ impl Zaphook {
             client: http_client(),
             stderr,
             _dir: dir,
+            _schema: schema,
         })
     }
 

@@ -48,6 +48,7 @@ conformance!(
     a_taken_unique_key_is_a_conflict,
     a_read_job_sees_one_snapshot,
     a_second_active_ticket_of_a_contact_is_a_conflict,
+    conversations_read_back_what_was_written,
 );
 
 fn spec(url: &str, ordering: Ordering) -> WebhookSpec {
@@ -700,4 +701,171 @@ fn the_one_active_ticket_migration_closes_older_duplicates() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(statuses, ["closed", "pending", "pending"]);
+}
+
+/// Contacts, tickets, messages and reactions read back as they were written, found by each
+/// of their keys, paged and filtered alike on every backend.
+async fn conversations_read_back_what_was_written(db: backend::TestDb) {
+    use zaphook::domain::{
+        MediaType, Message, MessageError, MessageStatus, Reaction, SendType, TicketStatus,
+    };
+    use zaphook::store::{NewContact, NewTicket, Reactor, TicketFilter};
+    let store = db.open();
+    store::write(&store, |tx| {
+        let company = tx.insert_company("Acme", 0)?;
+        let other = tx.insert_company("Other", 0)?;
+        let conn = tx
+            .insert_connection(company, "A", Channel::Sandbox, None, 0)?
+            .id;
+        let user = tx.insert_user(company, "Ana", "ana@example.com", 0)?.id;
+        let queue = tx.insert_queue(company, "Vendas", 0)?.id;
+        let mut contact = tx.insert_contact(
+            company,
+            &NewContact {
+                bsuid: Some("BR.123"),
+                username: Some("sheena"),
+                name: "Sheena",
+                pushname: Some("Sheena N."),
+                ..NewContact::default()
+            },
+            5,
+        )?;
+        assert_eq!(contact.number, None);
+        assert_eq!(
+            tx.contact_by_bsuid(company, "BR.123")?,
+            Some(contact.clone())
+        );
+        assert_eq!(tx.contact_by_bsuid(other, "BR.123")?, None);
+        // It learns its number.
+        contact.number = Some("5511900000001".into());
+        tx.update_contact(&contact)?;
+        assert_eq!(
+            tx.contact_by_number(company, "5511900000001")?,
+            Some(contact.clone())
+        );
+        assert_eq!(
+            tx.contacts(company, Some("5511900000001"))?,
+            vec![contact.clone()]
+        );
+        assert_eq!(tx.contact(company, contact.id)?, Some(contact.clone()));
+
+        let mut ticket = tx.insert_ticket(
+            company,
+            &NewTicket {
+                connection_id: conn,
+                contact_id: contact.id,
+                status: TicketStatus::Pending,
+                queue_id: None,
+                user_id: None,
+                is_group: false,
+                external_key: Some("PEDIDO-1".into()),
+            },
+            10,
+        )?;
+        assert_eq!(
+            ticket.protocol,
+            zaphook::domain::protocol_for(10, ticket.id)
+        );
+        assert_eq!(tx.active_ticket(conn, contact.id)?, Some(ticket.clone()));
+        ticket.status = TicketStatus::Open;
+        ticket.queue_id = Some(queue);
+        ticket.user_id = Some(user);
+        ticket.last_message = "oi".into();
+        ticket.updated_at = 20;
+        tx.update_ticket(&ticket)?;
+        assert_eq!(tx.ticket(company, ticket.id)?, Some(ticket.clone()));
+        assert_eq!(tx.ticket(other, ticket.id)?, None);
+        let filter = |status| TicketFilter {
+            status: Some(status),
+            limit: 10,
+            ..TicketFilter::default()
+        };
+        assert_eq!(
+            tx.tickets(company, &filter(TicketStatus::Open))?,
+            vec![ticket.clone()]
+        );
+        assert!(
+            tx.tickets(company, &filter(TicketStatus::Pending))?
+                .is_empty()
+        );
+
+        let message = |id: &str, wamid: Option<&str>, at: i64| Message {
+            id: id.to_string(),
+            message_id: wamid.map(str::to_string),
+            connection_id: conn,
+            ticket_id: ticket.id,
+            contact_id: contact.id,
+            body: format!("body of {id}"),
+            timestamp: at,
+            status: MessageStatus::Received,
+            from_me: false,
+            media_type: MediaType::Chat,
+            media_url: None,
+            is_deleted: false,
+            send_type: None,
+            edited: false,
+            reactions: Vec::new(),
+            quoted_message_id: None,
+            user_id: None,
+            error: None,
+            original: Some(serde_json::json!({"type": "text"})),
+            created_at: at,
+        };
+        let first = message("msg_01", Some("wamid.1"), 30);
+        let mut second = message("msg_02", None, 31);
+        second.from_me = true;
+        second.status = MessageStatus::Pending;
+        second.send_type = Some(SendType::Api);
+        second.user_id = Some(user);
+        second.quoted_message_id = Some("msg_01".into());
+        tx.insert_message(company, &first)?;
+        tx.insert_message(company, &second)?;
+        // Accepted by the channel, then failed with Meta's error.
+        second.message_id = Some("wamid.2".into());
+        second.status = MessageStatus::Failed;
+        second.error = Some(MessageError {
+            code: 131_026,
+            title: "Message undeliverable".into(),
+            source: "whatsapp".into(),
+        });
+        tx.update_message(&second)?;
+        assert_eq!(tx.message(company, "msg_02")?, Some(second.clone()));
+        assert_eq!(tx.message(other, "msg_02")?, None);
+        assert_eq!(
+            tx.message_by_channel_id(conn, "wamid.1")?,
+            Some(first.clone())
+        );
+        assert_eq!(
+            tx.messages_by_channel_id(company, "wamid.2")?,
+            vec![second.clone()]
+        );
+
+        let reaction = |emoji: &str, at| Reaction {
+            emoji: emoji.to_string(),
+            from_me: false,
+            user_id: None,
+            contact_id: Some(contact.id),
+            timestamp: at,
+        };
+        let who = Reactor::Contact(contact.id);
+        tx.set_reaction("msg_01", who, Some(&reaction("👍", 40)))?;
+        tx.set_reaction("msg_01", who, Some(&reaction("❤️", 41)))?;
+        let mut with_reaction = first.clone();
+        with_reaction.reactions = vec![reaction("❤️", 41)];
+        assert_eq!(
+            tx.ticket_messages(ticket.id, None, 10)?,
+            vec![with_reaction, second.clone()],
+            "one reaction per reactor, the latest"
+        );
+        tx.set_reaction("msg_01", who, None)?;
+        assert_eq!(
+            tx.ticket_messages(ticket.id, Some("msg_01"), 10)?,
+            vec![second.clone()],
+            "pages after a message id"
+        );
+        assert_eq!(tx.ticket_messages(ticket.id, None, 1)?, vec![first.clone()]);
+        Ok::<_, StoreError>(())
+    })
+    .await
+    .unwrap();
 }

@@ -90,6 +90,8 @@ pub struct Recorded {
     /// Why the endpoint was disabled by this attempt, if it was.
     pub disabled: Option<String>,
     /// The next delivery of the same endpoint and ticket stopped waiting behind this one.
+    /// Not announced: the dispatcher that recorded the attempt claims it (waking every
+    /// process for each finished delivery cost a claim transaction per commit).
     pub unblocked: bool,
 }
 

@@ -289,7 +289,6 @@ impl DeliveryTx for PgTx<'_> {
                 &[&a.webhook_id, &key],
             )? > 0;
         }
-        self.announce_if(recorded.unblocked, Topic::Deliveries);
         if a.next == NextStep::Delivered {
             return Ok(recorded);
         }

@@ -246,7 +246,6 @@ impl DeliveryTx for SqliteTx<'_> {
                 .execute([a.webhook_id, key])?
                 > 0;
         }
-        self.announce_if(recorded.unblocked, Topic::Deliveries);
         if a.next == NextStep::Delivered {
             return Ok(recorded);
         }

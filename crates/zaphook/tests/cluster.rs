@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::backend::TestDb;
-use common::{ServerProcess, TestReceiver};
+use common::{ServerProcess, TestReceiver, post};
 use serde_json::json;
 
 const TOKEN: &str = "cluster-test-token";
@@ -42,18 +42,6 @@ fn spawn_server(db: &TestDb, url: &str) -> ServerProcess {
     )
 }
 
-async fn post(client: &reqwest::Client, url: String, body: serde_json::Value) -> Option<u16> {
-    let resp = client
-        .post(url)
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .ok()?;
-    Some(resp.status().as_u16())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_processes_one_killed_deliver_everything_acknowledged_in_order() {
     let Some(db) = TestDb::postgres() else { return };
@@ -81,7 +69,7 @@ async fn three_processes_one_killed_deliver_everything_acknowledged_in_order() {
         ("/api/v1/webhooks", json!({"url": receiver.url()})),
     ];
     for (path, body) in created {
-        let status = post(&client, format!("{}{path}", bases[0]), body).await;
+        let status = post(&client, TOKEN, format!("{}{path}", bases[0]), body).await;
         assert_eq!(status, Some(201));
     }
 
@@ -100,7 +88,7 @@ async fn three_processes_one_killed_deliver_everything_acknowledged_in_order() {
                 for attempt in 0..bases.len() {
                     let base = &bases[(contact + n + attempt) % bases.len()];
                     let url = format!("{base}/api/v1/connections/1/sandbox/inbound");
-                    if post(&client, url, message.clone()).await == Some(202) {
+                    if post(&client, TOKEN, url, message.clone()).await == Some(202) {
                         acked.fetch_add(1, Ordering::SeqCst);
                         mine.push(body);
                         break;

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use common::{ServerProcess, TestReceiver};
+use common::{ServerProcess, TestReceiver, post};
 use serde_json::json;
 
 const TOKEN: &str = "restart-test-token";
@@ -34,18 +34,6 @@ fn spawn_server(data_dir: &Path) -> ServerProcess {
     )
 }
 
-async fn post(client: &reqwest::Client, url: String, body: serde_json::Value) -> Option<u16> {
-    let resp = client
-        .post(url)
-        .bearer_auth(TOKEN)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .ok()?;
-    Some(resp.status().as_u16())
-}
-
 #[tokio::test]
 async fn a_killed_server_delivers_everything_it_acknowledged_after_a_restart() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,6 +51,7 @@ async fn a_killed_server_delivers_everything_it_acknowledged_after_a_restart() {
     assert_eq!(
         post(
             &client,
+            TOKEN,
             format!("{base}/api/v1/connections"),
             json!({"name": "A", "channel": "sandbox"})
         )
@@ -72,6 +61,7 @@ async fn a_killed_server_delivers_everything_it_acknowledged_after_a_restart() {
     assert_eq!(
         post(
             &client,
+            TOKEN,
             format!("{base}/api/v1/webhooks"),
             json!({"url": receiver.url()})
         )
@@ -90,6 +80,7 @@ async fn a_killed_server_delivers_everything_it_acknowledged_after_a_restart() {
                 let body = format!("c{contact}-{n:02}");
                 let status = post(
                     &client,
+                    TOKEN,
                     format!("{base}/api/v1/connections/1/sandbox/inbound"),
                     json!({"from": format!("55119000000{contact:02}"), "body": body}),
                 )

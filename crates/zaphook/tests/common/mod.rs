@@ -366,6 +366,25 @@ pub fn verify(secret: &str, got: &Received) -> Result<(), String> {
         .map_err(|e| e.to_string())
 }
 
+/// POSTs `body` as JSON with `token`; answers the status, or `None` when the server could
+/// not be reached (it was killed).
+pub async fn post(
+    client: &reqwest::Client,
+    token: &str,
+    url: String,
+    body: serde_json::Value,
+) -> Option<u16> {
+    let resp = client
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .ok()?;
+    Some(resp.status().as_u16())
+}
+
 /// The real `zaphook` binary running `serve` as a child process; killed when dropped, so a
 /// failing test leaves no server behind.
 pub struct ServerProcess {

@@ -140,9 +140,7 @@ impl Connector {
         }
         Ok(())
     }
-}
 
-impl Connector {
     fn connect(&mut self) -> StoreResult<PgConn> {
         if let Some(at) = self.failed_at
             && at.elapsed() < RECONNECT_PAUSE

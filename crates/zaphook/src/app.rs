@@ -19,6 +19,7 @@ use crate::clock::Clock;
 use crate::delivery::http::HttpSender;
 use crate::delivery::{Dispatcher, housekeeping};
 use crate::ingest::{Handoff, Ingest};
+use crate::jitter::Jitter;
 use crate::secrets::SecretBox;
 use crate::settings::Settings;
 use crate::store::postgres::{PgStore, PoolSize};
@@ -160,10 +161,16 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> Result<Self, AppError> {
-        Self::build_with_clock(settings, Clock::System).await
+        Self::build_with(settings, Clock::System, Jitter::Random).await
     }
 
-    pub async fn build_with_clock(settings: Settings, clock: Clock) -> Result<Self, AppError> {
+    /// Builds the application on a clock and a source of jitter of the caller's (tests move
+    /// the clock and fix the jitter to check retry schedules).
+    pub async fn build_with(
+        settings: Settings,
+        clock: Clock,
+        jitter: Jitter,
+    ) -> Result<Self, AppError> {
         if settings.channels.send_lease <= settings.channels.graph_timeout {
             return Err(AppError::Config(format!(
                 "the send lease ({:?}) must outlast the Graph API timeout ({:?}), or a slow send could reach the customer twice",
@@ -215,6 +222,7 @@ impl Application {
             ingest: Ingest {
                 store,
                 clock,
+                jitter,
                 deliveries_ready: Arc::clone(&announcements.deliveries),
                 sends_ready: Arc::clone(&announcements.sends),
                 handoff,
@@ -260,6 +268,7 @@ impl Application {
             let dispatcher = Dispatcher {
                 store: Arc::clone(&ingest.store),
                 clock: ingest.clock.clone(),
+                jitter: ingest.jitter,
                 sender: self.state.sender.clone(),
                 config: self.settings.delivery.clone(),
                 wake: Arc::clone(&ingest.deliveries_ready),

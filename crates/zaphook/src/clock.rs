@@ -1,6 +1,8 @@
-//! The source of "now" for everything that stores or schedules by time. The system clock in
-//! production; in tests a clock that follows tokio's (pausable) time, so retry schedules are
-//! tested by advancing time instead of sleeping.
+//! The source of "now" for everything that stores or schedules by time: the system clock, or
+//! the system clock moved by an offset. On a shared database the store keeps the offset to the
+//! database's clock; tests move it to follow a retry schedule of days in milliseconds. (Tokio's
+//! paused time does not fit here: the store works on threads of its own and requests cross
+//! real sockets, and a paused clock jumps ahead whenever the runtime waits on either.)
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -9,14 +11,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 #[derive(Debug, Clone)]
 pub enum Clock {
     System,
-    /// The system clock moved by the offset the store measures against a shared database's
-    /// clock, so that every process on it reads the same time.
+    /// The system clock moved by an offset in milliseconds: the one the store measures
+    /// against a shared database's clock (so that every process on it reads the same time),
+    /// or one a test moves.
     Offset(Arc<AtomicI64>),
-    /// Wall time at `base`, moved forward as tokio's clock moves.
-    Tokio {
-        base_ms: i64,
-        base: tokio::time::Instant,
-    },
 }
 
 pub(crate) fn system_now_ms() -> i64 {
@@ -27,20 +25,11 @@ pub(crate) fn system_now_ms() -> i64 {
 }
 
 impl Clock {
-    /// A clock that starts at the current wall time and follows tokio's clock.
-    pub fn following_tokio() -> Self {
-        Clock::Tokio {
-            base_ms: system_now_ms(),
-            base: tokio::time::Instant::now(),
-        }
-    }
-
     /// Unix milliseconds.
     pub fn now_ms(&self) -> i64 {
         match self {
             Clock::System => system_now_ms(),
             Clock::Offset(offset) => system_now_ms() + offset.load(Ordering::Relaxed),
-            Clock::Tokio { base_ms, base } => base_ms + base.elapsed().as_millis() as i64,
         }
     }
 

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod delivery;
 pub mod domain;
 pub mod ingest;
+pub mod jitter;
 pub mod listen;
 pub mod payload;
 pub mod replay;

@@ -1,16 +1,20 @@
 //! Delivery behaviour against a real receiver: retries keep the event id, one ticket's events
 //! wait for each other while other tickets flow, a dead worker's lease expires and the event
-//! is delivered, 410 disables the endpoint, the last failure is dead and can be retried.
+//! is delivered, 410 disables the endpoint, the last failure is dead and can be retried, the
+//! whole retry schedule is followed on a clock the test moves.
 
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::{TestReceiver, eventually, spawn_app, spawn_app_with, start, verify};
+use common::{TestReceiver, eventually, spawn_app, spawn_app_on, spawn_app_with, start, verify};
 use serde_json::json;
 use zaphook::clock::Clock;
+use zaphook::delivery::retry::RetryPolicy;
+use zaphook::domain::records::rfc3339;
+use zaphook::jitter::Jitter;
 use zaphook::store;
 
 #[tokio::test]
@@ -153,8 +157,11 @@ async fn gone_disables_the_endpoint_and_enabling_resumes() {
     .await;
     let (_, w) = app.get(&format!("/api/v1/webhooks/{hook}")).await;
     assert!(w["disabledReason"].as_str().unwrap().contains("410"));
-    // While disabled nothing is attempted; enabling it resumes the waiting delivery.
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // The delivery waits, owed, with its one attempt; enabling the endpoint resumes it.
+    let log = app.delivery_log(hook).await;
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0]["attempts"], 1);
+    assert_ne!(log[0]["status"], "delivered");
     assert_eq!(receiver.all().len(), 1);
     let (s, w) = app
         .patch(
@@ -202,4 +209,66 @@ async fn after_the_last_attempt_a_delivery_is_dead_until_retried() {
     let got = receiver.wait_for(4).await;
     assert_eq!(got[3].json()["messageBody"], "doomed");
     eventually_delivered(&app, hook).await;
+}
+
+/// The whole default schedule (eleven attempts over about two days), followed on a clock the
+/// test moves instead of waiting: each retry comes when its backoff, spread by the jitter, is
+/// due and not before, and after the last failure the delivery is dead.
+#[tokio::test]
+async fn the_default_retry_schedule_is_followed_on_the_clock() {
+    let offset = Arc::new(AtomicI64::new(0));
+    let app = spawn_app_on(
+        Clock::Offset(Arc::clone(&offset)),
+        Jitter::Fixed(1.0),
+        |s| {
+            s.delivery.retry = RetryPolicy::default();
+        },
+    )
+    .await;
+    let receiver = TestReceiver::start().await;
+    receiver.answer(&[500; 11]);
+    let conn = app.sandbox_connection("A").await;
+    let (hook, _) = app.webhook(&receiver.url(), &["message.created"]).await;
+    app.inbound(conn, "5511900000001", "hello").await;
+    let log = app.delivery_log(hook).await;
+    let id = log[0]["id"].as_str().unwrap().to_string();
+
+    let policy = RetryPolicy::default();
+    let mut times = Vec::new();
+    for attempt in 1..=policy.schedule.len() + 1 {
+        let path = format!("/api/v1/deliveries/{id}");
+        eventually(&format!("attempt {attempt} to be recorded"), || async {
+            let delivery = app.get(&path).await.1;
+            delivery["attemptsLog"].as_array().map(Vec::len) == Some(attempt)
+        })
+        .await;
+        let delivery = app.get(&path).await.1;
+        // Nothing came before the clock reached it.
+        assert_eq!(receiver.all().len(), attempt);
+        let at = |a: &serde_json::Value| rfc3339::parse(a["at"].as_str().unwrap()).unwrap();
+        times.push(at(&delivery["attemptsLog"][attempt - 1]));
+        let Some(base) = policy.schedule.get(attempt - 1) else {
+            assert_eq!(delivery["status"], "dead", "{delivery}");
+            break;
+        };
+        // The jitter is fixed at the late end of its spread: 20 % over the base.
+        let backoff = base.mul_f64(1.0 + policy.jitter).as_millis() as i64;
+        let next = rfc3339::parse(delivery["nextAttemptAt"].as_str().unwrap()).unwrap();
+        // Counted from when the attempt ended.
+        let waits = next - times[attempt - 1];
+        assert!((backoff..backoff + 1_000).contains(&waits), "{delivery}");
+        offset.fetch_add(
+            next - Clock::Offset(Arc::clone(&offset)).now_ms(),
+            Ordering::SeqCst,
+        );
+    }
+    // Each gap is the backoff, plus the moment the test took to move the clock.
+    for (i, gap) in times.windows(2).map(|w| w[1] - w[0]).enumerate() {
+        let backoff = policy.schedule[i].mul_f64(1.0 + policy.jitter).as_millis() as i64;
+        assert!(
+            (backoff..backoff + 5_000).contains(&gap),
+            "attempt {} came {gap} ms after the one before, not {backoff}",
+            i + 2
+        );
+    }
 }

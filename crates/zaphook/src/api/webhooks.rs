@@ -102,9 +102,14 @@ fn merge(
                 "webhook.test is sent by the test route, not subscribed to",
             );
         }
-        let mut events = events;
-        events.dedup();
-        spec.events = events;
+        // Each type once, where it was first named.
+        let mut named = Vec::with_capacity(events.len());
+        for event in events {
+            if !named.contains(&event) {
+                named.push(event);
+            }
+        }
+        spec.events = named;
     }
     if let Some(connection_id) = body.connection_id {
         spec.connection_id = connection_id;

@@ -22,6 +22,7 @@ use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::clock::Clock;
+use crate::jitter::Jitter;
 use crate::store::{self, AttemptRecord, Claimed, NextStep, Recorded, Store, StoreError, Tx};
 use http::{HttpSender, Outcome};
 use limits::{Limits, Room};
@@ -61,6 +62,8 @@ impl Default for DeliveryConfig {
 pub struct Dispatcher {
     pub store: Arc<dyn Store>,
     pub clock: Clock,
+    /// Spreads the retries.
+    pub jitter: Jitter,
     pub sender: HttpSender,
     pub config: DeliveryConfig,
     pub wake: Arc<Notify>,
@@ -425,7 +428,7 @@ impl Dispatcher {
                 delivery.attempts,
                 now,
                 outcome.retry_after,
-                rand::random::<f64>(),
+                self.jitter.unit(),
             )
         };
         AttemptRecord {

@@ -13,6 +13,7 @@ use crate::domain::{
     self, Channel, Contact, EventType, MediaType, Message, MessageError, MessageStatus, Reaction,
     SendType, Ticket, TicketEventKind, TicketStatus,
 };
+use crate::jitter::Jitter;
 use crate::payload::{self, Previous, Snapshot};
 use crate::store::{
     self, Claimed, EventScope, Handoffs, NewContact, NewDelivery, NewTicket, Reactor, SendJob,
@@ -178,6 +179,8 @@ pub struct PatchTicket {
 pub struct Ingest {
     pub store: Arc<dyn Store>,
     pub clock: Clock,
+    /// Spreads the retries of channel sends and media fetches.
+    pub jitter: Jitter,
     /// Woken after a commit that may have appended deliveries.
     pub deliveries_ready: Arc<Notify>,
     /// Woken after a commit that appended a channel send job.

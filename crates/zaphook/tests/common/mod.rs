@@ -23,6 +23,8 @@ use serde_json::Value;
 use tokio::sync::{Notify, oneshot};
 use tokio::task::JoinHandle;
 use zaphook::app::Application;
+use zaphook::clock::Clock;
+use zaphook::jitter::Jitter;
 use zaphook::settings::Settings;
 
 pub const TOKEN: &str = "test-admin-token";
@@ -86,10 +88,30 @@ pub async fn spawn_app_with(change: impl FnOnce(&mut Settings)) -> TestApp {
     app
 }
 
+/// The application on a clock and a source of jitter of the test's.
+pub async fn spawn_app_on(
+    clock: Clock,
+    jitter: Jitter,
+    change: impl FnOnce(&mut Settings),
+) -> TestApp {
+    let db = test_db();
+    let mut settings = settings_on(&db);
+    change(&mut settings);
+    let mut app = start_on(settings, clock, jitter).await;
+    app.db = Some(db);
+    app
+}
+
 /// Starts the application on existing settings (a restart reuses the data directory).
 pub async fn start(settings: Settings) -> TestApp {
+    start_on(settings, Clock::System, Jitter::Random).await
+}
+
+async fn start_on(settings: Settings, clock: Clock, jitter: Jitter) -> TestApp {
     let data_dir = settings.data_dir.clone();
-    let app = Application::build(settings).await.expect("app builds");
+    let app = Application::build_with(settings, clock, jitter)
+        .await
+        .expect("app builds");
     let addr = app.local_addr();
     let store = app.store();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -182,6 +204,35 @@ impl TestApp {
             v["id"].as_i64().unwrap(),
             v["secret"].as_str().unwrap().to_string(),
         )
+    }
+
+    /// An endpoint's delivery log, every page of it. It is complete once the calls that made
+    /// its events have answered (deliveries are written with their events), so it says what
+    /// the endpoint is owed without waiting to see whether anything else arrives.
+    pub async fn delivery_log(&self, webhook: i64) -> Vec<Value> {
+        let mut all = Vec::new();
+        let mut after = String::new();
+        loop {
+            let path = format!("/api/v1/webhooks/{webhook}/deliveries?limit=100{after}");
+            let (status, page) = self.get(&path).await;
+            assert_eq!(status, 200, "{page}");
+            all.extend(page["items"].as_array().unwrap().iter().cloned());
+            match page["next"].as_str() {
+                Some(next) => after = format!("&after={next}"),
+                None => return all,
+            }
+        }
+    }
+
+    /// The delivery log once every delivery in it is finished (delivered or dead).
+    pub async fn settled_log(&self, webhook: i64) -> Vec<Value> {
+        eventually("every delivery to finish", || async {
+            let log = self.delivery_log(webhook).await;
+            log.iter()
+                .all(|d| d["status"] == "delivered" || d["status"] == "dead")
+        })
+        .await;
+        self.delivery_log(webhook).await
     }
 
     /// A contact sends `body` from `from` on a sandbox connection.

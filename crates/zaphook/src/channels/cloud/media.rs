@@ -233,7 +233,7 @@ async fn media_job(channels: &Channels, job: MediaJob) -> IngestResult<()> {
                 job.attempts - 1,
                 now,
                 None,
-                rand::random(),
+                ingest.jitter.unit(),
             );
             let due = match next {
                 NextStep::RetryAt(due) => due,

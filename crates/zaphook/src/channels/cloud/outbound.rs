@@ -146,7 +146,7 @@ pub async fn send(channels: &Channels, job: SendJob) -> IngestResult<()> {
                 job.attempts - 1,
                 now,
                 None,
-                rand::random(),
+                ingest.jitter.unit(),
             ) {
                 NextStep::RetryAt(due) => {
                     metrics::counter!("zaphook_cloud_sends_total", "outcome" => "retry")

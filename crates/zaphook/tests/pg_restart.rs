@@ -127,7 +127,7 @@ async fn a_database_restart_under_load_loses_nothing_acknowledged() {
     stop.send(true).unwrap();
     while writers.join_next().await.is_some() {}
 
-    let answers = answers.lock().unwrap();
+    let answers = std::mem::take(&mut *answers.lock().unwrap());
     eprintln!(
         "answers: {:?}; {} acknowledged",
         answers.statuses,

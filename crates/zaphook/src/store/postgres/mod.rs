@@ -377,18 +377,48 @@ fn writer_loop(
     tracing::debug!("postgres writer stopped");
 }
 
+/// A job and the times it has run again.
+type Rerun = (Box<dyn WriteJob>, u32);
+
+/// Runs `batch` as one transaction and commits it; then, each in a transaction of its own,
+/// the jobs that were chosen as a deadlock's victim (or failed to serialize). Run again with
+/// the same batch, such a job would take the same locks in the same order as before and could
+/// meet the same cycle; alone it holds only its own. Answers what the commits announced.
+fn run_batch(conn: &mut PgConn, secrets: &SecretBox, batch: Vec<Rerun>) -> Option<Topics> {
+    let mut alone = Vec::new();
+    let mut announced = run_together(conn, secrets, batch, &mut alone);
+    for job in alone {
+        if let Some(topics) = run_batch(conn, secrets, vec![job]) {
+            announced.get_or_insert_with(Topics::default).extend(topics);
+        }
+    }
+    announced
+}
+
 /// Runs `batch` as one transaction and commits it. A job that fails without having written
 /// is simply answered. When one fails after writing, or hits a database error (which aborts
 /// the transaction), the transaction is rolled back and the others run again without it; a
-/// job that lost a race (a unique key taken meanwhile, a deadlock) runs again with them, up
-/// to [`MAX_RERUNS`] times. Answers what the commit announced, if it committed.
-fn run_batch(
+/// job that lost a race runs again, up to [`MAX_RERUNS`] times: with the others when a unique
+/// key was taken meanwhile (it will see the winner's row), in `alone` after them when it lost
+/// to a deadlock or a serialization failure. Answers what the commit announced, if it
+/// committed.
+fn run_together(
     conn: &mut PgConn,
     secrets: &SecretBox,
-    mut batch: Vec<(Box<dyn WriteJob>, u32)>,
+    mut batch: Vec<Rerun>,
+    alone: &mut Vec<Rerun>,
 ) -> Option<Topics> {
     while !batch.is_empty() {
-        if let Err(e) = conn.client.batch_execute("BEGIN") {
+        // A batch does not wait long for a lock: a transaction of many jobs that waits on
+        // another's rows may be one side of a deadlock, which PostgreSQL would take a second
+        // to find. It gives up instead, and the job that waited runs again alone, where it
+        // waits as long as it needs.
+        let begin = if batch.len() > 1 {
+            "BEGIN; SET LOCAL lock_timeout = '100ms'"
+        } else {
+            "BEGIN"
+        };
+        if let Err(e) = conn.client.batch_execute(begin) {
             let e = StoreError::from(e);
             tracing::error!(error = %e, "cannot begin a write transaction");
             batch
@@ -396,7 +426,8 @@ fn run_batch(
                 .for_each(|(job, _)| job.reply(Err(e.clone())));
             return None;
         }
-        let mut kept = Vec::with_capacity(batch.len());
+        let batch_len = batch.len();
+        let mut kept = Vec::with_capacity(batch_len);
         let mut topics = Topics::default();
         let mut jobs = batch.into_iter();
         let mut undone = false;
@@ -429,8 +460,11 @@ fn run_batch(
                             .for_each(|(job, _)| job.reply(Err(e.clone())));
                         return None;
                     }
-                    let lost_race = matches!(e, StoreError::Retry(_) | StoreError::Conflict(_));
-                    if lost_race && reruns < MAX_RERUNS {
+                    let again = reruns < MAX_RERUNS;
+                    if again && matches!(e, StoreError::Retry(_)) && batch_len > 1 {
+                        // A deadlock's victim, a lock not had in time, a serialization failure.
+                        alone.push((job, reruns + 1));
+                    } else if again && matches!(e, StoreError::Retry(_) | StoreError::Conflict(_)) {
                         kept.push((job, reruns + 1));
                     } else if keep {
                         // The job went on after a failed statement: its writes are not whole.

@@ -303,7 +303,6 @@ impl Application {
             ));
             workers.spawn(cloud::inbox::run_inbox_worker(
                 channels.clone(),
-                Arc::clone(&media_ready),
                 stop_rx.clone(),
             ));
             workers.spawn(cloud::media::run_media_worker(

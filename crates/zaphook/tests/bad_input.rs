@@ -260,6 +260,16 @@ async fn malformed_bodies_get_clear_errors_and_write_nothing() {
         (&inbound, r#"{"from":"5511900000001","body":""}"#, 422),
         (
             &inbound,
+            r#"{"from":"5511900000001","body":"a\u0000b"}"#,
+            422,
+        ),
+        (
+            "/api/v1/connections",
+            r#"{"name":"A\u0000","channel":"sandbox"}"#,
+            422,
+        ),
+        (
+            &inbound,
             r#"{"from":"5511900000001","body":"x","mediaType":"gif"}"#,
             422,
         ),

@@ -197,10 +197,20 @@ impl Checks {
         let value = value.trim();
         if value.is_empty() {
             self.fail(field, "must not be empty");
-        } else if value.chars().count() > max {
-            self.fail(field, format!("must be at most {max} characters"));
+        } else {
+            self.text_at_most(field, value, max);
         }
         value.to_string()
+    }
+
+    /// A text of at most `max` characters and without NUL, which no backend stores alike
+    /// (PostgreSQL's text refuses it).
+    pub fn text_at_most(&mut self, field: &str, value: &str, max: usize) {
+        if value.chars().count() > max {
+            self.fail(field, format!("must be at most {max} characters"));
+        } else if value.contains('\0') {
+            self.fail(field, "must not contain NUL (\\u0000)");
+        }
     }
 
     /// An optional text: trimmed, empty becomes absent.
@@ -211,9 +221,7 @@ impl Checks {
         max: usize,
     ) -> Option<String> {
         let value = value.map(str::trim).filter(|v| !v.is_empty())?;
-        if value.chars().count() > max {
-            self.fail(field, format!("must be at most {max} characters"));
-        }
+        self.text_at_most(field, value, max);
         Some(value.to_string())
     }
 

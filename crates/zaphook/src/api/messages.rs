@@ -133,9 +133,7 @@ async fn send_message(
     if body.body.trim().is_empty() && media_type == MediaType::Chat && body.template.is_none() {
         checks.fail("body", "a text message needs a body");
     }
-    if body.body.chars().count() > MAX_TEXT {
-        checks.fail("body", format!("must be at most {MAX_TEXT} characters"));
-    }
+    checks.text_at_most("body", &body.body, MAX_TEXT);
     let template = body.template.map(|t| check_template(&mut checks, t));
     if template.is_some() && body.media_url.is_some() {
         checks.fail("template", "a template carries its media in its components");

@@ -68,9 +68,7 @@ async fn inbound(
     if body.body.trim().is_empty() && media_type == MediaType::Chat {
         checks.fail("body", "a text message needs a body");
     }
-    if body.body.chars().count() > MAX_TEXT {
-        checks.fail("body", format!("must be at most {MAX_TEXT} characters"));
-    }
+    checks.text_at_most("body", &body.body, MAX_TEXT);
     let message_id = match body.id.as_deref().map(str::trim) {
         Some("") => {
             checks.fail("id", "must not be empty");

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 
 use super::media::{self, Fetched};
 use super::notify::{self, CloudMessage, Content, Notification, Party, StatusKind};
@@ -24,11 +24,7 @@ const PARALLEL: usize = 64;
 type Tasks = tokio::task::JoinSet<()>;
 
 /// Reads stored callback bodies until `shutdown` turns true; bodies in flight then finish.
-pub async fn run_inbox_worker(
-    channels: Channels,
-    media_ready: Arc<Notify>,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run_inbox_worker(channels: Channels, mut shutdown: watch::Receiver<bool>) {
     let ingest = &channels.ingest;
     let mut tasks = Tasks::new();
     while !*shutdown.borrow() {
@@ -36,7 +32,7 @@ pub async fn run_inbox_worker(
         let claimed = if room == 0 {
             0
         } else {
-            match claim_bodies(&channels, &media_ready, &mut tasks, room).await {
+            match claim_bodies(&channels, &mut tasks, room).await {
                 Ok(n) => n,
                 Err(e) => {
                     tracing::error!(error = %e, "reading the callback inbox failed");
@@ -63,12 +59,7 @@ pub async fn run_inbox_worker(
 }
 
 /// Claims up to `room` due bodies and starts reading each; answers how many.
-async fn claim_bodies(
-    channels: &Channels,
-    media_ready: &Arc<Notify>,
-    tasks: &mut Tasks,
-    room: usize,
-) -> IngestResult<usize> {
+async fn claim_bodies(channels: &Channels, tasks: &mut Tasks, room: usize) -> IngestResult<usize> {
     let ingest = &channels.ingest;
     let now = ingest.clock.now_ms();
     let claim = Claim {
@@ -80,15 +71,11 @@ async fn claim_bodies(
     let items = store::write(&ingest.store, move |tx| tx.claim_inbox(claim)).await?;
     let count = items.len();
     for item in items {
-        let (channels, media_ready) = (channels.clone(), Arc::clone(media_ready));
+        let channels = channels.clone();
         tasks.spawn(async move {
             let id = item.id;
-            match process(&channels, item, claim.lease).await {
-                Ok(true) => media_ready.notify_one(),
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::error!(inbox = id, error = %e, "a callback body could not be applied; it is read again when its lease ends");
-                }
+            if let Err(e) = process(&channels, item, claim.lease).await {
+                tracing::error!(inbox = id, error = %e, "a callback body could not be applied; it is read again when its lease ends");
             }
         });
     }
@@ -184,8 +171,8 @@ fn identity(party: &Party) -> Identity {
     }
 }
 
-/// Reads and applies one body; answers whether media jobs were queued.
-async fn process(channels: &Channels, item: InboxItem, lease: i64) -> IngestResult<bool> {
+/// Reads and applies one body.
+async fn process(channels: &Channels, item: InboxItem, lease: i64) -> IngestResult<()> {
     let ingest = &channels.ingest;
     let (id, connection_id) = (item.id, item.connection_id);
     let parsed = match notify::parse(&item.body) {
@@ -198,7 +185,7 @@ async fn process(channels: &Channels, item: InboxItem, lease: i64) -> IngestResu
                 tx.finish_inbox(id, lease, now, Some(&why))
             })
             .await?;
-            return Ok(false);
+            return Ok(());
         }
     };
     for reason in &parsed.skipped {
@@ -218,10 +205,9 @@ async fn process(channels: &Channels, item: InboxItem, lease: i64) -> IngestResu
         wait_for_older_bodies(channels, connection_id, id).await?;
     }
     let public_url = channels.config.public_url.clone();
-    let (outcomes, queued_media) = ingest
+    let outcomes = ingest
         .run(company_id, move |tx, company, now| {
             let mut outcomes = Vec::with_capacity(notifications.len());
-            let mut queued_media = false;
             for (i, n) in notifications.iter().enumerate() {
                 let Some(Some((connection, _))) = connections.get(phone_number_of(n)) else {
                     outcomes.push((kind_of(n), Outcome::OtherNumber));
@@ -229,17 +215,14 @@ async fn process(channels: &Channels, item: InboxItem, lease: i64) -> IngestResu
                 };
                 let applied = apply(tx, company, now, *connection, n, media.get(&i), &public_url);
                 let outcome = match applied {
-                    Ok(queued) => {
-                        queued_media |= queued;
-                        Outcome::Applied
-                    }
+                    Ok(()) => Outcome::Applied,
                     Err(IngestError::NotFound(_)) => Outcome::Unknown,
                     Err(e) => return Err(e),
                 };
                 outcomes.push((kind_of(n), outcome));
             }
             tx.finish_inbox(id, lease, now, None)?;
-            Ok((outcomes, queued_media))
+            Ok(outcomes)
         })
         .await?;
     for (kind, outcome) in outcomes {
@@ -251,7 +234,7 @@ async fn process(channels: &Channels, item: InboxItem, lease: i64) -> IngestResu
         metrics::counter!("zaphook_cloud_notifications_total", "kind" => kind, "outcome" => outcome)
             .increment(1);
     }
-    Ok(queued_media)
+    Ok(())
 }
 
 /// What a body needs looked up before it is applied.
@@ -398,7 +381,8 @@ fn status_of(kind: StatusKind) -> MessageStatus {
     }
 }
 
-/// Applies one notification on `connection_id`; answers whether it queued a media job.
+/// Applies one notification on `connection_id`. A media job it queues is announced by the
+/// store when the transaction commits.
 fn apply(
     tx: &mut dyn Tx,
     company_id: i64,
@@ -407,7 +391,7 @@ fn apply(
     n: &Notification,
     media: Option<&MediaState>,
     public_url: &str,
-) -> IngestResult<bool> {
+) -> IngestResult<()> {
     let (m, echo) = match n {
         Notification::Status(s) => {
             let error = s.error.as_ref().map(|e| MessageError {
@@ -425,7 +409,7 @@ fn apply(
                 status,
                 error,
             )?;
-            return Ok(false);
+            return Ok(());
         }
         Notification::Message(m) => (m, false),
         Notification::Echo(m) => (m, true),
@@ -446,7 +430,7 @@ fn apply(
         _ if echo => Err(IngestError::NotFound("an echo of a change".into())),
         Content::Reaction { target_id, emoji } => {
             ingest::contact_reaction(tx, company_id, now, connection_id, &who, target_id, emoji)?;
-            Ok(false)
+            Ok(())
         }
         Content::Edit {
             target_id,
@@ -456,16 +440,16 @@ fn apply(
             let body =
                 (*media_type != crate::domain::MediaType::Unsupported).then_some(body.as_str());
             ingest::contact_edit(tx, company_id, now, connection_id, &who, target_id, body)?;
-            Ok(false)
+            Ok(())
         }
         Content::Revoke { target_id } => {
             ingest::contact_revoke(tx, company_id, now, connection_id, &who, target_id)?;
-            Ok(false)
+            Ok(())
         }
         Content::UserIdChanged { new_user_id } => {
             ingest::change_user_id(tx, company_id, &who, new_user_id)?
                 .ok_or_else(|| IngestError::NotFound("the user whose id changed".into()))?;
-            Ok(false)
+            Ok(())
         }
     }
 }
@@ -481,17 +465,17 @@ fn inbound(
     echo: bool,
     media: Option<&MediaState>,
     public_url: &str,
-) -> IngestResult<bool> {
+) -> IngestResult<()> {
     let Content::Message {
         media_type,
         body,
         media: media_ref,
     } = &m.content
     else {
-        return Ok(false);
+        return Ok(());
     };
     if tx.message_by_channel_id(connection_id, &m.id)?.is_some() {
-        return Ok(false);
+        return Ok(());
     }
     let media_url = match media {
         Some(MediaState::Stored(stored)) => {
@@ -521,7 +505,7 @@ fn inbound(
     };
     let message = ingest::inbound(tx, company_id, now, &cmd)?;
     let Some(media_ref) = media_ref.as_ref().filter(|_| media_url.is_none()) else {
-        return Ok(false);
+        return Ok(());
     };
     tx.insert_media_job(
         &MediaJob {
@@ -536,5 +520,5 @@ fn inbound(
         },
         now,
     )?;
-    Ok(true)
+    Ok(())
 }

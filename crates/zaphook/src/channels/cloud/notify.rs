@@ -141,8 +141,9 @@ pub struct CloudStatus {
 pub fn parse(body: &[u8]) -> Result<Parsed, ParseError> {
     // serde_json refuses nesting deeper than 128 levels, so no input can exhaust the stack
     // here or in the recursion of `content` below.
-    let root: Value =
+    let mut root: Value =
         serde_json::from_slice(body).map_err(|e| ParseError(format!("not JSON: {e}")))?;
+    without_nul(&mut root);
     let Some(root) = root.as_object() else {
         return Err(ParseError("not a JSON object".into()));
     };
@@ -622,6 +623,21 @@ fn list<'a>(v: Option<&'a Value>, what: &str, skipped: &mut Vec<String>) -> &'a 
     }
 }
 
+/// Replaces every NUL (`\u0000`, valid JSON) in the strings of `v` with U+FFFD: no text
+/// column of PostgreSQL can hold one, and a customer's message must be stored whatever it
+/// holds. A string is only rebuilt when it has one.
+fn without_nul(v: &mut Value) {
+    match v {
+        Value::String(s) if s.contains('\0') => *s = s.replace('\0', "\u{FFFD}"),
+        Value::Array(items) => items.iter_mut().for_each(without_nul),
+        Value::Object(fields) => {
+            // Keys are only compared with known names: one with a NUL matches none.
+            fields.values_mut().for_each(without_nul);
+        }
+        _ => {}
+    }
+}
+
 /// A non-empty string.
 fn text(v: Option<&Value>) -> Option<String> {
     match v? {
@@ -766,6 +782,16 @@ mod tests {
             msg(MediaType::Chat, "Does it come in another color?")
         );
         assert_eq!(m.raw["text"]["body"], "Does it come in another color?");
+    }
+
+    #[test]
+    fn a_nul_in_peer_text_is_replaced_not_refused() {
+        let m = message(only(&from_sheena(json!({
+            "type": "text",
+            "text": {"body": "before\u{0}after"}
+        }))));
+        assert_eq!(m.content, msg(MediaType::Chat, "before\u{FFFD}after"));
+        assert_eq!(m.raw["text"]["body"], "before\u{FFFD}after");
     }
 
     #[test]

@@ -491,21 +491,24 @@ fn run_together(
             batch = kept;
             continue;
         }
-        // Delivered to the other processes when (and only if) the transaction commits.
-        let notified = if topics.is_empty() {
-            Ok(())
+        // The notification reaches the other processes when (and only if) the transaction
+        // commits; sent with the COMMIT, it costs no round trip of its own. The payload is
+        // topic names, fixed words, so it can be written into the statement.
+        let commit = if topics.is_empty() {
+            "COMMIT".to_string()
         } else {
             let names: Vec<&str> = topics.iter().map(Topic::as_str).collect();
-            let payload = names.join(",");
-            conn.client
-                .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &payload])
-                .map(|_| ())
+            format!(
+                "SELECT pg_notify('{CHANNEL}', '{}'); COMMIT",
+                names.join(",")
+            )
         };
-        let committed = notified
-            .and_then(|()| conn.client.batch_execute("COMMIT"))
-            .map_err(StoreError::from);
+        let committed = conn.client.batch_execute(&commit).map_err(StoreError::from);
         if let Err(e) = &committed {
             tracing::error!(error = %e, "commit failed");
+            // A failed notification leaves the transaction open and aborted: end it, so the
+            // connection's next batch starts clean.
+            let _ = conn.client.batch_execute("ROLLBACK");
         }
         let announced = committed.is_ok().then_some(topics);
         for (job, _) in kept {

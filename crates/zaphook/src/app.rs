@@ -54,6 +54,11 @@ pub fn open_store(
             data_dir.display()
         ))
     })?;
+    check_writable(data_dir)?;
+    if database_url.is_none() {
+        // Before a secret key is made for a database that will not be opened.
+        crate::store::sqlite::check_is_ours(&data_dir.join(DATABASE_FILE))?;
+    }
     let secrets = SecretBox::load_or_create(data_dir, secret_key)
         .map_err(|e| AppError::Config(e.to_string()))?;
     let store: Arc<dyn Store> = match database_url {
@@ -69,6 +74,21 @@ pub fn open_store(
         None => SqliteStore::open(&data_dir.join(DATABASE_FILE), durability, secrets)?,
     };
     Ok(store)
+}
+
+/// Fails at start, naming the directory, when the data directory cannot be written: the
+/// database, the secret key and stored media all live there, and finding out at the first
+/// request would be too late.
+fn check_writable(data_dir: &Path) -> Result<(), AppError> {
+    let probe = data_dir.join(".zaphook-write-check");
+    std::fs::write(&probe, b"")
+        .and_then(|()| std::fs::remove_file(&probe))
+        .map_err(|e| {
+            AppError::Config(format!(
+                "cannot write in the data directory {}: {e}; give zaphook a directory it may write (--data-dir, ZAPHOOK_DATA_DIR)",
+                data_dir.display()
+            ))
+        })
 }
 
 /// A new API token: `zh_` and 32 random characters. Stored hashed; shown once.

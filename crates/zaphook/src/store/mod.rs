@@ -52,6 +52,11 @@ pub enum StoreError {
     Corrupt(String),
     #[error("{0}")]
     SecretKey(String),
+    /// The database is not one this binary may open (not a database at all, another
+    /// application's, a schema newer than this binary): the message names it and says what
+    /// to do.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl StoreError {

@@ -157,10 +157,58 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
     Ok(())
 }
 
+/// Refuses, before anything is written to it, a file at `path` that zaphook must not use:
+/// one that is not a SQLite database, another application's database, or a zaphook database
+/// with a schema newer than this binary knows (a downgrade). A missing or empty file is a new
+/// database.
+pub fn check_is_ours(path: &Path) -> StoreResult<()> {
+    if std::fs::metadata(path)
+        .map(|m| m.len() == 0)
+        .unwrap_or(true)
+    {
+        return Ok(());
+    }
+    let shown = path.display();
+    let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let tables: Vec<String> = match conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+    {
+        Ok(tables) => tables,
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
+            return Err(StoreError::Refused(format!(
+                "{shown} is not a SQLite database ({e}): if it is a zaphook database it is damaged, so put back a backup of it; to start with an empty database, move it away"
+            )));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if tables.is_empty() {
+        return Ok(());
+    }
+    if !tables.iter().any(|t| t == "schema_migrations") {
+        return Err(StoreError::Refused(format!(
+            "{shown} is a SQLite database of another application (tables {}, none of zaphook's): point --data-dir at zaphook's own directory",
+            tables.join(", ")
+        )));
+    }
+    let newest: Option<i64> =
+        conn.query_row("SELECT max(version) FROM schema_migrations", [], |r| {
+            r.get(0)
+        })?;
+    let known = MIGRATIONS.last().map(|(v, _)| *v).unwrap_or_default();
+    match newest {
+        Some(newest) if newest > known => Err(StoreError::Refused(format!(
+            "{shown} has schema version {newest}, newer than this zaphook knows ({known}): run the zaphook that wrote it (or a newer one), or put back a backup taken before the upgrade"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 impl SqliteStore {
     /// Opens (creating when needed) the database at `path` and applies pending migrations.
     /// Secrets are sealed and opened with `secrets`.
     pub fn open(path: &Path, durability: Durability, secrets: SecretBox) -> StoreResult<Arc<Self>> {
+        check_is_ours(path)?;
         let mut conn = open_connection(path, durability)?;
         // What migrations and sealing rewrite (secrets an older version kept in clear) must
         // not linger in freed space or in the log.

@@ -37,6 +37,8 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("the service is unavailable: {0}")]
     Unavailable(String),
+    #[error("the storage is full: {0}")]
+    StorageFull(String),
     #[error("internal error")]
     Internal(String),
 }
@@ -91,6 +93,11 @@ impl ApiError {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "unavailable",
                 "Service unavailable",
+            ),
+            ApiError::StorageFull(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage-full",
+                "Storage full",
             ),
             ApiError::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -155,9 +162,17 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(_) => {
                 ApiError::Conflict("a record with the same key was written at the same time".into())
             }
+            // The store says once when its writes start and stop failing; a line per request
+            // would bury it.
             StoreError::Retry(_) | StoreError::Unavailable(_) => {
-                tracing::warn!(error = %e, "a request could not be stored now");
+                tracing::debug!(error = %e, "a request could not be stored now");
                 ApiError::Unavailable("the database cannot take the change now".into())
+            }
+            StoreError::StorageFull(_) => {
+                tracing::debug!(error = %e, "a request could not be stored now");
+                ApiError::StorageFull(
+                    "the disk is full: nothing of this request was stored; try again once space is freed".into(),
+                )
             }
             StoreError::Invalid(why) => {
                 ApiError::BadRequest(format!("a value cannot be stored: {why}"))
@@ -273,8 +288,9 @@ mod tests {
         let busy = status(StoreError::Retry("locked".into()));
         assert_eq!(busy.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(busy.headers()[header::RETRY_AFTER], "1");
-        let full = status(StoreError::Unavailable("disk full".into()));
+        let full = status(StoreError::StorageFull("disk full".into()));
         assert_eq!(full.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(full.headers()[header::RETRY_AFTER], "1");
         assert_eq!(
             status(StoreError::Conflict("unique".into())).status(),
             StatusCode::CONFLICT

@@ -156,10 +156,16 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
+/// Ready when the database answers a read and its writes are not failing.
 async fn readyz(State(state): State<AppState>) -> ApiResult<&'static str> {
     store::read(&state.ingest.store, |tx| tx.company_count())
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
+    if let Some(fault) = state.ingest.store.write_fault() {
+        return Err(ApiError::Unavailable(format!(
+            "writes are failing: {fault}"
+        )));
+    }
     Ok("ready")
 }
 

@@ -39,6 +39,10 @@ pub enum StoreError {
     /// lost): nothing was changed; try again later.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// The disk (or the database server's) is full: nothing was changed; writes succeed
+    /// again once there is space.
+    #[error("the storage is full: {0}")]
+    StorageFull(String),
     /// The database cannot hold a value given to it (PostgreSQL's text cannot hold a NUL
     /// character, say): the request is at fault, not the store.
     #[error("the database cannot hold a value: {0}")]
@@ -62,7 +66,10 @@ pub enum StoreError {
 impl StoreError {
     /// Whether running the same job again may succeed.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Retry(_) | StoreError::Unavailable(_))
+        matches!(
+            self,
+            StoreError::Retry(_) | StoreError::Unavailable(_) | StoreError::StorageFull(_)
+        )
     }
 }
 
@@ -186,6 +193,52 @@ pub trait Store: Send + Sync + 'static {
     /// database is shared and its clock is the one leases and due times follow.
     fn clock_offset(&self) -> Option<Arc<std::sync::atomic::AtomicI64>> {
         None
+    }
+    /// Why commits are failing for a reason of the storage (a full disk, I/O errors), while
+    /// they are; `/readyz` answers 503 meanwhile.
+    fn write_fault(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Whether the writer's commits are failing for a reason of the storage, kept by the writer.
+/// The log says so once when it starts and once when it ends (not once per request), and a
+/// metric counts the failed commits by kind.
+#[derive(Debug, Default)]
+pub struct WriteHealth {
+    fault: std::sync::Mutex<Option<String>>,
+}
+
+impl WriteHealth {
+    /// Notes how a commit (or its BEGIN) ended.
+    pub fn note(&self, result: &StoreResult<()>) {
+        let Ok(mut fault) = self.fault.lock() else {
+            return;
+        };
+        match result {
+            Ok(()) => {
+                if fault.take().is_some() {
+                    tracing::info!("the database takes writes again");
+                }
+            }
+            Err(e @ (StoreError::StorageFull(_) | StoreError::Unavailable(_))) => {
+                let kind = if matches!(e, StoreError::StorageFull(_)) {
+                    "full"
+                } else {
+                    "io"
+                };
+                metrics::counter!("zaphook_storage_errors_total", "kind" => kind).increment(1);
+                if fault.is_none() {
+                    tracing::error!(error = %e, "the database cannot take writes; requests that write are answered 503 until it can");
+                }
+                *fault = Some(e.to_string());
+            }
+            Err(_) => {}
+        }
+    }
+
+    pub fn fault(&self) -> Option<String> {
+        self.fault.lock().ok().and_then(|f| f.clone())
     }
 }
 

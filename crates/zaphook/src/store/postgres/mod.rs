@@ -59,7 +59,9 @@ impl From<postgres::Error> for StoreError {
             // No SQLSTATE: the connection failed or was closed.
             return StoreError::Unavailable(text);
         };
-        if *code == SqlState::UNIQUE_VIOLATION {
+        if *code == SqlState::DISK_FULL {
+            StoreError::StorageFull(text)
+        } else if *code == SqlState::UNIQUE_VIOLATION {
             StoreError::Conflict(text)
         } else if *code == SqlState::T_R_SERIALIZATION_FAILURE
             || *code == SqlState::T_R_DEADLOCK_DETECTED

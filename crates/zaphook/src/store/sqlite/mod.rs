@@ -18,7 +18,9 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
-use super::{Announcements, ReadJob, Store, StoreError, StoreResult, Topics, WriteJob};
+use super::{
+    Announcements, ReadJob, Store, StoreError, StoreResult, Topics, WriteHealth, WriteJob,
+};
 use crate::secrets::SecretBox;
 use tx::SqliteTx;
 
@@ -63,8 +65,8 @@ impl From<rusqlite::Error> for StoreError {
             rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked => {
                 StoreError::Retry(text)
             }
-            rusqlite::ErrorCode::DiskFull
-            | rusqlite::ErrorCode::SystemIoFailure
+            rusqlite::ErrorCode::DiskFull => StoreError::StorageFull(text),
+            rusqlite::ErrorCode::SystemIoFailure
             | rusqlite::ErrorCode::CannotOpen
             | rusqlite::ErrorCode::ReadOnly => StoreError::Unavailable(text),
             _ => StoreError::Database(text),
@@ -84,6 +86,7 @@ pub struct SqliteStore {
     writer: Mutex<Option<mpsc::Sender<Box<dyn WriteJob>>>>,
     readers: Arc<ReaderPool>,
     announcements: Arc<Announcements>,
+    health: Arc<WriteHealth>,
 }
 
 /// Reader connections kept open between reads.
@@ -221,9 +224,14 @@ impl SqliteStore {
         let writer_secrets = secrets.clone();
         let announcements = Arc::new(Announcements::default());
         let writer_announcements = Arc::clone(&announcements);
+        let health = Arc::new(WriteHealth::default());
+        let writer_health = Arc::clone(&health);
         std::thread::Builder::new()
             .name("zaphook-sqlite-writer".into())
-            .spawn(move || writer_loop(conn, writer_secrets, receiver, &writer_announcements))
+            .spawn(move || {
+                let shared = (&*writer_announcements, &*writer_health);
+                writer_loop(conn, writer_secrets, receiver, shared)
+            })
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
         Ok(Arc::new(SqliteStore {
             writer: Mutex::new(Some(sender)),
@@ -233,6 +241,7 @@ impl SqliteStore {
                 secrets,
             }),
             announcements,
+            health,
         }))
     }
 }
@@ -276,13 +285,17 @@ impl Store for SqliteStore {
     fn announcements(&self) -> Arc<Announcements> {
         Arc::clone(&self.announcements)
     }
+
+    fn write_fault(&self) -> Option<String> {
+        self.health.fault()
+    }
 }
 
 fn writer_loop(
     conn: Connection,
     secrets: SecretBox,
     jobs: mpsc::Receiver<Box<dyn WriteJob>>,
-    announcements: &Announcements,
+    shared: (&Announcements, &WriteHealth),
 ) {
     while let Ok(first) = jobs.recv() {
         let mut batch = Vec::with_capacity(16);
@@ -293,7 +306,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        run_batch(&conn, &secrets, batch, announcements);
+        run_batch(&conn, &secrets, batch, shared);
     }
     tracing::debug!("sqlite writer stopped");
 }
@@ -307,12 +320,15 @@ fn run_batch(
     conn: &Connection,
     secrets: &SecretBox,
     mut batch: Vec<Box<dyn WriteJob>>,
-    announcements: &Announcements,
+    (announcements, health): (&Announcements, &WriteHealth),
 ) {
     while !batch.is_empty() {
         if let Err(e) = statement(conn, "BEGIN IMMEDIATE") {
-            tracing::error!(error = %e, "cannot begin a write transaction");
             let e = StoreError::from(e);
+            health.note(&Err(e.clone()));
+            if !e.is_transient() {
+                tracing::error!(error = %e, "cannot begin a write transaction");
+            }
             batch.into_iter().for_each(|job| job.reply(Err(e.clone())));
             return;
         }
@@ -349,10 +365,13 @@ fn run_batch(
             continue;
         }
         let committed = statement(conn, "COMMIT").map_err(StoreError::from);
+        health.note(&committed);
         match &committed {
             Ok(()) => announcements.announce(topics),
             Err(e) => {
-                tracing::error!(error = %e, "commit failed");
+                if !e.is_transient() {
+                    tracing::error!(error = %e, "commit failed");
+                }
                 let _ = conn.execute_batch("ROLLBACK");
             }
         }
@@ -397,7 +416,7 @@ mod tests {
         assert!(matches!(failure(ffi::SQLITE_LOCKED), StoreError::Retry(_)));
         assert!(matches!(
             failure(ffi::SQLITE_FULL),
-            StoreError::Unavailable(_)
+            StoreError::StorageFull(_)
         ));
         assert!(matches!(
             failure(ffi::SQLITE_IOERR_FSYNC),

@@ -1,9 +1,10 @@
-//! The load generator: HTTP/1.1 keep-alive over many connections, posting sandbox inbound
-//! messages `{"from", "body": "<seq> <send-time-µs>"}` spread over many contacts (or signed
-//! Cloud API callback bodies of a few such messages each, see [`crate::cloud`]), either as
-//! fast as the server answers (closed loop) or at a fixed rate (open loop: each message has
-//! its scheduled time, whatever happened to the ones before). Records, per message, when it
-//! was sent and when the API acknowledged it (the request that carried it).
+//! The load generator: HTTP/1.1 keep-alive over many connections (round-robin over one or more
+//! servers' addresses), posting sandbox inbound messages
+//! `{"from", "body": "<seq> <send-time-µs>"}` spread over many contacts (or signed Cloud API
+//! callback bodies of a few such messages each, see [`crate::cloud`]), either as fast as the
+//! servers answer (closed loop) or at a fixed rate (open loop: each message has its scheduled
+//! time, whatever happened to the ones before). Records, per message, when it was sent and
+//! when the API acknowledged it (the request that carried it).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,7 +27,8 @@ pub const FIRST_NUMBER: u64 = 5_511_900_000_000;
 
 #[derive(Debug, Clone)]
 pub struct LoadSpec {
-    pub addr: SocketAddr,
+    /// Where to send: connection `i` goes to `addrs[i % addrs.len()]`.
+    pub addrs: Vec<SocketAddr>,
     /// The inbound route, e.g. `/api/v1/connections/1/sandbox/inbound`.
     pub path: String,
     /// Sent as `Authorization: Bearer …` when set.
@@ -142,9 +144,13 @@ async fn connect(addr: SocketAddr) -> crate::Result<SendRequest<Full<Bytes>>> {
 pub async fn run(spec: LoadSpec) -> crate::Result<LoadResult> {
     let requests = spec.count.div_ceil(spec.payload.messages_per_request());
     let connections = spec.connections.clamp(1, requests.max(1) as usize);
+    if spec.addrs.is_empty() {
+        return Err("the load has no address to send to".into());
+    }
     let mut senders = Vec::with_capacity(connections);
-    for _ in 0..connections {
-        senders.push(connect(spec.addr).await?);
+    for i in 0..connections {
+        let addr = spec.addrs[i % spec.addrs.len()];
+        senders.push((connect(addr).await?, addr));
     }
     let worker = Worker {
         spec: Arc::new(spec),
@@ -153,7 +159,7 @@ pub async fn run(spec: LoadSpec) -> crate::Result<LoadResult> {
     };
     let tasks: Vec<_> = senders
         .into_iter()
-        .map(|sender| tokio::spawn(worker.clone().run(sender)))
+        .map(|(sender, addr)| tokio::spawn(worker.clone().run(sender, addr)))
         .collect();
     let mut result = LoadResult {
         sent: vec![Sent::default(); worker.spec.count as usize],
@@ -191,7 +197,8 @@ struct WorkerDone {
 }
 
 impl Worker {
-    async fn run(self, mut sender: SendRequest<Full<Bytes>>) -> WorkerDone {
+    /// Sends over `sender`, a connection to `addr`, until every message is taken.
+    async fn run(self, mut sender: SendRequest<Full<Bytes>>, addr: SocketAddr) -> WorkerDone {
         let mut done = WorkerDone::default();
         let per_request = self.spec.payload.messages_per_request();
         loop {
@@ -205,7 +212,7 @@ impl Worker {
                 tokio::time::sleep_until(self.start + Duration::from_secs_f64(first as f64 / rate))
                     .await;
             }
-            let (sent, error) = self.send(&mut sender, seqs.clone()).await;
+            let (sent, error) = self.send(&mut sender, addr, seqs.clone()).await;
             done.requests += 1;
             done.requests_ok += u64::from(sent.ok);
             done.records.extend(seqs.map(|seq| (seq, sent)));
@@ -213,7 +220,7 @@ impl Worker {
                 done.first_error.get_or_insert(error);
                 // The connection may be gone: open a new one for the next message.
                 if sender.is_closed() {
-                    match connect(self.spec.addr).await {
+                    match connect(addr).await {
                         Ok(s) => sender = s,
                         Err(e) => {
                             done.first_error.get_or_insert(format!("reconnect: {e}"));
@@ -230,6 +237,7 @@ impl Worker {
     async fn send(
         &self,
         sender: &mut SendRequest<Full<Bytes>>,
+        addr: SocketAddr,
         seqs: std::ops::Range<u64>,
     ) -> (Sent, Option<String>) {
         let mut sent = Sent::default();
@@ -240,7 +248,7 @@ impl Worker {
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(self.spec.path.as_str())
-            .header(HOST, self.spec.addr.to_string())
+            .header(HOST, addr.to_string())
             .header(CONTENT_TYPE, "application/json");
         let body = match &self.spec.payload {
             Payload::Sandbox => message_body(seqs.start, self.spec.contacts, sent.sent_us),

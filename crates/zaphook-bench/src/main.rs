@@ -32,6 +32,11 @@ struct Args {
     /// Passed through to `zaphook serve --database-url`.
     #[arg(long)]
     database_url: Option<String>,
+    /// `zaphook serve` processes per pass, all on the pass's one scratch schema (needs
+    /// --database-url); the load's connections alternate between them, and their CPU and
+    /// peak RSS are added up.
+    #[arg(long, default_value_t = 1)]
+    processes: usize,
     /// Keep-alive connections of the load generator.
     #[arg(long, default_value_t = 64)]
     connections: usize,
@@ -82,7 +87,19 @@ async fn run(args: Args) -> ExitCode {
         bin: args.zaphook_bin.clone().unwrap_or_else(server::default_bin),
         database_url: args.database_url.clone(),
         retry_schedule_ms: None,
+        processes: args.processes,
     };
+    if let Err(e) = serve.check() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    if args.connections < serve.processes {
+        eprintln!(
+            "error: --connections {} is fewer than --processes {}: some zaphook processes would get no load",
+            args.connections, serve.processes
+        );
+        return ExitCode::from(2);
+    }
     let shape = Shape {
         connections: args.connections,
         contacts: args.contacts,
@@ -95,7 +112,16 @@ async fn run(args: Args) -> ExitCode {
         "machine: {} cores, {} GiB, {}; load average {}",
         machine.cores, machine.memory_gib, machine.cpu_model, machine.load_average
     );
-    println!("zaphook: {}", serve.bin.display());
+    let store = match (&serve.database_url, serve.processes) {
+        (None, _) => "SQLite, a fresh data directory".to_string(),
+        (Some(_), 1) => "PostgreSQL, a scratch schema".to_string(),
+        (Some(_), n) => format!("PostgreSQL, one scratch schema shared by the {n}"),
+    };
+    println!(
+        "zaphook: {}; {} process(es) per pass ({store})",
+        serve.bin.display(),
+        serve.processes
+    );
     println!(
         "load: {} keep-alive connections, {} contacts; sizes: {}",
         shape.connections,
@@ -138,14 +164,15 @@ async fn run(args: Args) -> ExitCode {
     for note in notes {
         println!("note: {note}");
     }
-    println!(
-        "CPU s/1k = zaphook's CPU seconds per 1,000 webhooks delivered; peak RSS = zaphook's VmHWM (a fresh process per pass). Goals are reported, not enforced."
-    );
+    let usage_legend = report::usage_legend(args.processes);
+    println!("{usage_legend}. Goals are reported, not enforced.");
     if let Some(path) = &args.json {
         let report = Report {
             date: started,
             command: command.join(" "),
             machine,
+            zaphook_processes: args.processes,
+            usage_legend,
             sizes: serde_json::to_value(&sizes).unwrap_or_default(),
             scenarios: done,
         };

@@ -111,10 +111,11 @@ pub fn analyze(load: &LoadResult, arrivals: &[Arrival], endpoints: u64) -> Pass 
     }
 }
 
-/// Where the load goes: a server, its inbound route, the bearer token it wants, and what the
+/// Where the load goes: a server (or several serving the same route, whose addresses the
+/// connections alternate between), its inbound route, the bearer token it wants, and what the
 /// requests carry.
 pub struct Target {
-    pub addr: SocketAddr,
+    pub addrs: Vec<SocketAddr>,
     pub path: String,
     pub token: Option<String>,
     pub payload: Payload,
@@ -131,7 +132,7 @@ pub async fn drive(
     endpoints: u64,
 ) -> crate::Result<Pass> {
     let load = load::run(LoadSpec {
-        addr: target.addr,
+        addrs: target.addrs,
         path: target.path,
         token: target.token,
         count,
@@ -156,7 +157,7 @@ pub async fn drive(
 pub async fn receiver_pass(shape: Shape, count: u64) -> crate::Result<Pass> {
     let receiver = Receiver::bind().await?;
     let target = Target {
-        addr: receiver.addr(),
+        addrs: vec![receiver.addr()],
         path: "/hook/0".into(),
         token: None,
         payload: Payload::Sandbox,
@@ -180,7 +181,7 @@ pub async fn relay_pass(
     })
     .await?;
     let target = Target {
-        addr: relay.addr(),
+        addrs: vec![relay.addr()],
         path: inbound_path(1),
         token: None,
         payload: Payload::Sandbox,

@@ -200,8 +200,23 @@ pub struct Report {
     pub date: String,
     pub command: String,
     pub machine: Machine,
+    /// zaphook processes per pass (more than one share one PostgreSQL schema).
+    pub zaphook_processes: usize,
+    /// What the CPU and peak RSS figures of zaphook measure.
+    pub usage_legend: String,
     pub sizes: Value,
     pub scenarios: Vec<ScenarioReport>,
+}
+
+/// What the table's "CPU s/1k" and "peak RSS MiB" columns are, with `processes` zaphooks per
+/// pass.
+pub fn usage_legend(processes: usize) -> String {
+    match processes {
+        1 => "CPU s/1k = zaphook's CPU seconds per 1,000 webhooks delivered; peak RSS = zaphook's VmHWM (a fresh process per pass)".into(),
+        n => format!(
+            "CPU s/1k = the CPU seconds of all {n} zaphook processes, summed, per 1,000 webhooks delivered; peak RSS = the sum of their {n} VmHWMs (fresh processes per pass; their peaks need not coincide, so the sum may exceed what they held at once)"
+        ),
+    }
 }
 
 /// `12345.6` → `12,346`.

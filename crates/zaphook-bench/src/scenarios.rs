@@ -1,6 +1,7 @@
-//! The scenarios: each drives load through zaphook (a fresh process per pass) and, where it
-//! makes sense, through the bare relay, waits for the webhooks at the receiver, and turns what
-//! happened into rows with their goals.
+//! The scenarios: each drives load through zaphook (a fresh process per pass, or with
+//! `--processes N` N fresh ones on one PostgreSQL schema, the load alternating between them)
+//! and, where it makes sense, through the bare relay, waits for the webhooks at the receiver,
+//! and turns what happened into rows with their goals.
 
 use serde::Serialize;
 
@@ -72,14 +73,17 @@ impl Sizes {
 #[derive(Debug, Clone, Serialize)]
 pub struct ZaphookPass {
     pub pass: Pass,
+    /// zaphook processes that ran the pass; `cpu_s` and `peak_rss_mib` are sums over them.
+    pub processes: usize,
     /// zaphook's CPU seconds from the first message to the last webhook.
     pub cpu_s: f64,
+    /// Each process's peak RSS (VmHWM), added up.
     pub peak_rss_mib: f64,
     /// This harness's own CPU seconds over the same span (load, receiver).
     pub harness_cpu_s: f64,
     pub log_warnings: u64,
     pub log_errors: u64,
-    /// The first warning and error lines zaphook logged (up to ten).
+    /// The first warning and error lines zaphook logged (up to ten per process).
     pub log_lines: Vec<String>,
 }
 
@@ -204,13 +208,13 @@ impl Bench {
         let zaphook = Zaphook::start(&self.serve).await?;
         let target = match feed {
             Feed::Sandbox => Target {
-                addr: zaphook.addr(),
+                addrs: zaphook.addrs(),
                 path: inbound_path(zaphook.create_connection().await?),
                 token: Some(server::TOKEN.to_string()),
                 payload: Payload::Sandbox,
             },
             Feed::Cloud { statuses } => Target {
-                addr: zaphook.addr(),
+                addrs: zaphook.addrs(),
                 path: cloud::callback_path(zaphook.create_cloud_connection().await?),
                 token: None,
                 payload: Payload::Cloud {
@@ -413,7 +417,7 @@ impl Bench {
         let before = zaphook.usage()?;
         let me_before = server::usage(std::process::id()).unwrap_or_default();
         let load = load::run(LoadSpec {
-            addr: zaphook.addr(),
+            addrs: zaphook.addrs(),
             path: inbound_path(connection),
             token: Some(server::TOKEN.to_string()),
             count,
@@ -431,6 +435,10 @@ impl Bench {
             }
         };
         let accepted_rss = zaphook.usage().map(|u| mib(u.peak_rss_kib)).unwrap_or(0.0);
+        let summed = match zaphook.processes() {
+            1 => String::new(),
+            n => format!(" (summed over its {n} processes)"),
+        };
         let receiver = Receiver::start(port.listen()?);
         let up_us = now_us();
         receiver.wait_for(load.acked(), STALL).await;
@@ -476,7 +484,7 @@ impl Bench {
         row.goal = "≤ 2× throughput".into();
         report.rows.push(row);
         report.notes.push(format!(
-            "backlog: zaphook ran with --retry-schedule-ms 1000 ×3600 (retry every 1 s ±20 %) so deliveries resume within ~1.2 s of the receiver coming up; the first webhook arrived {wait_ms:.0} ms after it did; the drain rate counts from the receiver coming up; peak RSS was {accepted_rss:.0} MiB when the last message was accepted"
+            "backlog: zaphook ran with --retry-schedule-ms 1000 ×3600 (retry every 1 s ±20 %) so deliveries resume within ~1.2 s of the receiver coming up; the first webhook arrived {wait_ms:.0} ms after it did; the drain rate counts from the receiver coming up; peak RSS was {accepted_rss:.0} MiB{summed} when the last message was accepted"
         ));
         check(&mut report, "zaphook", &zap.pass);
         report.figure("zaphook", &zap);
@@ -621,6 +629,7 @@ async fn finish(
     let (log_warnings, log_errors) = zaphook.log_counts();
     let log_lines = zaphook.log_notable();
     let tail = zaphook.log_tail(20);
+    let processes = zaphook.processes();
     zaphook.stop().await;
     let after = after.map_err(|e| format!("{e}; zaphook's last lines:\n{}", tail.join("\n")))?;
     Ok(ZaphookPass {
@@ -628,6 +637,7 @@ async fn finish(
         cpu_s: after.cpu_s - before.cpu_s,
         peak_rss_mib: mib(after.peak_rss_kib),
         harness_cpu_s: me_after.cpu_s - me_before.cpu_s,
+        processes,
         log_warnings,
         log_errors,
         log_lines,

@@ -1,6 +1,8 @@
 //! The system under test: the `zaphook` release binary started as a child process on a fresh
-//! data directory, its API (connections, webhooks), and what it costs (CPU time and peak RSS
-//! read from /proc). The child is killed and its directory removed when dropped.
+//! data directory (or, on PostgreSQL, as several processes sharing one scratch schema), its
+//! API (connections, webhooks), and what it costs (CPU time and peak RSS read from /proc,
+//! summed over the processes). The children are killed, their directories removed and the
+//! schema dropped when dropped.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -31,7 +33,34 @@ pub struct ServeOptions {
     pub database_url: Option<String>,
     /// Passed as the hidden `--retry-schedule-ms` when set.
     pub retry_schedule_ms: Option<Vec<u64>>,
+    /// `zaphook serve` processes per pass, all on the pass's one schema; more than one needs
+    /// `database_url` (on SQLite each process would have a database of its own).
+    pub processes: usize,
 }
+
+impl ServeOptions {
+    /// Refuses options no pass can run with.
+    pub fn check(&self) -> crate::Result<()> {
+        if self.processes == 0 {
+            return Err("--processes must be at least 1".into());
+        }
+        if self.processes > 1 && self.database_url.is_none() {
+            return Err(format!(
+                "--processes {} needs --database-url postgres://…: several zaphook processes share one PostgreSQL database, while on SQLite each would have a database of its own",
+                self.processes
+            )
+            .into());
+        }
+        Ok(())
+    }
+}
+
+/// The secret key every process of a multi-process pass is given. Alone, each would generate
+/// one into its own data directory, and the second would refuse to start because the first
+/// sealed the database's check value with another key. Safe to fix: the schema lives for one
+/// pass and only holds the benchmark's made-up Cloud API secrets.
+/// (Hex of the 32 bytes `zaphook-bench-shared-secret-key!`.)
+const SHARED_SECRET_KEY: &str = "7a6170686f6f6b2d62656e63682d7368617265642d7365637265742d6b657921";
 
 /// The default binary: `target/release/zaphook` beside (or above) this benchmark's binary.
 pub fn default_bin() -> PathBuf {
@@ -107,15 +136,24 @@ struct Stderr {
     notable: Mutex<Vec<String>>,
 }
 
-/// A running zaphook.
+/// The zaphook under test: one `zaphook serve`, or several sharing one PostgreSQL schema.
 pub struct Zaphook {
+    /// The first created the schema's tables; the API set-up goes to it, and the others see
+    /// what it creates since they share the database.
+    processes: Vec<Process>,
+    client: HttpClient,
+    /// Declared after `processes` so it is dropped after them: the schema goes once, when no
+    /// process uses it any more.
+    _schema: Option<Scratch>,
+}
+
+/// One running `zaphook serve` child.
+struct Process {
     child: Child,
     pid: u32,
     addr: SocketAddr,
-    client: HttpClient,
     stderr: Arc<Stderr>,
     _dir: tempfile::TempDir,
-    _schema: Option<Scratch>,
 }
 
 /// A schema of its own on the PostgreSQL database, for one pass, dropped afterwards (so every
@@ -171,9 +209,10 @@ async fn run_sql(url: &str, sql: String) -> crate::Result<()> {
 }
 
 impl Zaphook {
-    /// Starts `zaphook serve` on a loopback port and a fresh data directory, and waits for its
-    /// `zaphook listening on http://ADDR` line.
+    /// Starts `options.processes` zaphooks, each on a loopback port and a fresh data
+    /// directory, on PostgreSQL all on one fresh schema.
     pub async fn start(options: &ServeOptions) -> crate::Result<Self> {
+        options.check()?;
         if !options.bin.is_file() {
             return Err(format!(
                 "the zaphook binary is missing at {}: build it with `cargo build --release --workspace` (or pass --zaphook-bin PATH)",
@@ -181,6 +220,182 @@ impl Zaphook {
             )
             .into());
         }
+        let schema = match &options.database_url {
+            Some(url) => Some(Scratch::create(url).await?),
+            None => None,
+        };
+        let url = schema.as_ref().map(Scratch::url);
+        let mut processes = Vec::with_capacity(options.processes);
+        // One after the other: the first migrates the empty schema, and the others must not
+        // race it to do so.
+        for n in 1..=options.processes {
+            match Process::start(options, url.as_deref()).await {
+                Ok(process) => processes.push(process),
+                Err(e) => {
+                    // Gone before the schema is dropped, which their connections would hold up.
+                    for process in processes {
+                        process.stop().await;
+                    }
+                    return Err(match options.processes {
+                        1 => e,
+                        all => format!("zaphook process {n} of {all}: {e}").into(),
+                    });
+                }
+            }
+        }
+        Ok(Zaphook {
+            processes,
+            client: http_client(),
+            _schema: schema,
+        })
+    }
+
+    /// How many processes run.
+    pub fn processes(&self) -> usize {
+        self.processes.len()
+    }
+
+    /// Every process's address, for the load to spread over.
+    pub fn addrs(&self) -> Vec<SocketAddr> {
+        self.processes.iter().map(|p| p.addr).collect()
+    }
+
+    /// CPU seconds and peak RSS, each the sum over the processes (their peaks need not have
+    /// come at the same moment, so the summed peak may exceed what they ever held at once).
+    pub fn usage(&self) -> crate::Result<Usage> {
+        let mut sum = Usage::default();
+        for process in &self.processes {
+            let one = usage(process.pid)
+                .ok_or_else(|| format!("cannot read /proc/{} (did zaphook exit?)", process.pid))?;
+            sum.cpu_s += one.cpu_s;
+            sum.peak_rss_kib += one.peak_rss_kib;
+        }
+        Ok(sum)
+    }
+
+    /// Warning and error lines zaphook logged so far, over every process.
+    pub fn log_counts(&self) -> (u64, u64) {
+        self.processes.iter().fold((0, 0), |(w, e), p| {
+            (
+                w + p.stderr.warnings.load(Ordering::Relaxed),
+                e + p.stderr.errors.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// The first warning and error lines zaphook logged (up to ten of each process), each
+    /// saying which process when there are several.
+    pub fn log_notable(&self) -> Vec<String> {
+        self.labelled(|p| p.stderr.notable.lock().expect("notable").clone())
+    }
+
+    /// The last `n` lines each process logged.
+    pub fn log_tail(&self, n: usize) -> Vec<String> {
+        self.labelled(|p| {
+            let tail = p.stderr.tail.lock().expect("tail");
+            tail.iter()
+                .skip(tail.len().saturating_sub(n))
+                .cloned()
+                .collect()
+        })
+    }
+
+    /// The lines `of` each process, prefixed with the process's number when there are several.
+    fn labelled(&self, of: impl Fn(&Process) -> Vec<String>) -> Vec<String> {
+        let several = self.processes.len() > 1;
+        let mut out = Vec::new();
+        for (i, process) in self.processes.iter().enumerate() {
+            for line in of(process) {
+                out.push(if several {
+                    format!("[process {}] {line}", i + 1)
+                } else {
+                    line
+                });
+            }
+        }
+        out
+    }
+
+    /// Creates a sandbox connection; returns its id.
+    pub async fn create_connection(&self) -> crate::Result<i64> {
+        let created = self
+            .call(
+                "/api/v1/connections",
+                json!({"name": "bench", "channel": "sandbox"}),
+            )
+            .await?;
+        created["id"]
+            .as_i64()
+            .ok_or_else(|| format!("no id in {created}").into())
+    }
+
+    /// Creates a WhatsApp Cloud API connection with [`crate::cloud::connection_settings`];
+    /// returns its id.
+    pub async fn create_cloud_connection(&self) -> crate::Result<i64> {
+        let created = self
+            .call(
+                "/api/v1/connections",
+                json!({"name": "Cloud", "channel": "cloud", "cloud": crate::cloud::connection_settings()}),
+            )
+            .await?;
+        created["id"]
+            .as_i64()
+            .ok_or_else(|| format!("no id in {created}").into())
+    }
+
+    /// Creates an endpoint for `message.created` at `url`; returns its id.
+    pub async fn create_webhook(&self, url: &str) -> crate::Result<i64> {
+        let created = self
+            .call(
+                "/api/v1/webhooks",
+                json!({"url": url, "events": ["message.created"]}),
+            )
+            .await?;
+        created["id"]
+            .as_i64()
+            .ok_or_else(|| format!("no id in {created}").into())
+    }
+
+    /// POSTs `body` to the first process's API as the admin; fails unless the answer is 2xx.
+    async fn call(&self, path: &str, body: Value) -> crate::Result<Value> {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("http://{}{path}", self.processes[0].addr))
+            .header(CONTENT_TYPE, "application/json")
+            .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
+            .body(Full::new(Bytes::from(body.to_string())))?;
+        let response = self.client.request(request).await?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            return Err(format!(
+                "POST {path} answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )
+            .into());
+        }
+        Ok(serde_json::from_slice(&bytes)?)
+    }
+
+    /// Kills every process and waits for them to go, then drops the schema (with `self`).
+    pub async fn stop(self) {
+        let Zaphook {
+            processes,
+            _schema: schema,
+            ..
+        } = self;
+        for process in processes {
+            process.stop().await;
+        }
+        drop(schema);
+    }
+}
+
+impl Process {
+    /// Starts `zaphook serve` on a loopback port and a fresh data directory (on the database
+    /// at `database_url` when given), and waits for its `zaphook listening on http://ADDR`
+    /// line.
+    async fn start(options: &ServeOptions, database_url: Option<&str>) -> crate::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("zaphook-bench-")
             .tempdir()?;
@@ -190,12 +405,11 @@ impl Zaphook {
             .args(["--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
             .args(["--bootstrap-token", TOKEN, "--allow-private-targets"]);
-        let schema = match &options.database_url {
-            Some(url) => Some(Scratch::create(url).await?),
-            None => None,
-        };
-        if let Some(schema) = &schema {
-            command.args(["--database-url", &schema.url()]);
+        if let Some(url) = database_url {
+            command.args(["--database-url", url]);
+        }
+        if options.processes > 1 {
+            command.args(["--secret-key", SHARED_SECRET_KEY]);
         }
         if let Some(schedule) = &options.retry_schedule_ms {
             let list: Vec<String> = schedule.iter().map(u64::to_string).collect();
@@ -254,111 +468,17 @@ impl Zaphook {
         };
         // Keep reading stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
-        Ok(Zaphook {
+        Ok(Process {
             child,
             pid,
             addr,
-            client: http_client(),
             stderr,
             _dir: dir,
-            _schema: schema,
         })
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    pub fn usage(&self) -> crate::Result<Usage> {
-        usage(self.pid)
-            .ok_or_else(|| format!("cannot read /proc/{} (did zaphook exit?)", self.pid).into())
-    }
-
-    /// Warning and error lines zaphook logged so far.
-    pub fn log_counts(&self) -> (u64, u64) {
-        (
-            self.stderr.warnings.load(Ordering::Relaxed),
-            self.stderr.errors.load(Ordering::Relaxed),
-        )
-    }
-
-    /// The first warning and error lines zaphook logged (up to ten).
-    pub fn log_notable(&self) -> Vec<String> {
-        self.stderr.notable.lock().expect("notable").clone()
-    }
-
-    /// The last lines zaphook logged.
-    pub fn log_tail(&self, n: usize) -> Vec<String> {
-        let tail = self.stderr.tail.lock().expect("tail");
-        tail.iter()
-            .skip(tail.len().saturating_sub(n))
-            .cloned()
-            .collect()
-    }
-
-    /// Creates a sandbox connection; returns its id.
-    pub async fn create_connection(&self) -> crate::Result<i64> {
-        let created = self
-            .call(
-                "/api/v1/connections",
-                json!({"name": "bench", "channel": "sandbox"}),
-            )
-            .await?;
-        created["id"]
-            .as_i64()
-            .ok_or_else(|| format!("no id in {created}").into())
-    }
-
-    /// Creates a WhatsApp Cloud API connection with [`crate::cloud::connection_settings`];
-    /// returns its id.
-    pub async fn create_cloud_connection(&self) -> crate::Result<i64> {
-        let created = self
-            .call(
-                "/api/v1/connections",
-                json!({"name": "Cloud", "channel": "cloud", "cloud": crate::cloud::connection_settings()}),
-            )
-            .await?;
-        created["id"]
-            .as_i64()
-            .ok_or_else(|| format!("no id in {created}").into())
-    }
-
-    /// Creates an endpoint for `message.created` at `url`; returns its id.
-    pub async fn create_webhook(&self, url: &str) -> crate::Result<i64> {
-        let created = self
-            .call(
-                "/api/v1/webhooks",
-                json!({"url": url, "events": ["message.created"]}),
-            )
-            .await?;
-        created["id"]
-            .as_i64()
-            .ok_or_else(|| format!("no id in {created}").into())
-    }
-
-    /// POSTs `body` to the API as the admin; fails unless the answer is 2xx.
-    async fn call(&self, path: &str, body: Value) -> crate::Result<Value> {
-        let request = Request::builder()
-            .method(Method::POST)
-            .uri(format!("http://{}{path}", self.addr))
-            .header(CONTENT_TYPE, "application/json")
-            .header(AUTHORIZATION, format!("Bearer {TOKEN}"))
-            .body(Full::new(Bytes::from(body.to_string())))?;
-        let response = self.client.request(request).await?;
-        let status = response.status();
-        let bytes = response.into_body().collect().await?.to_bytes();
-        if !status.is_success() {
-            return Err(format!(
-                "POST {path} answered {status}: {}",
-                String::from_utf8_lossy(&bytes)
-            )
-            .into());
-        }
-        Ok(serde_json::from_slice(&bytes)?)
-    }
-
     /// Kills zaphook and waits for it to go; the data directory goes with `self`.
-    pub async fn stop(mut self) {
+    async fn stop(mut self) {
         let _ = self.child.start_kill();
         let _ = tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await;
     }
@@ -399,6 +519,24 @@ mod tests {
         assert_eq!(cpu_ticks(stat), Some(300));
         let status = "Name:\tzaphook\nVmPeak:\t  9000 kB\nVmHWM:\t    4321 kB\nVmRSS:\t 4000 kB\n";
         assert_eq!(peak_rss_kib(status), Some(4321));
+    }
+
+    #[test]
+    fn several_processes_need_postgresql() {
+        let options = |database_url: Option<&str>, processes| ServeOptions {
+            bin: PathBuf::from("zaphook"),
+            database_url: database_url.map(String::from),
+            retry_schedule_ms: None,
+            processes,
+        };
+        let pg = Some("postgres://localhost/test");
+        assert!(options(None, 1).check().is_ok());
+        assert!(options(pg, 3).check().is_ok());
+        let refused = options(None, 2)
+            .check()
+            .expect_err("SQLite with 2 processes");
+        assert!(refused.to_string().contains("--database-url"), "{refused}");
+        assert!(options(pg, 0).check().is_err());
     }
 
     #[test]

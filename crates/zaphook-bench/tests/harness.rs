@@ -1,6 +1,7 @@
 //! The harness checks itself without zaphook: a relay that waits a known time must show that
 //! time in the latencies the harness reports, and every message must come out exactly once;
-//! the Cloud API callbacks must be signed as Meta signs them and carry each message once.
+//! the Cloud API callbacks must be signed as Meta signs them and carry each message once; load
+//! spread over several servers must reach each of them.
 
 use std::time::Duration;
 
@@ -151,7 +152,7 @@ async fn the_cloud_load_sends_every_message_once_four_to_a_signed_body() {
     // 30 messages: seven bodies of four and one of two.
     let receiver = Receiver::bind().await.expect("receiver");
     let load = load::run(LoadSpec {
-        addr: receiver.addr(),
+        addrs: vec![receiver.addr()],
         path: "/channels/cloud/1".into(),
         token: None,
         count: 30,
@@ -170,4 +171,32 @@ async fn the_cloud_load_sends_every_message_once_four_to_a_signed_body() {
     assert!(load.sent.iter().all(|s| s.ok && s.sent_us > 0));
     // The receiver reads no `messageBody` in a callback body: it counts each as unreadable.
     assert_eq!(receiver.unreadable(), 8);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_load_alternates_its_connections_between_the_servers_it_is_given() {
+    // As over several zaphook processes: each message goes to one of them, once.
+    let (a, b) = (
+        Receiver::bind().await.expect("receiver"),
+        Receiver::bind().await.expect("receiver"),
+    );
+    let load = load::run(LoadSpec {
+        addrs: vec![a.addr(), b.addr()],
+        path: "/hook/0".into(),
+        token: None,
+        count: 200,
+        rate: None,
+        connections: 4,
+        contacts: 100,
+        payload: Payload::Sandbox,
+    })
+    .await
+    .expect("load");
+    assert_eq!((load.acked(), load.errors), (200, 0));
+    let (at_a, at_b) = (a.unique(), b.unique());
+    assert!(
+        at_a > 0 && at_b > 0,
+        "{at_a} at one server, {at_b} at the other"
+    );
+    assert_eq!(at_a + at_b, 200);
 }

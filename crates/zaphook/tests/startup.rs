@@ -1,6 +1,6 @@
 //! `zaphook serve` (the real binary) on data directories it must not use: a data file that is
 //! not a database, another application's database, a database with a newer schema, a data
-//! directory that cannot be written. Each time one line on stderr naming the path, what is
+//! directory that cannot be written, a migration that fails. Each time one line on stderr naming the path, what is
 //! wrong and what to do, exit status 1, and the file left as it was.
 
 use std::path::Path;
@@ -138,4 +138,61 @@ fn a_data_directory_that_cannot_be_written_is_refused() {
             "cannot create the data directory",
         ],
     );
+}
+
+#[test]
+fn a_migration_that_fails_leaves_the_database_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("zaphook.db");
+    let out = Command::new(env!("CARGO_BIN_EXE_zaphook"))
+        .args(["migrate", "--data-dir"])
+        .arg(dir.path())
+        .env_remove("ZAPHOOK_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    // As if migration 4 were still to come, on a database with two active tickets of one
+    // contact (its first statement closes the older) where its second statement fails (the
+    // index it rebuilds is not there to drop). Foreign keys are off, as zaphook runs.
+    let conn = rusqlite::Connection::open(&file).unwrap();
+    conn.execute_batch(
+        "PRAGMA foreign_keys = OFF;
+         DELETE FROM schema_migrations WHERE version = 4;
+         DROP INDEX tickets_active;
+         INSERT INTO tickets (company_id, connection_id, contact_id, status, protocol, created_at, updated_at)
+             VALUES (1, 1, 1, 'pending', 'p1', 0, 0), (1, 1, 1, 'pending', 'p2', 0, 0);
+         PRAGMA wal_checkpoint(TRUNCATE);",
+    )
+    .unwrap();
+    drop(conn);
+    let before = std::fs::read(&file).unwrap();
+    let out = serve(dir.path());
+    assert_refused(
+        &out,
+        &[
+            &file.display().to_string(),
+            "migration 4 failed",
+            "rolled back",
+        ],
+    );
+    let conn = rusqlite::Connection::open(&file).unwrap();
+    let newest: i64 = conn
+        .query_row("SELECT max(version) FROM schema_migrations", [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(newest, 3);
+    let pending: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM tickets WHERE status = 'pending'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        pending, 2,
+        "the first statement of the failed migration is undone"
+    );
+    drop(conn);
+    assert_eq!(std::fs::read(&file).unwrap(), before);
 }

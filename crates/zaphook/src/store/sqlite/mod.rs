@@ -136,27 +136,36 @@ fn open_connection(path: &Path, durability: Durability) -> StoreResult<Connectio
     Ok(conn)
 }
 
-fn migrate(conn: &mut Connection) -> StoreResult<()> {
+/// Applies the pending migrations, each in a transaction of its own; answers the version
+/// that failed, if one did (its changes rolled back).
+fn migrate(conn: &mut Connection) -> Result<(), (i64, StoreError)> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)",
-    )?;
+    )
+    .map_err(|e| (0, e.into()))?;
     for (version, sql) in MIGRATIONS {
-        let tx = conn.transaction()?;
-        let applied: bool = tx.query_row(
-            "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)",
-            [version],
-            |r| r.get(0),
-        )?;
-        if !applied {
-            tx.execute_batch(sql)?;
-            tx.execute(
-                "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, strftime('%s','now') * 1000)",
-                [version],
-            )?;
-            tracing::info!(version, "applied migration");
-        }
-        tx.commit()?;
+        apply_migration(conn, *version, sql).map_err(|e| (*version, e))?;
     }
+    Ok(())
+}
+
+fn apply_migration(conn: &mut Connection, version: i64, sql: &str) -> StoreResult<()> {
+    // Dropped without a commit on any error: the migration's changes are rolled back.
+    let tx = conn.transaction()?;
+    let applied: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)",
+        [version],
+        |r| r.get(0),
+    )?;
+    if !applied {
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?1, strftime('%s','now') * 1000)",
+            [version],
+        )?;
+        tracing::info!(version, "applied migration");
+    }
+    tx.commit()?;
     Ok(())
 }
 
@@ -216,7 +225,12 @@ impl SqliteStore {
         // What migrations and sealing rewrite (secrets an older version kept in clear) must
         // not linger in freed space or in the log.
         conn.execute_batch("PRAGMA secure_delete = ON")?;
-        migrate(&mut conn)?;
+        migrate(&mut conn).map_err(|(version, e)| {
+            StoreError::Refused(format!(
+                "{}: migration {version} failed ({e}) and was rolled back, so the database is as it was: the previous zaphook still runs on it; keep the file for a bug report",
+                path.display()
+            ))
+        })?;
         channels::prepare_secrets(&conn, &secrets)?;
         conn.execute_batch("PRAGMA secure_delete = OFF")?;
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;

@@ -158,9 +158,17 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Some((base, schema)) = self.schema.take() {
-            // Stores still open on the schema keep idle connections only; the drop does not
-            // wait for them.
-            on_postgres(&base, &format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+            // The test's server may still be writing (a worker finishing a job) when the test
+            // ends, and PostgreSQL may pick the drop as a deadlock's victim: it is tried again.
+            let drop = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+            let mut tries = 0;
+            while let Err(e) = try_on_postgres(&base, &drop) {
+                tries += 1;
+                if tries == 10 {
+                    panic!("cannot drop the scratch schema {schema}: {e}");
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50 * tries));
+            }
         }
     }
 }
@@ -168,12 +176,16 @@ impl Drop for TestDb {
 /// Runs `statement` on its own connection, on a thread of its own (the blocking client
 /// cannot run inside the test's runtime).
 fn on_postgres(url: &str, statement: &str) {
+    try_on_postgres(url, statement).unwrap_or_else(|e| panic!("{statement}: {e}"));
+}
+
+fn try_on_postgres(url: &str, statement: &str) -> Result<(), postgres::Error> {
     let (url, statement) = (url.to_string(), statement.to_string());
     std::thread::spawn(move || {
         let mut client = postgres::Client::connect(&url, postgres::NoTls)
             .unwrap_or_else(|e| panic!("{DATABASE_URL_VAR}: cannot connect: {e}"));
-        client.batch_execute(&statement).unwrap();
+        client.batch_execute(&statement)
     })
     .join()
-    .unwrap();
+    .unwrap()
 }

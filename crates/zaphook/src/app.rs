@@ -203,6 +203,19 @@ impl Application {
                 settings.delivery.lease, settings.http.request_timeout
             )));
         }
+        if let Some(backup) = &settings.backup {
+            if settings.database_url.is_some() {
+                return Err(AppError::Config(
+                    "--backup-every backs up the embedded SQLite database; back a PostgreSQL database up with pg_dump or the provider's backups".into(),
+                ));
+            }
+            std::fs::create_dir_all(&backup.dir).map_err(|e| {
+                AppError::Config(format!(
+                    "cannot create the backup directory {}: {e}",
+                    backup.dir.display()
+                ))
+            })?;
+        }
         let store = open_store(
             &settings.data_dir,
             settings.database_url.as_deref(),
@@ -328,6 +341,13 @@ impl Application {
             workers.spawn(cloud::media::run_media_worker(
                 channels,
                 media_ready,
+                stop_rx.clone(),
+            ));
+        }
+        if let Some(schedule) = self.settings.backup.clone() {
+            workers.spawn(crate::backup::run_scheduled(
+                self.settings.data_dir.join(DATABASE_FILE),
+                schedule,
                 stop_rx.clone(),
             ));
         }

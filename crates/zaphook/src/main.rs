@@ -1,4 +1,5 @@
-//! The `zaphook` command line: `serve`, `migrate`, `company create`, `token create|revoke`.
+//! The `zaphook` command line: `serve`, `migrate`, `listen`, `replay`, `backup`, `restore`,
+//! `company create`, `token create|revoke`.
 
 use anyhow::Context;
 use clap::Parser;
@@ -7,7 +8,8 @@ use tracing_subscriber::EnvFilter;
 use zaphook::app::{self, Application};
 use zaphook::clock::Clock;
 use zaphook::settings::{
-    Cli, Command, CompanyCommand, ListenArgs, ReplayArgs, Settings, StoreArgs, TokenCommand,
+    BackupArgs, Cli, Command, CompanyCommand, ListenArgs, ReplayArgs, RestoreArgs, Settings,
+    StoreArgs, TokenCommand,
 };
 use zaphook::store;
 
@@ -46,6 +48,8 @@ async fn run() -> anyhow::Result<()> {
         Command::Serve(args) => serve(Settings::from_serve(args)).await,
         Command::Listen(args) => listen(args).await,
         Command::Replay(args) => replay(args).await,
+        Command::Backup(args) => backup(args),
+        Command::Restore(args) => restore(args),
         Command::Migrate(args) => {
             open(&args)?;
             println!("migrations applied");
@@ -148,6 +152,50 @@ async fn replay(args: ReplayArgs) -> anyhow::Result<()> {
         done.delivered, done.failed, done.dead
     );
     Ok(())
+}
+
+fn backup(args: BackupArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.database_url.is_none(),
+        "zaphook backup copies the embedded SQLite database; a PostgreSQL database is backed up with pg_dump or the provider's backups (--database-url / ZAPHOOK_DATABASE_URL is set)"
+    );
+    let database = args.data_dir.join(app::DATABASE_FILE);
+    let taken = zaphook::backup::take(&database, &args.to)?;
+    println!(
+        "backup written: {} ({}, schema {}, in {:.1} s)",
+        taken.path.display(),
+        mebibytes(taken.bytes),
+        taken.schema,
+        taken.took.as_secs_f64()
+    );
+    let key = args.data_dir.join(zaphook::secrets::KEY_FILE);
+    if key.exists() {
+        println!(
+            "the secret key is not in the backup: keep a copy of {} too, in another place",
+            key.display()
+        );
+    }
+    Ok(())
+}
+
+fn restore(args: RestoreArgs) -> anyhow::Result<()> {
+    let restored =
+        zaphook::backup::restore(&args.from, &args.data_dir, args.secret_key.as_deref())?;
+    println!(
+        "restored {} into {} ({}, schema {})",
+        args.from.display(),
+        args.data_dir.display(),
+        mebibytes(restored.bytes),
+        restored.schema
+    );
+    if let Some(replaced) = restored.replaced {
+        println!("the database it replaced is in {}", replaced.display());
+    }
+    Ok(())
+}
+
+fn mebibytes(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 async fn shutdown_signal() {

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::backup::Schedule;
 use crate::channels::ChannelConfig;
 use crate::delivery::DeliveryConfig;
 use crate::delivery::housekeeping::HousekeepingConfig;
@@ -36,6 +37,11 @@ pub enum Command {
     Listen(ListenArgs),
     /// Queue again the failed and dead deliveries of an endpoint since a time, and follow them.
     Replay(ReplayArgs),
+    /// Write a consistent copy of the SQLite database to a file, while the server runs.
+    Backup(BackupArgs),
+    /// Put a backup in place of a data directory's database (the server stopped); the
+    /// database it replaces is kept in `<data-dir>/replaced/`.
+    Restore(RestoreArgs),
     /// Manage companies.
     Company {
         #[command(subcommand)]
@@ -107,6 +113,33 @@ pub struct ReplayArgs {
     pub no_wait: bool,
     #[command(flatten)]
     pub store: StoreArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// The backup file to write (replaced, once the new copy is whole, if it exists).
+    #[arg(long)]
+    pub to: PathBuf,
+    /// Directory of the SQLite database to back up.
+    #[arg(long, env = "ZAPHOOK_DATA_DIR", default_value = "./zaphook-data")]
+    pub data_dir: PathBuf,
+    /// Refused when set: a PostgreSQL database is backed up with PostgreSQL's tools.
+    #[arg(long, env = "ZAPHOOK_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// The backup to restore (made by `zaphook backup` or `serve --backup-every`).
+    #[arg(long)]
+    pub from: PathBuf,
+    /// Data directory to restore into (created if missing); no zaphook may be running on it.
+    #[arg(long, env = "ZAPHOOK_DATA_DIR", default_value = "./zaphook-data")]
+    pub data_dir: PathBuf,
+    /// The secret key the backup's server ran with, when it was not kept in its data
+    /// directory's secret.key.
+    #[arg(long, env = "ZAPHOOK_SECRET_KEY", hide_env_values = true)]
+    pub secret_key: Option<String>,
 }
 
 /// Where the data lives.
@@ -187,6 +220,16 @@ pub struct ServeArgs {
         hide = true
     )]
     pub retry_schedule_ms: Vec<u64>,
+    /// Take a backup of the SQLite database this often (`30m`, `6h`, `1d`); none when unset.
+    #[arg(long, env = "ZAPHOOK_BACKUP_EVERY", value_parser = parse_interval)]
+    pub backup_every: Option<Duration>,
+    /// Scheduled backups kept; the oldest beyond are removed.
+    #[arg(long, env = "ZAPHOOK_BACKUP_KEEP", default_value_t = 7, value_parser = clap::value_parser!(u32).range(1..))]
+    pub backup_keep: u32,
+    /// Directory of the scheduled backups (default `<data-dir>/backups`; another disk is
+    /// better).
+    #[arg(long, env = "ZAPHOOK_BACKUP_DIR")]
+    pub backup_dir: Option<PathBuf>,
     /// Milliseconds a claimed Cloud API callback body is held before another worker may read
     /// it again (default 120 s; for tests).
     #[arg(long, env = "ZAPHOOK_INBOX_LEASE_MS", hide = true)]
@@ -211,6 +254,32 @@ pub struct Settings {
     pub channels: ChannelConfig,
     /// Whether the delivery workers run (tests turn them off to play a dead worker).
     pub run_workers: bool,
+    /// Scheduled backups of the SQLite database, if any.
+    pub backup: Option<Schedule>,
+}
+
+/// A time interval as a number and a unit: `90s`, `30m`, `6h`, `1d`.
+pub fn parse_interval(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?}: give a number and a unit, like 30m, 6h or 1d"))?;
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: the unit must be s, m, h or d")),
+    };
+    match number.checked_mul(unit_secs) {
+        Some(0) => Err(format!("{text:?}: the interval must be longer than 0")),
+        Some(secs) => Ok(Duration::from_secs(secs)),
+        None => Err(format!("{text:?} is too long")),
+    }
 }
 
 impl StoreArgs {
@@ -240,6 +309,7 @@ impl Settings {
             housekeeping: HousekeepingConfig::default(),
             channels,
             run_workers: true,
+            backup: None,
         }
     }
 
@@ -263,6 +333,14 @@ impl Settings {
             Some(secs) => Duration::from_secs(secs),
             None => s.http.request_timeout + Duration::from_secs(30),
         };
+        s.backup = args.backup_every.map(|every| Schedule {
+            every,
+            keep: args.backup_keep as usize,
+            dir: args
+                .backup_dir
+                .clone()
+                .unwrap_or_else(|| args.store.data_dir.join("backups")),
+        });
         if let Some(ms) = args.inbox_lease_ms {
             s.channels.inbox_lease = Duration::from_millis(ms);
         }
@@ -274,5 +352,31 @@ impl Settings {
                 .collect();
         }
         s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn intervals_read_as_operators_write_them() {
+        assert_eq!(parse_interval("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_interval("30m"), Ok(Duration::from_secs(1800)));
+        assert_eq!(parse_interval(" 6h "), Ok(Duration::from_secs(6 * 3600)));
+        assert_eq!(parse_interval("1d"), Ok(Duration::from_secs(86_400)));
+        for bad in [
+            "",
+            "6",
+            "h",
+            "0h",
+            "6 h",
+            "6hours",
+            "-1h",
+            "1.5h",
+            "99999999999999999999d",
+        ] {
+            assert!(parse_interval(bad).is_err(), "{bad:?} was taken");
+        }
     }
 }

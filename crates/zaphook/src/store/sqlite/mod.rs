@@ -7,6 +7,7 @@ mod channels;
 mod companies;
 mod conversations;
 mod deliveries;
+pub mod files;
 mod rows;
 mod tx;
 mod webhooks;
@@ -22,6 +23,7 @@ use super::{
     Announcements, ReadJob, Store, StoreError, StoreResult, Topics, WriteHealth, WriteJob,
 };
 use crate::secrets::SecretBox;
+use files::DatabaseLock;
 use tx::SqliteTx;
 
 const MIGRATIONS: &[(i64, &str)] = &[
@@ -87,6 +89,8 @@ pub struct SqliteStore {
     readers: Arc<ReaderPool>,
     announcements: Arc<Announcements>,
     health: Arc<WriteHealth>,
+    /// Held while the store is open, so `restore` cannot replace the file under it.
+    _lock: DatabaseLock,
 }
 
 /// Reader connections kept open between reads.
@@ -169,50 +173,84 @@ fn apply_migration(conn: &mut Connection, version: i64, sql: &str) -> StoreResul
     Ok(())
 }
 
-/// Refuses, before anything is written to it, a file at `path` that zaphook must not use:
-/// one that is not a SQLite database, another application's database, or a zaphook database
-/// with a schema newer than this binary knows (a downgrade). A missing or empty file is a new
-/// database.
-pub fn check_is_ours(path: &Path) -> StoreResult<()> {
+/// What a file at a database's path holds, before anything is written to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileKind {
+    /// Missing, empty, or a database without tables: a new database.
+    New,
+    /// Not a SQLite database (SQLite's words why).
+    NotADatabase(String),
+    /// A SQLite database SQLite finds malformed.
+    Damaged(String),
+    /// Another application's database: its tables.
+    Foreign(Vec<String>),
+    /// A zaphook database with a schema newer than this binary knows.
+    Newer { schema: i64, known: i64 },
+    /// A zaphook database this binary can open.
+    Ours,
+}
+
+pub fn file_kind(path: &Path) -> StoreResult<FileKind> {
     if std::fs::metadata(path)
         .map(|m| m.len() == 0)
         .unwrap_or(true)
     {
-        return Ok(());
+        return Ok(FileKind::New);
     }
-    let shown = path.display();
     let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    let tables: Vec<String> = match conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
-        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
-    {
-        Ok(tables) => tables,
+    match read_kind(&conn) {
         Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::NotADatabase) => {
-            return Err(StoreError::Refused(format!(
-                "{shown} is not a SQLite database ({e}): if it is a zaphook database it is damaged, so put back a backup of it; to start with an empty database, move it away"
-            )));
+            Ok(FileKind::NotADatabase(e.to_string()))
         }
-        Err(e) => return Err(e.into()),
-    };
+        Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
+            Ok(FileKind::Damaged(e.to_string()))
+        }
+        outcome => Ok(outcome?),
+    }
+}
+
+fn read_kind(conn: &Connection) -> rusqlite::Result<FileKind> {
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
     if tables.is_empty() {
-        return Ok(());
+        return Ok(FileKind::New);
     }
     if !tables.iter().any(|t| t == "schema_migrations") {
-        return Err(StoreError::Refused(format!(
-            "{shown} is a SQLite database of another application (tables {}, none of zaphook's): point --data-dir at zaphook's own directory",
-            tables.join(", ")
-        )));
+        return Ok(FileKind::Foreign(tables));
     }
     let newest: Option<i64> =
         conn.query_row("SELECT max(version) FROM schema_migrations", [], |r| {
             r.get(0)
         })?;
     let known = MIGRATIONS.last().map(|(v, _)| *v).unwrap_or_default();
-    match newest {
-        Some(newest) if newest > known => Err(StoreError::Refused(format!(
-            "{shown} has schema version {newest}, newer than this zaphook knows ({known}): run the zaphook that wrote it (or a newer one), or put back a backup taken before the upgrade"
+    Ok(match newest {
+        Some(schema) if schema > known => FileKind::Newer { schema, known },
+        _ => FileKind::Ours,
+    })
+}
+
+/// Refuses, before anything is written to it, a database file zaphook must not use: one that
+/// is not a SQLite database, another application's database, or a zaphook database with a
+/// schema newer than this binary knows (a downgrade).
+pub fn check_is_ours(path: &Path) -> StoreResult<()> {
+    let shown = path.display();
+    match file_kind(path)? {
+        FileKind::New | FileKind::Ours => Ok(()),
+        FileKind::NotADatabase(why) => Err(StoreError::Refused(format!(
+            "{shown} is not a SQLite database ({why}): if it is a zaphook database it is damaged, so put back a backup of it; to start with an empty database, move it away"
         ))),
-        _ => Ok(()),
+        FileKind::Damaged(why) => Err(StoreError::Refused(format!(
+            "{shown} is damaged ({why}): put back a backup of it (zaphook restore)"
+        ))),
+        FileKind::Foreign(tables) => Err(StoreError::Refused(format!(
+            "{shown} is a SQLite database of another application (tables {}, none of zaphook's): point --data-dir at zaphook's own directory",
+            tables.join(", ")
+        ))),
+        FileKind::Newer { schema, known } => Err(StoreError::Refused(format!(
+            "{shown} has schema version {schema}, newer than this zaphook knows ({known}): run the zaphook that wrote it (or a newer one), or put back a backup taken before the upgrade"
+        ))),
     }
 }
 
@@ -220,6 +258,7 @@ impl SqliteStore {
     /// Opens (creating when needed) the database at `path` and applies pending migrations.
     /// Secrets are sealed and opened with `secrets`.
     pub fn open(path: &Path, durability: Durability, secrets: SecretBox) -> StoreResult<Arc<Self>> {
+        let lock = DatabaseLock::shared(path)?;
         check_is_ours(path)?;
         let mut conn = open_connection(path, durability)?;
         // What migrations and sealing rewrite (secrets an older version kept in clear) must
@@ -256,6 +295,7 @@ impl SqliteStore {
             }),
             announcements,
             health,
+            _lock: lock,
         }))
     }
 }

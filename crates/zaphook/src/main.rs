@@ -43,6 +43,8 @@ async fn run() -> anyhow::Result<()> {
             EnvFilter::try_from_env("ZAPHOOK_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colours for a terminal only: a log file or a journal gets plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
         Command::Serve(args) => serve(Settings::from_serve(args)).await,

@@ -124,7 +124,12 @@ pub async fn run_send_worker(
         let claimed = match claim_jobs(&channels, &mut tasks, &mut busy, connections).await {
             Ok(n) => n,
             Err(e) => {
-                tracing::error!(error = %e, "claiming outbound messages failed");
+                match &e {
+                    IngestError::Store(e) => {
+                        store::log_failure(e, "claiming outbound messages failed")
+                    }
+                    e => tracing::error!(error = %e, "claiming outbound messages failed"),
+                }
                 0
             }
         };

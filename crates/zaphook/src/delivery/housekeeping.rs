@@ -41,17 +41,17 @@ pub async fn run(
     let mut reported = HashSet::new();
     loop {
         if let Err(e) = prune(&store, &clock, &config, &shutdown).await {
-            tracing::error!(error = %e, "pruning old deliveries failed");
+            store::log_failure(&e, "pruning old deliveries failed");
         }
         match store::write(&store, |tx| tx.free_orphaned()).await {
             Ok(0) => {}
             Ok(freed) => {
                 tracing::warn!(freed, "freed deliveries left blocked without an older one")
             }
-            Err(e) => tracing::error!(error = %e, "checking blocked deliveries failed"),
+            Err(e) => store::log_failure(&e, "checking blocked deliveries failed"),
         }
         if let Err(e) = refresh_gauges(&store, &clock, &mut reported).await {
-            tracing::error!(error = %e, "reading delivery backlogs failed");
+            store::log_failure(&e, "reading delivery backlogs failed");
         }
         tokio::select! {
             _ = tokio::time::sleep(config.interval) => {}

@@ -219,7 +219,7 @@ impl Dispatcher {
                             flight.start(&this, delivery);
                         }
                     }
-                    Err(e) => tracing::error!(error = %e, "claiming deliveries failed"),
+                    Err(e) => store::log_failure(&e, "claiming deliveries failed"),
                 }
             }
             let now = tokio::time::Instant::now();
@@ -338,9 +338,9 @@ impl Dispatcher {
                     claimable |= recorded.iter().any(|r| r.unblocked);
                     report(finished.into_iter().zip(recorded).collect())
                 }
-                Err(e) => tracing::error!(
-                    error = %e,
-                    "recording attempts failed; their leases will expire and they are tried again"
+                Err(e) => store::log_failure(
+                    &e,
+                    "recording attempts failed; their leases will expire and they are tried again",
                 ),
             }
             if claimable {

@@ -242,6 +242,17 @@ impl WriteHealth {
     }
 }
 
+/// Logs a worker's failed store call: at error when the store itself is at fault, at debug when
+/// the failure is transient (a full or failing disk, a lost database connection), which the
+/// store's write health already logs once when it starts and once when it ends.
+pub fn log_failure(e: &StoreError, what: &str) {
+    if e.is_transient() {
+        tracing::debug!(error = %e, "{what}");
+    } else {
+        tracing::error!(error = %e, "{what}");
+    }
+}
+
 /// Runs `f` in a write transaction and answers once it is committed. When `f` fails, its
 /// changes are rolled back and its error returned; other jobs sharing the commit are kept.
 /// `f` may run more than once (see [`WriteJob::run`]): it must have no effect but its writes.

@@ -447,15 +447,30 @@ impl ServerProcess {
     /// Starts `zaphook serve --listen 127.0.0.1:0 --data-dir DIR` with `args`, and waits for
     /// the address it prints.
     pub fn start(data_dir: &std::path::Path, args: &[&str]) -> Self {
+        Self::start_with(data_dir, args, &[], None)
+    }
+
+    /// `start` with more environment, and the log (at info) written to `log` when given.
+    pub fn start_with(
+        data_dir: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+        log: Option<&std::path::Path>,
+    ) -> Self {
         use std::io::BufRead;
+        let stderr = match log {
+            Some(path) => std::fs::File::create(path).expect("the log file").into(),
+            None => std::process::Stdio::null(),
+        };
         let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_zaphook"))
             .args(["serve", "--listen", "127.0.0.1:0"])
             .arg("--data-dir")
             .arg(data_dir)
             .args(args)
-            .env("ZAPHOOK_LOG", "warn")
+            .env("ZAPHOOK_LOG", if log.is_some() { "info" } else { "warn" })
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("the zaphook binary starts");
         let stdout = child.stdout.take().expect("stdout");

@@ -35,7 +35,12 @@ pub async fn run_inbox_worker(channels: Channels, mut shutdown: watch::Receiver<
             match claim_bodies(&channels, &mut tasks, room).await {
                 Ok(n) => n,
                 Err(e) => {
-                    tracing::error!(error = %e, "reading the callback inbox failed");
+                    match &e {
+                        IngestError::Store(e) => {
+                            store::log_failure(e, "reading the callback inbox failed")
+                        }
+                        e => tracing::error!(error = %e, "reading the callback inbox failed"),
+                    }
                     0
                 }
             }

@@ -279,11 +279,17 @@ impl SqliteStore {
         let writer_announcements = Arc::clone(&announcements);
         let health = Arc::new(WriteHealth::default());
         let writer_health = Arc::clone(&health);
+        let path_owned = path.to_path_buf();
         std::thread::Builder::new()
             .name("zaphook-sqlite-writer".into())
             .spawn(move || {
                 let shared = (&*writer_announcements, &*writer_health);
-                writer_loop(conn, writer_secrets, receiver, shared)
+                let writer = Writer {
+                    conn: Some(conn),
+                    path: path_owned,
+                    durability,
+                };
+                writer_loop(writer, writer_secrets, receiver, shared)
             })
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
         Ok(Arc::new(SqliteStore {
@@ -345,8 +351,31 @@ impl Store for SqliteStore {
     }
 }
 
+/// The writer thread's connection. After an I/O error from a BEGIN or a COMMIT it is closed
+/// and opened again before the next batch: what the failed commit left in its page cache (pages
+/// the kernel may also have dropped on a failed fsync) is never built on, and the next commit
+/// starts from what is on disk.
+struct Writer {
+    conn: Option<Connection>,
+    path: PathBuf,
+    durability: Durability,
+}
+
+impl Writer {
+    fn connection(&mut self) -> StoreResult<&Connection> {
+        if self.conn.is_none() {
+            let conn = open_connection(&self.path, self.durability)?;
+            // Counted, not logged: the health's two lines already tell the episode.
+            metrics::counter!("zaphook_sqlite_writer_reopens_total").increment(1);
+            tracing::debug!(path = %self.path.display(), "reopened the database after an I/O error");
+            self.conn = Some(conn);
+        }
+        self.conn.as_ref().ok_or(StoreError::Closed)
+    }
+}
+
 fn writer_loop(
-    conn: Connection,
+    mut writer: Writer,
     secrets: SecretBox,
     jobs: mpsc::Receiver<Box<dyn WriteJob>>,
     shared: (&Announcements, &WriteHealth),
@@ -360,7 +389,18 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        run_batch(&conn, &secrets, batch, shared);
+        let conn = match writer.connection() {
+            Ok(conn) => conn,
+            Err(e) => {
+                shared.1.note(&Err(e.clone()));
+                batch.into_iter().for_each(|job| job.reply(Err(e.clone())));
+                continue;
+            }
+        };
+        if let Err(StoreError::Unavailable(e)) = run_batch(conn, &secrets, batch, shared) {
+            tracing::debug!(error = %e, "closing the database connection after an I/O error; the next write opens it again");
+            writer.conn = None;
+        }
     }
     tracing::debug!("sqlite writer stopped");
 }
@@ -375,7 +415,7 @@ fn run_batch(
     secrets: &SecretBox,
     mut batch: Vec<Box<dyn WriteJob>>,
     (announcements, health): (&Announcements, &WriteHealth),
-) {
+) -> StoreResult<()> {
     while !batch.is_empty() {
         if let Err(e) = statement(conn, "BEGIN IMMEDIATE") {
             let e = StoreError::from(e);
@@ -384,7 +424,7 @@ fn run_batch(
                 tracing::error!(error = %e, "cannot begin a write transaction");
             }
             batch.into_iter().for_each(|job| job.reply(Err(e.clone())));
-            return;
+            return Err(e);
         }
         let mut kept = Vec::with_capacity(batch.len());
         let mut jobs = batch.into_iter();
@@ -432,8 +472,9 @@ fn run_batch(
         for job in kept {
             job.reply(committed.clone());
         }
-        return;
+        return committed;
     }
+    Ok(())
 }
 
 fn statement(conn: &Connection, sql: &str) -> rusqlite::Result<()> {

@@ -5,11 +5,11 @@
 
 mod common;
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 
+use common::load::{self, Load};
 use common::{ServerProcess, TestReceiver, post};
 use serde_json::{Value, json};
 
@@ -113,33 +113,9 @@ async fn a_backup_taken_under_load_restores_everything_acknowledged_before_it() 
         Some(201)
     );
 
-    // Eight contacts write without pause; every acknowledged message id is noted in order.
-    let acked: Arc<Mutex<Vec<String>>> = Arc::default();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut senders = Vec::new();
-    for contact in 0..8 {
-        let (client, base, acked, stop) =
-            (client.clone(), base.clone(), acked.clone(), stop.clone());
-        senders.push(tokio::spawn(async move {
-            let mut n = 0;
-            while !stop.load(Ordering::SeqCst) {
-                let from = format!("55119000001{contact:02}");
-                let (status, id) = inbound(&client, &base, &from, &format!("c{contact}-{n}")).await;
-                assert_eq!(status, 202, "{id}");
-                acked
-                    .lock()
-                    .unwrap()
-                    .push(id["id"].as_str().unwrap().to_string());
-                n += 1;
-            }
-        }));
-    }
-    common::eventually("a first part of the load to be acknowledged", || async {
-        acked.lock().unwrap().len() >= 300
-    })
-    .await;
-
-    let before: Vec<String> = acked.lock().unwrap().clone();
+    let load = Load::start(&base, TOKEN, 8);
+    load.until_acked(300).await;
+    let before = load.acked_ids();
     let out = tokio::task::spawn_blocking({
         let (live, backup_file) = (live.clone(), backup_file.clone());
         move || {
@@ -154,26 +130,20 @@ async fn a_backup_taken_under_load_restores_everything_acknowledged_before_it() 
     })
     .await
     .unwrap();
-    let during = acked.lock().unwrap().len() - before.len();
+    let during = load.acked_count() - before.len();
     let said = succeeded(&out);
     assert!(
         said.contains("backup written") && said.contains("secret.key"),
         "{said}"
     );
     // The load goes on after the backup too: the server was not stopped by it.
-    let after_backup = acked.lock().unwrap().len();
-    common::eventually("more messages acknowledged after the backup", || async {
-        acked.lock().unwrap().len() >= after_backup + 50
-    })
-    .await;
-    stop.store(true, Ordering::SeqCst);
-    for s in senders {
-        s.await.unwrap();
-    }
+    load.until_acked(load.acked_count() + 50).await;
+    let (acked, refused) = load.stop().await;
+    assert!(refused.is_empty(), "{:?}", refused.first());
     println!(
         "backup: {} messages acknowledged before it began, {during} while it ran, {} in all",
         before.len(),
-        acked.lock().unwrap().len()
+        acked.len()
     );
     assert!(
         !backup_file
@@ -225,12 +195,8 @@ async fn a_backup_taken_under_load_restores_everything_acknowledged_before_it() 
     assert_eq!(status, 202, "{new}");
     let new_id = new["id"].as_str().unwrap().to_string();
     receiver
-        .wait_until(|all| {
-            let delivered: std::collections::HashSet<String> = all
-                .iter()
-                .filter(|r| r.status == 200)
-                .filter_map(|r| r.json()["id"].as_str().map(str::to_string))
-                .collect();
+        .wait_until(|got| {
+            let delivered: HashSet<String> = load::delivered_ids(got).into_iter().collect();
             delivered.contains(&new_id) && before.iter().all(|id| delivered.contains(id))
         })
         .await;

@@ -1,16 +1,23 @@
-//! The embedded database on a disk that fills up under load: a real small filesystem (a tmpfs
-//! this test mounts), filled by a file while messages arrive. Requests that write are answered
-//! 503 `storage-full` with `Retry-After` (never 500), `/readyz` answers 503 while writes fail,
-//! nothing acknowledged is lost, and once the file is removed writes resume by themselves.
-//! Where mounting is impossible (no privilege) the test says so and does nothing else.
+//! The embedded database on a disk that fills up under load: the real binary on a real small
+//! filesystem (a tmpfs this test mounts), filled by a file while four contacts write without
+//! pause. Requests that write are answered 503 `storage-full` with `Retry-After` (never 500),
+//! reads go on, `/readyz` answers 503 while writes fail, the log says so once when it starts
+//! and once when it ends, a metric counts the failed commits, nothing acknowledged is lost
+//! (and each contact's messages arrive in order), and once the file is removed writes resume
+//! by themselves. Where mounting is impossible (no privilege) the test says so and does
+//! nothing else.
 
 mod common;
 
+use std::collections::HashSet;
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
-use common::{TestApp, TestReceiver, eventually, start, test_settings};
+use common::load::{self, Load};
+use common::{ServerProcess, TestReceiver, eventually, post};
+use serde_json::json;
+
+const TOKEN: &str = "storage-full-token";
 
 /// A tmpfs mounted for the test, unmounted when dropped.
 struct SmallDisk {
@@ -53,115 +60,112 @@ fn fill(path: &Path) {
     let _ = file.sync_all();
 }
 
-/// Posts one sandbox message; answers the status and the body.
-async fn send(app: &TestApp, conn: i64, body: &str) -> (u16, reqwest::header::HeaderMap, String) {
-    let answer = app
-        .client
-        .post(app.url(&format!("/api/v1/connections/{conn}/sandbox/inbound")))
-        .bearer_auth(&app.token)
-        .header("content-type", "application/json")
-        .body(serde_json::json!({"from": "5511900000001", "body": body}).to_string())
-        .send()
-        .await
-        .unwrap();
-    let status = answer.status().as_u16();
-    let headers = answer.headers().clone();
-    (status, headers, answer.text().await.unwrap_or_default())
+async fn get(client: &reqwest::Client, url: String) -> (u16, String) {
+    let resp = client.get(url).bearer_auth(TOKEN).send().await.unwrap();
+    (
+        resp.status().as_u16(),
+        resp.text().await.unwrap_or_default(),
+    )
 }
 
-fn body_of(r: &common::Received) -> String {
-    r.json()["messageBody"].as_str().unwrap_or("").to_string()
-}
-
-async fn ready(app: &TestApp) -> u16 {
-    let answer = app.client.get(app.url("/readyz")).send().await.unwrap();
-    answer.status().as_u16()
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test]
 async fn a_full_disk_answers_503_loses_nothing_and_writes_resume_when_space_returns() {
     let disk = match SmallDisk::mount("8m") {
         Ok(disk) => disk,
         Err(why) => {
-            eprintln!("skipped: cannot mount a small filesystem here: {why}");
+            println!("SKIPPED: cannot mount a small filesystem here: {why}");
             return;
         }
     };
-    let data_dir: PathBuf = disk.path().join("data");
+    // The log is kept off the small disk, which it would otherwise fill too.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let log = elsewhere.path().join("serve.log");
     let receiver = TestReceiver::start().await;
-    let app = start(test_settings(data_dir)).await;
-    let conn = app.sandbox_connection("A").await;
-    app.webhook(&receiver.url(), &["message.created"]).await;
-    let mut acknowledged = Vec::new();
-    for i in 0..20 {
-        let body = format!("before-{i}");
-        assert_eq!(send(&app, conn, &body).await.0, 202);
-        acknowledged.push(body);
+    let server = ServerProcess::start_with(
+        &disk.path().join("data"),
+        // Attempts whose outcome could not be recorded on the full disk are tried again when
+        // their lease ends: a short one.
+        &[
+            "--bootstrap-token",
+            TOKEN,
+            "--allow-private-targets",
+            "--delivery-timeout",
+            "1",
+            "--delivery-lease",
+            "2",
+        ],
+        &[],
+        Some(&log),
+    );
+    let base = server.base.clone();
+    let client = reqwest::Client::new();
+    for (what, body) in [
+        ("connections", json!({"name": "A", "channel": "sandbox"})),
+        ("webhooks", json!({"url": receiver.url()})),
+    ] {
+        let status = post(&client, TOKEN, format!("{base}/api/v1/{what}"), body).await;
+        assert_eq!(status, Some(201));
     }
+    let load = Load::start(&base, TOKEN, 4);
+    load.until_acked(100).await;
 
     // The disk fills while messages keep coming.
     fill(&disk.path().join("filler"));
-    let mut refused = None;
-    for i in 0..5_000 {
-        let body = format!("during-{i}");
-        let (status, headers, text) = send(&app, conn, &body).await;
-        match status {
-            202 => acknowledged.push(body),
-            503 => {
-                refused = Some((headers, text));
-                break;
-            }
-            other => panic!("a request on a full disk was answered {other}: {text}"),
-        }
-    }
-    let (headers, text) = refused.expect("a full disk refuses writes");
-    let problem: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(
-        problem["type"], "https://zaphook.dev/problems/storage-full",
-        "{problem}"
-    );
-    assert!(headers.contains_key("retry-after"));
-    assert_eq!(ready(&app).await, 503);
+    eventually("writes refused on the full disk", || async {
+        load.refused_count() >= 50
+    })
+    .await;
+    assert_eq!(get(&client, format!("{base}/readyz")).await.0, 503);
     // Reads go on.
-    let (status, _) = app.get("/api/v1/tickets").await;
-    assert_eq!(status, 200);
+    assert_eq!(get(&client, format!("{base}/api/v1/tickets")).await.0, 200);
 
     // Space returns: writes resume without a restart.
+    let acked_while_full = load.acked_count();
     std::fs::remove_file(disk.path().join("filler")).unwrap();
-    let mut after = 0;
-    eventually("writes to be acknowledged again", || {
-        after += 1;
-        let body = format!("after-{after}");
-        let app = &app;
-        async move { send(app, conn, &body).await.0 == 202 }
-    })
-    .await;
-    acknowledged.push(format!("after-{after}"));
+    load.until_acked(acked_while_full + 100).await;
+    let (acked, refused) = load.stop().await;
     eventually("/readyz to answer 200 again", || async {
-        ready(&app).await == 200
+        get(&client, format!("{base}/readyz")).await.0 == 200
     })
     .await;
+    for r in &refused {
+        assert_eq!(r.status, 503, "{}", r.body);
+        assert!(r.retry_after, "Retry-After on {}", r.body);
+        assert_eq!(
+            r.body["type"], "https://zaphook.dev/problems/storage-full",
+            "{}",
+            r.body
+        );
+    }
+    let metrics = get(&client, format!("{base}/metrics")).await.1;
+    assert!(
+        metrics.contains("zaphook_storage_errors_total{kind=\"full\"}"),
+        "{metrics}"
+    );
 
-    // Everything acknowledged arrives, in order.
+    // Everything acknowledged arrives, each contact's messages in order.
     let got = receiver
         .wait_until(|got| {
-            let bodies: std::collections::HashSet<String> = got.iter().map(body_of).collect();
-            acknowledged.iter().all(|b| bodies.contains(b))
+            let delivered: HashSet<String> = load::delivered_ids(got).into_iter().collect();
+            acked.iter().all(|a| delivered.contains(&a.id))
         })
         .await;
-    let mut seen: Vec<String> = Vec::new();
-    for r in &got {
-        let b = body_of(r);
-        if acknowledged.contains(&b) && !seen.contains(&b) {
-            seen.push(b);
-        }
-    }
-    assert_eq!(seen, acknowledged);
-    eprintln!(
-        "{} acknowledged before the disk was full or after it had space again",
-        acknowledged.len()
+    load::assert_in_order(&acked, &got);
+    server.kill();
+
+    let text = std::fs::read_to_string(&log).unwrap();
+    let count = |words: &str| text.lines().filter(|l| l.contains(words)).count();
+    assert_eq!(count("the database cannot take writes"), 1, "{text}");
+    assert_eq!(count("the database takes writes again"), 1, "{text}");
+    let errors = count("ERROR");
+    assert!(
+        errors <= 3,
+        "not a line per request: {errors} error lines for {} refusals:\n{text}",
+        refused.len()
     );
-    tokio::time::timeout(Duration::from_secs(15), app.stop())
-        .await
-        .expect("stops");
+    println!(
+        "full disk: {} acknowledged, {} refused with 503 storage-full",
+        acked.len(),
+        refused.len()
+    );
 }

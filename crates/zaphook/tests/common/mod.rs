@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod cloud;
 pub mod graph;
+pub mod load;
 pub mod proxy;
 
 use std::collections::VecDeque;

@@ -811,3 +811,60 @@ async fn a_message_sent_through_the_cloud_api_cannot_be_edited_or_deleted() {
         .await;
     assert_eq!(status, 409);
 }
+
+#[tokio::test]
+async fn a_brazilian_mobile_with_and_without_the_ninth_digit_is_one_contact() {
+    let cloud = Cloud::start().await;
+    // An old account: WhatsApp reports the eight-digit form.
+    let first = body(
+        json!([contact("551187654321", "Ana")]),
+        json!([text("551187654321", "wamid.ninth.1", "oi")]),
+        json!([]),
+    );
+    assert_eq!(cloud.callback(&first).await, 200);
+    let created = cloud
+        .event("message.created", |v| v["messageId"] == "wamid.ninth.1")
+        .await;
+    assert_eq!(created["contact"]["phoneNumber"], "5511987654321");
+    // The integration writes the nine-digit number, in any of the usual ways: one contact.
+    for written in [
+        "5511987654321",
+        "+55 (11) 8765-4321",
+        "5511987654321@s.whatsapp.net",
+    ] {
+        let (status, found) = cloud
+            .app
+            .get(&format!("/api/v1/contacts?number={}", urlencode(written)))
+            .await;
+        assert_eq!(status, 200, "{found}");
+        assert_eq!(
+            found[0]["id"], created["contact"]["id"],
+            "{written}: {found}"
+        );
+    }
+    // A reply through the API to the nine-digit number goes on the same ticket.
+    let sent = cloud
+        .app
+        .ok(
+            "/api/v1/messages",
+            json!({"connectionId": cloud.connection, "number": "5511987654321", "body": "olá"}),
+            202,
+        )
+        .await;
+    assert_eq!(sent["ticketId"], created["ticket"]["id"]);
+    // And the next message of the account, still in the eight-digit form, too.
+    let second = body(
+        json!([contact("551187654321", "Ana")]),
+        json!([text("551187654321", "wamid.ninth.2", "tudo bem?")]),
+        json!([]),
+    );
+    assert_eq!(cloud.callback(&second).await, 200);
+    let next = cloud
+        .event("message.created", |v| v["messageId"] == "wamid.ninth.2")
+        .await;
+    assert_eq!(next["ticket"]["id"], created["ticket"]["id"]);
+}
+
+fn urlencode(text: &str) -> String {
+    url::form_urlencoded::byte_serialize(text.as_bytes()).collect()
+}

@@ -3,9 +3,11 @@
 use time::OffsetDateTime;
 use time::macros::format_description;
 
-/// Normalises a WhatsApp address: a phone number becomes digits only (spaces, dashes,
-/// parentheses and a leading `+` are dropped); a group id (`…@g.us`) is kept as it is.
-/// Returns `None` when it is neither, with whether it names a group otherwise.
+/// Normalises a WhatsApp address, the one place every number passes through: a phone number
+/// becomes digits only (spaces, dashes, dots, parentheses and a leading `+` are dropped, as is
+/// a `@s.whatsapp.net` or `@c.us` suffix), with Brazil's ninth digit (see
+/// [`with_brazil_ninth_digit`]); a group id (`…@g.us`) is kept as it is. Returns `None` when
+/// it is neither, with whether it names a group otherwise.
 pub fn normalize_number(raw: &str) -> Option<(String, bool)> {
     let raw = raw.trim();
     if let Some(group) = raw.strip_suffix("@g.us") {
@@ -14,6 +16,10 @@ pub fn normalize_number(raw: &str) -> Option<(String, bool)> {
             && group.chars().all(|c| c.is_ascii_digit() || c == '-');
         return valid.then(|| (raw.to_string(), true));
     }
+    let raw = raw
+        .strip_suffix("@s.whatsapp.net")
+        .or_else(|| raw.strip_suffix("@c.us"))
+        .unwrap_or(raw);
     let mut digits = String::with_capacity(raw.len());
     for (i, c) in raw.chars().enumerate() {
         match c {
@@ -23,7 +29,29 @@ pub fn normalize_number(raw: &str) -> Option<(String, bool)> {
             _ => return None,
         }
     }
-    (6..=20).contains(&digits.len()).then_some((digits, false))
+    (6..=20)
+        .contains(&digits.len())
+        .then(|| (with_brazil_ninth_digit(digits), false))
+}
+
+/// Brazil's mobile numbers gained a ninth digit (a leading 9) between 2012 and 2016, but
+/// WhatsApp still knows many accounts by the eight-digit form, and integrations write either:
+/// `55 11 8765-4321` and `55 11 98765-4321` are one person. A twelve-digit Brazilian number
+/// whose subscriber part starts with 6 to 9 (a mobile; landlines start with 2 to 5) becomes
+/// the thirteen-digit form, which WhatsApp takes for sending too.
+fn with_brazil_ninth_digit(digits: String) -> String {
+    let d = digits.as_bytes();
+    let area = |b: u8| (b'1'..=b'9').contains(&b);
+    if d.len() == 12
+        && d.starts_with(b"55")
+        && area(d[2])
+        && area(d[3])
+        && (b'6'..=b'9').contains(&d[4])
+    {
+        format!("{}9{}", &digits[..4], &digits[4..])
+    } else {
+        digits
+    }
 }
 
 /// A ticket's protocol: the creation time in UTC as `YYYYMMDDHHmmss` followed by its id.
@@ -53,6 +81,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_brazilian_mobile_with_and_without_the_ninth_digit_is_one_number() {
+        for written in [
+            "5511987654321",
+            "551187654321",
+            "+55 (11) 8765-4321",
+            "55 11 9 8765 4321",
+        ] {
+            assert_eq!(
+                normalize_number(written),
+                Some(("5511987654321".into(), false)),
+                "{written}"
+            );
+        }
+        // Old mobiles started with 6 to 9 too.
+        assert_eq!(normalize_number("552161234567").unwrap().0, "5521961234567");
+        // Landlines (2 to 5) keep their eight digits.
+        assert_eq!(normalize_number("551133334444").unwrap().0, "551133334444");
+        assert_eq!(normalize_number("554732105555").unwrap().0, "554732105555");
+        // Not Brazil, or not the length of a Brazilian number.
+        assert_eq!(normalize_number("351912345678").unwrap().0, "351912345678");
+        assert_eq!(normalize_number("55118765432").unwrap().0, "55118765432");
+        // An area code never has a 0.
+        assert_eq!(normalize_number("550187654321").unwrap().0, "550187654321");
+    }
+
+    #[test]
     fn numbers_become_digits() {
         assert_eq!(
             normalize_number("+55 (11) 98765-4321"),
@@ -61,6 +115,14 @@ mod tests {
         assert_eq!(
             normalize_number("120363040000000000@g.us"),
             Some(("120363040000000000@g.us".into(), true))
+        );
+        assert_eq!(
+            normalize_number("5511987654321@s.whatsapp.net"),
+            Some(("5511987654321".into(), false))
+        );
+        assert_eq!(
+            normalize_number("16505551234@c.us"),
+            Some(("16505551234".into(), false))
         );
         assert_eq!(normalize_number("abc"), None);
         assert_eq!(normalize_number("12"), None);

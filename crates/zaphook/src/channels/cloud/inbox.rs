@@ -169,8 +169,13 @@ fn phone_number_of(n: &Notification) -> &str {
 }
 
 fn identity(party: &Party) -> Identity {
+    // Numbers are kept in one form whatever the channel: Brazil's eight-digit `wa_id` of an
+    // old account and the nine-digit number an integration writes are one contact.
+    let number = party.wa_id.as_deref().map(|wa_id| {
+        crate::domain::normalize_number(wa_id).map_or_else(|| wa_id.to_string(), |(n, _)| n)
+    });
     Identity {
-        number: party.wa_id.clone(),
+        number,
         bsuid: party.user_id.clone(),
         username: party.username.clone(),
     }

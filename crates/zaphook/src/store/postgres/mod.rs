@@ -31,10 +31,16 @@ use crate::secrets::SecretBox;
 use listener::{Listener, OwnSessions};
 use tx::{PgConn, PgTx};
 
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    include_str!("../../../migrations/postgres/0001_init.sql"),
-)];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        include_str!("../../../migrations/postgres/0001_init.sql"),
+    ),
+    (
+        2,
+        include_str!("../../../migrations/postgres/0002_brazil_ninth_digit.sql"),
+    ),
+];
 
 /// Most jobs one commit carries.
 const MAX_BATCH: usize = 256;

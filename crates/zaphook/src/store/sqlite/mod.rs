@@ -40,6 +40,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../../../migrations/sqlite/0004_one_active_ticket.sql"),
     ),
+    (
+        5,
+        include_str!("../../../migrations/sqlite/0005_brazil_ninth_digit.sql"),
+    ),
 ];
 
 /// Most jobs one commit carries; bounds the latency a large burst adds to its first job.

@@ -1,0 +1,11 @@
+-- Brazilian mobile numbers kept in their eight-digit form (55 DD 8765-4321) take the ninth
+-- digit (55 DD 98765-4321), the one form numbers are now normalised to; a number whose
+-- nine-digit form already has a contact of its own is left as it is.
+UPDATE contacts
+SET number = substr(number, 1, 4) || '9' || substr(number, 5)
+WHERE number ~ '^55[1-9][1-9][6-9][0-9]{7}$'
+  AND NOT EXISTS (
+    SELECT 1 FROM contacts AS other
+    WHERE other.company_id = contacts.company_id
+      AND other.number = substr(contacts.number, 1, 4) || '9' || substr(contacts.number, 5)
+  );

@@ -49,6 +49,7 @@ conformance!(
     a_read_job_sees_one_snapshot,
     a_second_active_ticket_of_a_contact_is_a_conflict,
     conversations_read_back_what_was_written,
+    api_configs_are_found_by_token_until_revoked,
 );
 
 fn spec(url: &str, ordering: Ordering) -> WebhookSpec {
@@ -868,4 +869,69 @@ async fn conversations_read_back_what_was_written(db: backend::TestDb) {
     })
     .await
     .unwrap();
+}
+
+async fn api_configs_are_found_by_token_until_revoked(db: backend::TestDb) {
+    use zaphook::domain::ApiConfig;
+    let store = db.open();
+    let config = |id: &str, company_id: i64, at: i64| ApiConfig {
+        id: id.to_string(),
+        company_id,
+        connection_id: 1,
+        name: format!("n8n {id}"),
+        token_prefix: format!("zx_{id}"),
+        created_at: at,
+    };
+    let (a, b, other) = (config("a", 1, 10), config("b", 1, 20), config("c", 2, 30));
+    let stored = (a.clone(), b.clone(), other.clone());
+    run(&store, move |tx| {
+        tx.insert_company("Acme", 0)?;
+        tx.insert_company("Other", 0)?;
+        tx.insert_api_config(&stored.0, "hash-a")?;
+        tx.insert_api_config(&stored.1, "hash-b")?;
+        tx.insert_api_config(&stored.2, "hash-c")
+    })
+    .await;
+    let (listed, found, missing) = store::read(&store, |tx| {
+        Ok::<_, StoreError>((
+            tx.api_configs(1, 1)?,
+            tx.api_config_by_token("hash-b")?,
+            tx.api_config_by_token("hash-z")?,
+        ))
+    })
+    .await
+    .unwrap();
+    assert_eq!(listed, [a.clone(), b.clone()]);
+    assert_eq!(found, Some(b.clone()));
+    assert_eq!(missing, None);
+    // A token hash is unique.
+    let again = a.clone();
+    let taken = store::write(&store, move |tx| {
+        tx.insert_api_config(
+            &ApiConfig {
+                id: "d".into(),
+                ..again.clone()
+            },
+            "hash-a",
+        )
+    })
+    .await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
+    // Revoked only by its own company, and only once.
+    let revoked = run(&store, |tx| {
+        Ok((
+            tx.revoke_api_config(2, "b", 40)?,
+            tx.revoke_api_config(1, "b", 40)?,
+            tx.revoke_api_config(1, "b", 50)?,
+        ))
+    })
+    .await;
+    assert_eq!(revoked, (false, true, false));
+    let (listed, found) = store::read(&store, |tx| {
+        Ok::<_, StoreError>((tx.api_configs(1, 1)?, tx.api_config_by_token("hash-b")?))
+    })
+    .await
+    .unwrap();
+    assert_eq!(listed, [a]);
+    assert_eq!(found, None);
 }

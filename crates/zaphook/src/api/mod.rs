@@ -2,6 +2,7 @@
 //! readiness and metrics, and the OpenAPI document with its browsable UI, built from the same
 //! route list so the document cannot drift from the code.
 
+mod api_configs;
 mod cloud;
 mod error;
 mod extract;
@@ -126,6 +127,7 @@ fn prometheus() -> &'static PrometheusHandle {
 fn api() -> (axum::Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(resources::router())
+        .merge(api_configs::router())
         .merge(tickets::router())
         .merge(messages::router())
         .merge(sandbox::router())

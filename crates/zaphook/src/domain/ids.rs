@@ -34,6 +34,23 @@ pub fn new_send_id() -> String {
     format!("snd_{}", next())
 }
 
+/// A random (version 4) UUID, the `apiId` of an external API config: WHAZING's ids have this
+/// form, and integrations may check it.
+pub fn new_uuid() -> String {
+    let mut b: [u8; 16] = rand::random();
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|byte| format!("{byte:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..]
+    )
+}
+
 /// The channel id the sandbox gives a message when the caller does not choose one.
 pub fn new_sandbox_message_id() -> String {
     format!("sandbox.{}", next())
@@ -41,6 +58,20 @@ pub fn new_sandbox_message_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn uuids_are_random_version_4() {
+        let id = super::new_uuid();
+        let parts: Vec<&str> = id.split('-').collect();
+        assert_eq!(
+            parts.iter().map(|p| p.len()).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12]
+        );
+        assert!(id.chars().all(|c| c == '-' || c.is_ascii_hexdigit()));
+        assert!(parts[2].starts_with('4'), "{id}");
+        assert!(matches!(&parts[3][..1], "8" | "9" | "a" | "b"), "{id}");
+        assert_ne!(id, super::new_uuid());
+    }
+
     #[test]
     fn ids_made_in_one_millisecond_keep_their_order() {
         let ids: Vec<String> = (0..1000).map(|_| super::new_message_id()).collect();

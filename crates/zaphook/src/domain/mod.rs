@@ -5,7 +5,9 @@ mod ids;
 pub mod records;
 mod rules;
 
-pub use ids::{new_delivery_id, new_event_id, new_message_id, new_sandbox_message_id, new_send_id};
+pub use ids::{
+    new_delivery_id, new_event_id, new_message_id, new_sandbox_message_id, new_send_id, new_uuid,
+};
 pub use records::*;
 pub use rules::{normalize_number, protocol_for, timestamp_to_ms};
 

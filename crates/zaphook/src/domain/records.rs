@@ -98,6 +98,25 @@ pub struct Connection {
     pub created_at: i64,
 }
 
+/// A key to the WHAZING external API (`/v1/api/external/{apiId}`) of one connection; its
+/// token is stored hashed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiConfig {
+    /// The `apiId` of the external API's URLs: a UUID.
+    #[serde(rename = "apiId")]
+    pub id: String,
+    #[serde(skip)]
+    pub company_id: i64,
+    pub connection_id: i64,
+    pub name: String,
+    /// The first characters of the token, to tell tokens apart.
+    pub token_prefix: String,
+    #[serde(serialize_with = "rfc3339::serialize")]
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: i64,
+}
+
 #[derive(Debug, Clone, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Queue {

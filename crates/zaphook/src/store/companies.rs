@@ -1,7 +1,7 @@
-//! Companies and their API tokens, connections, queues and agents: the repository
-//! operations every backend implements for them.
+//! Companies and their API tokens, connections (with their external API configs), queues and
+//! agents: the repository operations every backend implements for them.
 
-use crate::domain::{Channel, CloudConfig, Connection, Queue, User};
+use crate::domain::{ApiConfig, Channel, CloudConfig, Connection, Queue, User};
 
 use super::StoreResult;
 
@@ -30,6 +30,14 @@ pub trait CompanyTx {
     ) -> StoreResult<Connection>;
     fn connection(&mut self, company_id: i64, id: i64) -> StoreResult<Option<Connection>>;
     fn connections(&mut self, company_id: i64) -> StoreResult<Vec<Connection>>;
+    /// Stores `config` (its id and token hash new) with the token's hash.
+    fn insert_api_config(&mut self, config: &ApiConfig, token_hash: &str) -> StoreResult<()>;
+    /// The live external API configs of a connection, oldest first.
+    fn api_configs(&mut self, company_id: i64, connection_id: i64) -> StoreResult<Vec<ApiConfig>>;
+    /// The live external API config of a token, by the token's hash.
+    fn api_config_by_token(&mut self, token_hash: &str) -> StoreResult<Option<ApiConfig>>;
+    /// Revokes an external API config; answers whether a live one was found.
+    fn revoke_api_config(&mut self, company_id: i64, id: &str, now: i64) -> StoreResult<bool>;
     fn insert_queue(&mut self, company_id: i64, name: &str, now: i64) -> StoreResult<Queue>;
     fn queue(&mut self, company_id: i64, id: i64) -> StoreResult<Option<Queue>>;
     fn queues(&mut self, company_id: i64) -> StoreResult<Vec<Queue>>;

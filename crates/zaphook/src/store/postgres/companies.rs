@@ -1,10 +1,11 @@
-//! Companies and their API tokens, connections, queues and agents, in PostgreSQL.
+//! Companies and their API tokens, connections (with their external API configs), queues and
+//! agents, in PostgreSQL.
 
 use postgres::Row;
 
 use super::rows::*;
 use super::tx::PgTx;
-use crate::domain::{Channel, CloudConfig, Connection as Conn, Queue, User};
+use crate::domain::{ApiConfig, Channel, CloudConfig, Connection as Conn, Queue, User};
 use crate::store::{CompanyTx, StoreError, StoreResult};
 
 fn queue_row(row: &Row) -> StoreResult<Queue> {
@@ -12,6 +13,19 @@ fn queue_row(row: &Row) -> StoreResult<Queue> {
         id: col(row, 0)?,
         name: col(row, 1)?,
         created_at: col(row, 2)?,
+    })
+}
+
+const API_CONFIG_COLUMNS: &str = "id, company_id, connection_id, name, token_prefix, created_at";
+
+fn api_config_row(row: &Row) -> StoreResult<ApiConfig> {
+    Ok(ApiConfig {
+        id: col(row, 0)?,
+        company_id: col(row, 1)?,
+        connection_id: col(row, 2)?,
+        name: col(row, 3)?,
+        token_prefix: col(row, 4)?,
+        created_at: col(row, 5)?,
     })
 }
 
@@ -134,6 +148,57 @@ impl CompanyTx for PgTx<'_> {
         .iter()
         .map(connection_row)
         .collect()
+    }
+
+    fn insert_api_config(&mut self, config: &ApiConfig, token_hash: &str) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO api_configs (id, company_id, connection_id, name, token_prefix, token_hash, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[
+                &config.id,
+                &config.company_id,
+                &config.connection_id,
+                &config.name,
+                &config.token_prefix,
+                &token_hash,
+                &config.created_at,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn api_configs(&mut self, company_id: i64, connection_id: i64) -> StoreResult<Vec<ApiConfig>> {
+        self.query(
+            &format!(
+                "SELECT {API_CONFIG_COLUMNS} FROM api_configs
+                 WHERE company_id = $1 AND connection_id = $2 AND revoked_at IS NULL
+                 ORDER BY created_at, id"
+            ),
+            &[&company_id, &connection_id],
+        )?
+        .iter()
+        .map(api_config_row)
+        .collect()
+    }
+
+    fn api_config_by_token(&mut self, token_hash: &str) -> StoreResult<Option<ApiConfig>> {
+        self.query_opt(
+            &format!(
+                "SELECT {API_CONFIG_COLUMNS} FROM api_configs WHERE token_hash = $1 AND revoked_at IS NULL"
+            ),
+            &[&token_hash],
+        )?
+        .map(|row| api_config_row(&row))
+        .transpose()
+    }
+
+    fn revoke_api_config(&mut self, company_id: i64, id: &str, now: i64) -> StoreResult<bool> {
+        let revoked = self.execute(
+            "UPDATE api_configs SET revoked_at = $3
+             WHERE company_id = $1 AND id = $2 AND revoked_at IS NULL",
+            &[&company_id, &id, &now],
+        )?;
+        Ok(revoked > 0)
     }
 
     fn insert_queue(&mut self, company_id: i64, name: &str, now: i64) -> StoreResult<Queue> {

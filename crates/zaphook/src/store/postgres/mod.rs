@@ -40,6 +40,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../../migrations/postgres/0002_brazil_ninth_digit.sql"),
     ),
+    (
+        3,
+        include_str!("../../../migrations/postgres/0003_api_configs.sql"),
+    ),
 ];
 
 /// Most jobs one commit carries.

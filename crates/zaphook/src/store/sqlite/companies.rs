@@ -1,10 +1,11 @@
-//! Companies and their API tokens, connections, queues and agents, in SQLite.
+//! Companies and their API tokens, connections (with their external API configs), queues and
+//! agents, in SQLite.
 
 use rusqlite::{OptionalExtension, params};
 
 use super::rows::*;
 use super::tx::SqliteTx;
-use crate::domain::{Channel, CloudConfig, Connection as Conn, Queue, User};
+use crate::domain::{ApiConfig, Channel, CloudConfig, Connection as Conn, Queue, User};
 use crate::store::{CompanyTx, StoreError, StoreResult};
 
 impl CompanyTx for SqliteTx<'_> {
@@ -106,6 +107,49 @@ impl CompanyTx for SqliteTx<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn insert_api_config(&mut self, config: &ApiConfig, token_hash: &str) -> StoreResult<()> {
+        self.conn.execute(
+            "INSERT INTO api_configs (id, company_id, connection_id, name, token_prefix, token_hash, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                config.id,
+                config.company_id,
+                config.connection_id,
+                config.name,
+                config.token_prefix,
+                token_hash,
+                config.created_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn api_configs(&mut self, company_id: i64, connection_id: i64) -> StoreResult<Vec<ApiConfig>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {API_CONFIG_COLUMNS} FROM api_configs
+             WHERE company_id = ?1 AND connection_id = ?2 AND revoked_at IS NULL
+             ORDER BY created_at, id"
+        ))?;
+        let rows = stmt.query_map(params![company_id, connection_id], api_config_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn api_config_by_token(&mut self, token_hash: &str) -> StoreResult<Option<ApiConfig>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {API_CONFIG_COLUMNS} FROM api_configs WHERE token_hash = ?1 AND revoked_at IS NULL"
+        ))?;
+        Ok(stmt.query_row([token_hash], api_config_row).optional()?)
+    }
+
+    fn revoke_api_config(&mut self, company_id: i64, id: &str, now: i64) -> StoreResult<bool> {
+        let revoked = self.conn.execute(
+            "UPDATE api_configs SET revoked_at = ?3
+             WHERE company_id = ?1 AND id = ?2 AND revoked_at IS NULL",
+            params![company_id, id, now],
+        )?;
+        Ok(revoked > 0)
+    }
+
     fn insert_queue(&mut self, company_id: i64, name: &str, now: i64) -> StoreResult<Queue> {
         self.conn.execute(
             "INSERT INTO queues (company_id, name, created_at) VALUES (?1, ?2, ?3)",
@@ -196,4 +240,17 @@ impl CompanyTx for SqliteTx<'_> {
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
+}
+
+const API_CONFIG_COLUMNS: &str = "id, company_id, connection_id, name, token_prefix, created_at";
+
+fn api_config_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiConfig> {
+    Ok(ApiConfig {
+        id: r.get(0)?,
+        company_id: r.get(1)?,
+        connection_id: r.get(2)?,
+        name: r.get(3)?,
+        token_prefix: r.get(4)?,
+        created_at: r.get(5)?,
+    })
 }

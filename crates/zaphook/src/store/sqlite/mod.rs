@@ -44,6 +44,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../../migrations/sqlite/0005_brazil_ninth_digit.sql"),
     ),
+    (
+        6,
+        include_str!("../../../migrations/sqlite/0006_api_configs.sql"),
+    ),
 ];
 
 /// Most jobs one commit carries; bounds the latency a large burst adds to its first job.

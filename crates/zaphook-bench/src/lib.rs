@@ -10,6 +10,7 @@ pub mod relay;
 pub mod report;
 pub mod scenarios;
 pub mod server;
+pub mod soak;
 
 use std::sync::OnceLock;
 use std::time::Instant;

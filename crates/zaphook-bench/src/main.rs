@@ -8,7 +8,7 @@ use clap::Parser;
 
 use zaphook_bench::pass::Shape;
 use zaphook_bench::report::{self, Report, ScenarioReport};
-use zaphook_bench::scenarios::{Bench, SCENARIOS, Sizes};
+use zaphook_bench::scenarios::{Bench, OPT_IN, SCENARIOS, Sizes};
 use zaphook_bench::server::{self, ServeOptions};
 
 /// Measures how fast zaphook turns inbound messages into delivered webhooks, beside a bare
@@ -20,8 +20,8 @@ struct Args {
     /// Small sizes: the whole run takes well under 2 minutes.
     #[arg(long)]
     quick: bool,
-    /// Run one scenario only.
-    #[arg(long, value_parser = SCENARIOS)]
+    /// Run one scenario only (`soak` runs only when named here).
+    #[arg(long, value_parser = scenario_names())]
     scenario: Option<String>,
     /// Also write every figure as JSON to this file.
     #[arg(long)]
@@ -47,6 +47,17 @@ struct Args {
     /// 1 with --quick).
     #[arg(long)]
     repeat: Option<usize>,
+    /// Minutes `soak` sends for (default 10; 1 with --quick).
+    #[arg(long)]
+    soak_minutes: Option<f64>,
+    /// Messages per second `soak` sends, paced (default 200).
+    #[arg(long)]
+    soak_rate: Option<f64>,
+}
+
+/// Every scenario `--scenario` takes: the default run's and the opt-in ones.
+fn scenario_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(SCENARIOS.into_iter().chain(OPT_IN))
 }
 
 #[tokio::main]
@@ -78,11 +89,24 @@ async fn interrupted() -> &'static str {
 }
 
 async fn run(args: Args) -> ExitCode {
-    let sizes = if args.quick {
+    let mut sizes = if args.quick {
         Sizes::quick()
     } else {
         Sizes::standard()
     };
+    for (flag, value, size) in [
+        ("--soak-minutes", args.soak_minutes, &mut sizes.soak_minutes),
+        ("--soak-rate", args.soak_rate, &mut sizes.soak_rate),
+    ] {
+        match value {
+            Some(v) if !(v.is_finite() && v > 0.0) => {
+                eprintln!("error: {flag} must be a positive number, not {v}");
+                return ExitCode::from(2);
+            }
+            Some(v) => *size = v,
+            None => {}
+        }
+    }
     let serve = ServeOptions {
         bin: args.zaphook_bin.clone().unwrap_or_else(server::default_bin),
         database_url: args.database_url.clone(),
@@ -146,6 +170,9 @@ async fn run(args: Args) -> ExitCode {
         match bench.run(name).await {
             Ok(scenario) => {
                 print!("{}", report::table(&scenario.rows));
+                for table in &scenario.tables {
+                    print!("\n{table}");
+                }
                 for note in &scenario.notes {
                     println!("note: {note}");
                 }

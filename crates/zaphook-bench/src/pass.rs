@@ -140,6 +140,7 @@ pub async fn drive(
         connections: shape.connections,
         contacts: shape.contacts,
         payload: target.payload,
+        progress: None,
     })
     .await?;
     if load.acked() == 0 {

@@ -1,8 +1,9 @@
-//! The receiving side: a minimal hyper server that answers 200 to every webhook and records
-//! when it arrived and which message it carried; a port reserved for a receiver that comes up
-//! later; and a listener that accepts connections and never answers.
+//! The receiving side: a minimal hyper server that answers 200 to every webhook (or, when
+//! flaky, 500 to a seeded share of them) and records when it arrived and which message it
+//! carried; a port reserved for a receiver that comes up later; and a listener that accepts
+//! connections and never answers.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
 use std::io;
@@ -16,9 +17,9 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::task::{JoinHandle, JoinSet};
@@ -38,19 +39,58 @@ pub struct Arrival {
     pub at_us: u64,
 }
 
+/// Which webhooks a flaky receiver answers 500: each request of a message not yet taken fails
+/// with probability `share`, drawn from a hash of `seed`, the path, the message and how often
+/// it failed before, so every run fails the same requests. A message fails at most
+/// `max_failures` times in a row, so a sender whose retry schedule has that many steps
+/// delivers every message in the end.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Flaky {
+    /// Share of the requests answered 500, 0 to 1.
+    pub share: f64,
+    pub seed: u64,
+    pub max_failures: u32,
+}
+
+impl Flaky {
+    /// Whether the request of message `seq` on `path` that follows `failed` failed ones fails.
+    pub fn fails(&self, path: u16, seq: u64, failed: u32) -> bool {
+        if failed >= self.max_failures {
+            return false;
+        }
+        let hash = mix(mix(mix(self.seed) ^ seq) ^ (u64::from(path) << 32 | u64::from(failed)));
+        // The top 53 bits as a uniform number in [0, 1).
+        ((hash >> 11) as f64 / (1u64 << 53) as f64) < self.share
+    }
+}
+
+/// SplitMix64's finalizer: every input bit moves about half of the output bits.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 #[derive(Default)]
 struct Log {
+    /// Requests answered 200 (a failed one did not deliver its message).
     arrivals: Vec<Arrival>,
     seen: HashSet<(u16, u64)>,
+    /// Requests answered 500 so far, per (path, seq).
+    failures: HashMap<(u16, u64), u32>,
 }
 
 #[derive(Default)]
 struct Shared {
     log: Mutex<Log>,
+    flaky: Option<Flaky>,
     /// Distinct (path, seq) pairs seen.
     unique: AtomicU64,
     /// Requests whose body carried no readable message.
     unreadable: AtomicU64,
+    /// Requests answered 500.
+    failed: AtomicU64,
 }
 
 /// Serves HTTP/1.1 with keep-alive on `listener`, one task per connection, until the returned
@@ -96,12 +136,27 @@ impl Receiver {
         Ok(Self::start(TcpListener::bind("127.0.0.1:0").await?))
     }
 
+    /// A receiver on a fresh loopback port that fails the requests `flaky` picks.
+    pub async fn bind_flaky(flaky: Flaky) -> io::Result<Self> {
+        Ok(Self::serve(
+            TcpListener::bind("127.0.0.1:0").await?,
+            Some(flaky),
+        ))
+    }
+
     /// A receiver on an existing listener.
     pub fn start(listener: TcpListener) -> Self {
+        Self::serve(listener, None)
+    }
+
+    fn serve(listener: TcpListener, flaky: Option<Flaky>) -> Self {
         let addr = listener
             .local_addr()
             .expect("a bound listener has an address");
-        let shared = Arc::new(Shared::default());
+        let shared = Arc::new(Shared {
+            flaky,
+            ..Shared::default()
+        });
         let state = Arc::clone(&shared);
         let task = serve_http1(listener, move |req: Request<Incoming>| {
             let state = Arc::clone(&state);
@@ -112,18 +167,24 @@ impl Receiver {
                     Ok(collected) => collected.to_bytes(),
                     Err(_) => Bytes::new(),
                 };
+                let mut response = Response::new(Full::new(Bytes::new()));
                 match parse_message(&body) {
-                    Some((seq, sent_us)) => state.record(Arrival {
-                        path,
-                        seq,
-                        sent_us,
-                        at_us,
-                    }),
+                    Some((seq, sent_us)) => {
+                        let arrival = Arrival {
+                            path,
+                            seq,
+                            sent_us,
+                            at_us,
+                        };
+                        if !state.record(arrival) {
+                            *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                        }
+                    }
                     None => {
                         state.unreadable.fetch_add(1, Ordering::Relaxed);
                     }
                 }
-                Ok(Response::new(Full::new(Bytes::new())))
+                Ok(response)
             }
         });
         Receiver { addr, shared, task }
@@ -148,6 +209,11 @@ impl Receiver {
         self.shared.unreadable.load(Ordering::Relaxed)
     }
 
+    /// Requests answered 500 (by a flaky receiver).
+    pub fn failed(&self) -> u64 {
+        self.shared.failed.load(Ordering::Relaxed)
+    }
+
     /// Waits until `expected` distinct arrivals, or until none came for `stall`; returns how
     /// many there are.
     pub async fn wait_for(&self, expected: u64, stall: Duration) -> u64 {
@@ -164,6 +230,15 @@ impl Receiver {
             }
         }
         last
+    }
+
+    /// Waits until `expected` distinct arrivals, or until `deadline`; returns how many there
+    /// are.
+    pub async fn wait_until(&self, expected: u64, deadline: tokio::time::Instant) -> u64 {
+        while self.unique() < expected && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.unique()
     }
 
     /// Every arrival so far, in arrival order (duplicates included).
@@ -184,12 +259,26 @@ impl Drop for Receiver {
 }
 
 impl Shared {
-    fn record(&self, arrival: Arrival) {
+    /// Records the arrival, or refuses it (`false`: answer 500) when the receiver is flaky
+    /// and picks it; a message already taken is never refused.
+    fn record(&self, arrival: Arrival) -> bool {
+        let key = (arrival.path, arrival.seq);
         let mut log = self.log.lock().expect("receiver log");
+        if let Some(flaky) = self.flaky
+            && !log.seen.contains(&key)
+        {
+            let failed = log.failures.get(&key).copied().unwrap_or(0);
+            if flaky.fails(arrival.path, arrival.seq, failed) {
+                log.failures.insert(key, failed + 1);
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                return false;
+            }
+        }
         log.arrivals.push(arrival);
-        if log.seen.insert((arrival.path, arrival.seq)) {
+        if log.seen.insert(key) {
             self.unique.fetch_add(1, Ordering::Relaxed);
         }
+        true
     }
 }
 
@@ -304,6 +393,71 @@ mod tests {
         assert_eq!(parse_message(inbound), Some((7, 99)));
         assert_eq!(parse_message(br#"{"messageBody":"hello"}"#), None);
         assert_eq!(parse_message(b"not json"), None);
+    }
+
+    #[test]
+    fn a_flaky_receiver_takes_every_message_after_at_most_its_failures() {
+        let flaky = Flaky {
+            share: 0.5,
+            seed: 1,
+            max_failures: 2,
+        };
+        let shared = Shared {
+            flaky: Some(flaky),
+            ..Shared::default()
+        };
+        let mut refusals = [0u32; 3];
+        for seq in 0..1_000 {
+            let arrival = Arrival {
+                path: 0,
+                seq,
+                sent_us: 0,
+                at_us: 0,
+            };
+            let mut refused = 0;
+            while !shared.record(arrival) {
+                refused += 1;
+            }
+            refusals[refused as usize] += 1;
+            // Taken once, a message is never refused again.
+            assert!(shared.record(arrival));
+        }
+        assert_eq!(shared.unique.load(Ordering::Relaxed), 1_000);
+        let failed: u32 = refusals[1] + 2 * refusals[2];
+        assert_eq!(u64::from(failed), shared.failed.load(Ordering::Relaxed));
+        // Half fail the first time, and half of those the second; the third always passes.
+        assert!(
+            (420..580).contains(&(refusals[1] + refusals[2])),
+            "{refusals:?}"
+        );
+        assert!((180..320).contains(&refusals[2]), "{refusals:?}");
+    }
+
+    #[test]
+    fn flaky_picks_depend_on_the_seed_and_the_message() {
+        let flaky = |seed| Flaky {
+            share: 0.2,
+            seed,
+            max_failures: 3,
+        };
+        let picks = |f: Flaky| {
+            (0..5_000)
+                .filter(|seq| f.fails(0, *seq, 0))
+                .collect::<Vec<_>>()
+        };
+        let (a, b) = (picks(flaky(1)), picks(flaky(2)));
+        assert_eq!(a, picks(flaky(1)));
+        assert_ne!(a, b);
+        assert!((900..1_100).contains(&a.len()), "{}", a.len());
+        assert!(
+            !flaky(1).fails(0, a[0], 3),
+            "past max_failures every request passes"
+        );
+        let all = Flaky {
+            share: 1.0,
+            ..flaky(1)
+        };
+        assert!(all.fails(0, 0, 2) && !all.fails(0, 0, 3));
     }
 
     #[test]

@@ -116,6 +116,10 @@ pub struct ScenarioReport {
     /// Every figure measured, by name, for the JSON.
     pub figures: Map<String, Value>,
     pub notes: Vec<String>,
+    /// Tables of the scenario's own, in Markdown, shown after the rows (their figures are in
+    /// `figures` too).
+    #[serde(skip)]
+    pub tables: Vec<String>,
 }
 
 impl ScenarioReport {
@@ -125,6 +129,7 @@ impl ScenarioReport {
             rows: Vec::new(),
             figures: Map::new(),
             notes: Vec::new(),
+            tables: Vec::new(),
         }
     }
 
@@ -267,9 +272,14 @@ fn cells(row: &Row) -> [String; 9] {
 
 /// The rows as a Markdown table with aligned columns.
 pub fn table(rows: &[Row]) -> String {
-    let body: Vec<[String; 9]> = rows.iter().map(cells).collect();
-    let mut widths = HEADERS.map(|h| h.chars().count());
-    for cells in &body {
+    let body: Vec<Vec<String>> = rows.iter().map(|r| cells(r).to_vec()).collect();
+    markdown(&HEADERS, &body)
+}
+
+/// A Markdown table of `headers` over `body` (rows of as many cells), columns aligned.
+pub fn markdown(headers: &[&str], body: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for cells in body {
         for (w, c) in widths.iter_mut().zip(cells) {
             *w = (*w).max(c.chars().count());
         }
@@ -277,15 +287,15 @@ pub fn table(rows: &[Row]) -> String {
     let line = |cells: &[String]| {
         let padded: Vec<String> = cells
             .iter()
-            .zip(widths)
+            .zip(&widths)
             .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
             .collect();
         format!("| {} |\n", padded.join(" | "))
     };
-    let mut out = line(&HEADERS.map(String::from));
+    let mut out = line(&headers.iter().map(|h| h.to_string()).collect::<Vec<_>>());
     let rule: Vec<String> = widths.iter().map(|w| "-".repeat(*w)).collect();
     out.push_str(&line(&rule));
-    for cells in &body {
+    for cells in body {
         out.push_str(&line(cells));
     }
     out

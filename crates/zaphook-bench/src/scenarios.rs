@@ -15,6 +15,7 @@ use crate::report::{
 use crate::server::{self, ServeOptions, Zaphook};
 use crate::{cloud, inbound_path, now_us};
 
+/// The scenarios of a run that names none.
 pub const SCENARIOS: [&str; 6] = [
     "throughput",
     "latency",
@@ -23,6 +24,9 @@ pub const SCENARIOS: [&str; 6] = [
     "backlog",
     "cloud",
 ];
+
+/// Scenarios that run only when named with `--scenario`: too long for the default run.
+pub const OPT_IN: [&str; 1] = ["soak"];
 
 /// How much each scenario sends.
 #[derive(Debug, Clone, Serialize)]
@@ -39,6 +43,10 @@ pub struct Sizes {
     pub fanout_endpoints: u16,
     /// Messages accepted while the receiver is down.
     pub backlog: u64,
+    /// How long `soak` runs, at how many messages per second, sampled how often.
+    pub soak_minutes: f64,
+    pub soak_rate: f64,
+    pub soak_sample_secs: u64,
 }
 
 impl Sizes {
@@ -52,6 +60,9 @@ impl Sizes {
             fanout: 5_000,
             fanout_endpoints: 10,
             backlog: 100_000,
+            soak_minutes: 10.0,
+            soak_rate: 200.0,
+            soak_sample_secs: 30,
         }
     }
 
@@ -65,6 +76,9 @@ impl Sizes {
             fanout: 500,
             fanout_endpoints: 10,
             backlog: 10_000,
+            soak_minutes: 1.0,
+            soak_rate: 200.0,
+            soak_sample_secs: 10,
         }
     }
 }
@@ -173,6 +187,7 @@ impl Bench {
             "isolation" => self.isolation().await,
             "backlog" => self.backlog().await,
             "cloud" => self.cloud().await,
+            "soak" => self.soak().await,
             other => Err(format!("no scenario named {other}").into()),
         }
     }
@@ -425,6 +440,7 @@ impl Bench {
             connections: self.shape.connections,
             contacts: self.shape.contacts,
             payload: Payload::Sandbox,
+            progress: None,
         })
         .await;
         let load = match load {
@@ -618,7 +634,7 @@ impl Bench {
 
 /// Reads what zaphook and this harness used since `before`, then stops zaphook; the pass
 /// with what it cost (zaphook is stopped whether the pass succeeded or not).
-async fn finish(
+pub(crate) async fn finish(
     zaphook: Zaphook,
     before: server::Usage,
     me_before: server::Usage,
@@ -665,7 +681,7 @@ fn rates_row(scenario: &str, metric: &str, zaphook: f64, baseline: f64) -> Row {
 
 impl Row {
     /// With zaphook's CPU per 1,000 webhooks and peak RSS in the pass.
-    fn with_usage(mut self, zap: &ZaphookPass) -> Row {
+    pub(crate) fn with_usage(mut self, zap: &ZaphookPass) -> Row {
         self.cpu_s_per_1k = zap.cpu_s_per_1k();
         self.peak_rss_mib = Some(zap.peak_rss_mib);
         self
@@ -681,7 +697,7 @@ fn compared(report: &mut ScenarioReport, zap: &ZaphookPass, relay: &Pass) {
 }
 
 /// Notes the warnings and errors zaphook logged in a pass, with the first of those lines.
-fn logged(report: &mut ScenarioReport, who: &str, zap: &ZaphookPass) {
+pub(crate) fn logged(report: &mut ScenarioReport, who: &str, zap: &ZaphookPass) {
     if zap.log_warnings + zap.log_errors == 0 {
         return;
     }
@@ -696,6 +712,12 @@ fn logged(report: &mut ScenarioReport, who: &str, zap: &ZaphookPass) {
 
 /// Notes what went wrong in a pass: failed requests, webhooks that never came.
 fn check(report: &mut ScenarioReport, who: &str, pass: &Pass) {
+    let waited = format!("none arrived for {} s", STALL.as_secs());
+    check_waited(report, who, pass, &waited);
+}
+
+/// [`check`], saying how the wait for the missing webhooks ended (`waited`).
+pub(crate) fn check_waited(report: &mut ScenarioReport, who: &str, pass: &Pass, waited: &str) {
     let name = report.name.clone();
     if pass.errors > 0 {
         report.notes.push(format!(
@@ -707,10 +729,9 @@ fn check(report: &mut ScenarioReport, who: &str, pass: &Pass) {
     }
     if pass.missing() > 0 {
         report.notes.push(format!(
-            "{name}: {who}: MISSING {} of {} webhooks (none arrived for {} s)",
+            "{name}: {who}: MISSING {} of {} webhooks ({waited})",
             pass.missing(),
             pass.expected,
-            STALL.as_secs()
         ));
     }
     if pass.duplicates > 0 {

@@ -1,12 +1,12 @@
 //! The system under test: the `zaphook` release binary started as a child process on a fresh
 //! data directory (or, on PostgreSQL, as several processes sharing one scratch schema), its
-//! API (connections, webhooks), and what it costs (CPU time and peak RSS read from /proc,
-//! summed over the processes). The children are killed, their directories removed and the
-//! schema dropped when dropped.
+//! API (connections, webhooks, `/metrics`), and what it costs (CPU time, RSS and open file
+//! descriptors read from /proc, summed over the processes). The children are killed, their
+//! directories removed and the schema dropped when dropped.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -79,6 +79,8 @@ pub struct Usage {
     pub cpu_s: f64,
     /// Peak resident set size (VmHWM), KiB.
     pub peak_rss_kib: u64,
+    /// Resident set size now (VmRSS), KiB.
+    pub rss_kib: u64,
 }
 
 /// Clock ticks per second of /proc's CPU times, and whether it was assumed (100) because
@@ -103,8 +105,15 @@ pub fn usage(pid: u32) -> Option<Usage> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     Some(Usage {
         cpu_s: cpu_ticks(&stat)? as f64 / clock_ticks().0 as f64,
-        peak_rss_kib: peak_rss_kib(&status)?,
+        peak_rss_kib: status_kib(&status, "VmHWM:")?,
+        rss_kib: status_kib(&status, "VmRSS:")?,
     })
+}
+
+/// How many file descriptors process `pid` has open (the entries of /proc/PID/fd).
+pub fn open_fds(pid: u32) -> Option<u64> {
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?;
+    Some(entries.count() as u64)
 }
 
 /// utime + stime (fields 14 and 15 of /proc/PID/stat; the command name before them may hold
@@ -118,8 +127,9 @@ fn cpu_ticks(stat: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
-fn peak_rss_kib(status: &str) -> Option<u64> {
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+/// The KiB of the /proc/PID/status line that starts with `key` (`VmHWM:`, `VmRSS:`).
+fn status_kib(status: &str, key: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with(key))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
@@ -153,7 +163,7 @@ struct Process {
     pid: u32,
     addr: SocketAddr,
     stderr: Arc<Stderr>,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 /// A schema of its own on the PostgreSQL database, for one pass, dropped afterwards (so every
@@ -269,8 +279,40 @@ impl Zaphook {
                 .ok_or_else(|| format!("cannot read /proc/{} (did zaphook exit?)", process.pid))?;
             sum.cpu_s += one.cpu_s;
             sum.peak_rss_kib += one.peak_rss_kib;
+            sum.rss_kib += one.rss_kib;
         }
         Ok(sum)
+    }
+
+    /// File descriptors open, summed over the processes.
+    pub fn open_fds(&self) -> crate::Result<u64> {
+        let mut sum = 0;
+        for process in &self.processes {
+            sum += open_fds(process.pid).ok_or_else(|| {
+                format!("cannot read /proc/{}/fd (did zaphook exit?)", process.pid)
+            })?;
+        }
+        Ok(sum)
+    }
+
+    /// The first process's data directory: on SQLite, where its `zaphook.db` and the
+    /// database's WAL are.
+    pub fn data_dir(&self) -> &Path {
+        self.processes[0].dir.path()
+    }
+
+    /// The Prometheus text of the first process's `/metrics`.
+    pub async fn metrics(&self) -> crate::Result<String> {
+        let request = Request::builder()
+            .uri(format!("http://{}/metrics", self.processes[0].addr))
+            .body(Full::new(Bytes::new()))?;
+        let response = self.client.request(request).await?;
+        let status = response.status();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        if !status.is_success() {
+            return Err(format!("GET /metrics answered {status}").into());
+        }
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
     }
 
     /// Warning and error lines zaphook logged so far, over every process.
@@ -473,7 +515,7 @@ impl Process {
             pid,
             addr,
             stderr,
-            _dir: dir,
+            dir,
         })
     }
 
@@ -518,7 +560,9 @@ mod tests {
         let stat = "1234 (my (odd) name) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 9 0 100 200 300";
         assert_eq!(cpu_ticks(stat), Some(300));
         let status = "Name:\tzaphook\nVmPeak:\t  9000 kB\nVmHWM:\t    4321 kB\nVmRSS:\t 4000 kB\n";
-        assert_eq!(peak_rss_kib(status), Some(4321));
+        assert_eq!(status_kib(status, "VmHWM:"), Some(4321));
+        assert_eq!(status_kib(status, "VmRSS:"), Some(4000));
+        assert_eq!(status_kib(status, "VmSwap:"), None);
     }
 
     #[test]
@@ -543,5 +587,9 @@ mod tests {
     fn reads_this_process() {
         let me = usage(std::process::id()).expect("/proc of this process");
         assert!(me.peak_rss_kib > 0);
+        assert!(me.rss_kib > 0 && me.rss_kib <= me.peak_rss_kib);
+        let _file = std::fs::File::open("/proc/self/status").expect("open a file");
+        let fds = open_fds(std::process::id()).expect("/proc/PID/fd of this process");
+        assert!(fds >= 1, "{fds}");
     }
 }

@@ -1,14 +1,17 @@
 //! The harness checks itself without zaphook: a relay that waits a known time must show that
 //! time in the latencies the harness reports, and every message must come out exactly once;
 //! the Cloud API callbacks must be signed as Meta signs them and carry each message once; load
-//! spread over several servers must reach each of them.
+//! spread over several servers must reach each of them; a flaky receiver must fail the share
+//! of requests it is given, the same ones in every run.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use zaphook_bench::cloud;
 use zaphook_bench::load::{self, LoadSpec, Payload};
 use zaphook_bench::pass::{Shape, receiver_pass, relay_pass};
-use zaphook_bench::receiver::{Receiver, parse_message};
+use zaphook_bench::receiver::{Flaky, Receiver, parse_message};
 use zaphook_bench::relay::RelayConfig;
 
 const SHAPE: Shape = Shape {
@@ -163,6 +166,7 @@ async fn the_cloud_load_sends_every_message_once_four_to_a_signed_body() {
             app_secret: cloud::APP_SECRET.into(),
             statuses: true,
         },
+        progress: None,
     })
     .await
     .expect("load");
@@ -180,6 +184,7 @@ async fn the_load_alternates_its_connections_between_the_servers_it_is_given() {
         Receiver::bind().await.expect("receiver"),
         Receiver::bind().await.expect("receiver"),
     );
+    let acked = Arc::new(AtomicU64::new(0));
     let load = load::run(LoadSpec {
         addrs: vec![a.addr(), b.addr()],
         path: "/hook/0".into(),
@@ -189,14 +194,56 @@ async fn the_load_alternates_its_connections_between_the_servers_it_is_given() {
         connections: 4,
         contacts: 100,
         payload: Payload::Sandbox,
+        progress: Some(Arc::clone(&acked)),
     })
     .await
     .expect("load");
     assert_eq!((load.acked(), load.errors), (200, 0));
+    assert_eq!(acked.load(Ordering::Relaxed), 200);
     let (at_a, at_b) = (a.unique(), b.unique());
     assert!(
         at_a > 0 && at_b > 0,
         "{at_a} at one server, {at_b} at the other"
     );
     assert_eq!(at_a + at_b, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flaky_receiver_fails_its_share_of_requests_the_same_ones_each_run() {
+    let flaky = Flaky {
+        share: 0.3,
+        seed: 7,
+        max_failures: 3,
+    };
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let receiver = Receiver::bind_flaky(flaky).await.expect("receiver");
+        let acked = Arc::new(AtomicU64::new(0));
+        let load = load::run(LoadSpec {
+            addrs: vec![receiver.addr()],
+            path: "/hook/0".into(),
+            token: None,
+            count: 1_000,
+            rate: None,
+            connections: 4,
+            contacts: 100,
+            payload: Payload::Sandbox,
+            progress: Some(Arc::clone(&acked)),
+        })
+        .await
+        .expect("load");
+        // Each message is sent once: a 500 is a message the receiver never took.
+        assert_eq!(load.errors, receiver.failed());
+        assert_eq!(load.acked(), receiver.unique());
+        assert_eq!(acked.load(Ordering::Relaxed), load.acked());
+        assert!(
+            (220..380).contains(&load.errors),
+            "{} of 1,000 failed, expected about 300",
+            load.errors
+        );
+        let failed = load.first_error.expect("a failure to show");
+        assert!(failed.starts_with("500"), "{failed}");
+        runs.push(load.sent.iter().map(|s| s.ok).collect::<Vec<_>>());
+    }
+    assert_eq!(runs[0], runs[1], "the same requests fail in both runs");
 }

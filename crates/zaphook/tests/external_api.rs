@@ -4,7 +4,7 @@
 mod common;
 
 use common::{TestApp, spawn_app};
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// An API config of a new sandbox connection: `(connection, apiId, token)`.
 async fn api_config(app: &TestApp) -> (i64, String, String) {
@@ -94,4 +94,510 @@ async fn api_configs_are_created_listed_and_revoked_by_their_company_only() {
         .get(&format!("/api/v1/connections/{connection}/api-configs"))
         .await;
     assert_eq!(listed, json!([]));
+}
+
+/// An external API client as an n8n HTTP Request node is set up: a base URL and a bearer token.
+struct External {
+    base: String,
+    token: String,
+    client: reqwest::Client,
+}
+
+impl External {
+    fn of(app: &TestApp, api_id: &str, token: &str) -> Self {
+        External {
+            base: app.url(&format!("/v1/api/external/{api_id}")),
+            token: token.to_string(),
+            client: app.client.clone(),
+        }
+    }
+
+    async fn answer(request: reqwest::RequestBuilder) -> (u16, Value) {
+        let resp = request.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+        assert!(
+            content_type.starts_with("application/json"),
+            "{content_type}: never problem+json here"
+        );
+        (status, body)
+    }
+
+    /// A JSON POST.
+    async fn json(&self, route: &str, body: Value) -> (u16, Value) {
+        Self::answer(
+            self.client
+                .post(format!("{}{route}", self.base))
+                .bearer_auth(&self.token)
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+        )
+        .await
+    }
+
+    /// A form POST (`application/x-www-form-urlencoded`).
+    async fn form(&self, route: &str, fields: &[(&str, &str)]) -> (u16, Value) {
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(fields)
+            .finish();
+        Self::answer(
+            self.client
+                .post(format!("{}{route}", self.base))
+                .bearer_auth(&self.token)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body(body),
+        )
+        .await
+    }
+
+    async fn get(&self, route: &str) -> (u16, Value) {
+        Self::answer(
+            self.client
+                .get(format!("{}{route}", self.base))
+                .bearer_auth(&self.token),
+        )
+        .await
+    }
+}
+
+#[tokio::test]
+async fn every_route_checks_the_token_and_answers_whazings_error_shape() {
+    let app = spawn_app().await;
+    let (_, id, token) = api_config(&app).await;
+    let (_, other_id, other_token) = api_config(&app).await;
+    let routes = [
+        ("POST", ""),
+        ("GET", "/params"),
+        ("POST", "/createticket"),
+        ("POST", "/showticket"),
+        ("POST", "/showallticket"),
+        ("POST", "/updateticketinfo"),
+        ("POST", "/updatequeue"),
+        ("GET", "/ticket/1"),
+        ("POST", "/createcontact"),
+        ("POST", "/updatecontact"),
+        ("POST", "/contact"),
+        ("GET", "/statuschannel"),
+    ];
+    for (method, route) in routes {
+        let url = app.url(&format!("/v1/api/external/{id}{route}"));
+        let request = |auth: Option<&str>| {
+            let mut r = app
+                .client
+                .request(method.parse().unwrap(), &url)
+                .header("content-type", "application/json")
+                .body("{}");
+            if let Some(auth) = auth {
+                r = r.header("authorization", auth);
+            }
+            r
+        };
+        let cases = [
+            (None, "Token was not provided."),
+            (Some("Bearer ".to_string()), "Token was not provided."),
+            (Some(format!("Bearer {token}x")), "Invalid token."),
+            (Some(format!("Bearer {}", app.token)), "Invalid token."),
+            (
+                Some(format!("Bearer {other_token}")),
+                "ERR_SESSION_NOT_AUTH_TOKEN",
+            ),
+        ];
+        for (auth, error) in cases {
+            let (status, body) = External::answer(request(auth.as_deref())).await;
+            assert_eq!(status, 403, "{method} {route} with {auth:?}: {body}");
+            assert_eq!(body, json!({ "error": error }), "{method} {route} {auth:?}");
+        }
+    }
+    // A token of another config is refused on this one's apiId, and accepted on its own.
+    let mine = External::of(&app, &other_id, &other_token);
+    let (status, body) = mine.get("/statuschannel").await;
+    assert_eq!(status, 200, "{body}");
+    // A revoked token stops working.
+    let revoked = app
+        .client
+        .delete(app.url(&format!("/api/v1/api-configs/{other_id}")))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(revoked.status(), 204);
+    let (status, body) = mine.get("/statuschannel").await;
+    assert_eq!((status, body), (403, json!({"error": "Invalid token."})));
+}
+
+#[tokio::test]
+async fn messages_sent_through_the_external_api_carry_the_external_key() {
+    let app = spawn_app().await;
+    let receiver = common::TestReceiver::start().await;
+    app.webhook(&receiver.url(), &["message.created", "ticket.created"])
+        .await;
+    let (connection, id, token) = api_config(&app).await;
+    let api = External::of(&app, &id, &token);
+
+    // JSON with the number as a JSON number, the way many flows write it.
+    let (status, body) = api
+        .json(
+            "",
+            json!({"number": 5511987654321_i64, "body": "Seu pedido saiu", "externalKey": "PEDIDO-1"}),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"message": "Message add queue"}))
+    );
+    let sent = receiver
+        .wait_until(|all| {
+            all.iter().any(|r| {
+                r.event() == "message.created" && r.json()["messageBody"] == "Seu pedido saiu"
+            })
+        })
+        .await;
+    let created = sent
+        .iter()
+        .map(|r| r.json())
+        .find(|v| v["event"] == "message.created")
+        .unwrap();
+    assert_eq!(created["fromMe"], true);
+    assert_eq!(created["sendType"], "API");
+    assert_eq!(
+        created["ticket"]["apiConfig"],
+        json!({"externalKey": "PEDIDO-1"})
+    );
+    assert_eq!(created["whatsapp"]["id"], connection);
+    let ticket_id = created["ticket"]["id"].as_i64().unwrap();
+
+    // A form, to the ticket, with the eight-digit form of the number on another call.
+    let (status, body) = api
+        .form(
+            "",
+            &[
+                ("ticketId", &ticket_id.to_string()),
+                ("body", "Chega amanhã"),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"message": "Message add queue"}))
+    );
+    // The same as a link, the token in the query.
+    let link = format!(
+        "{}/params?body={}&number=551187654321&externalKey=PEDIDO-2&bearertoken={token}",
+        api.base, "Obrigado%21"
+    );
+    let (status, body) = External::answer(app.client.get(&link)).await;
+    assert_eq!(
+        (status, body),
+        (200, json!({"message": "Message add queue"}))
+    );
+    let all = receiver
+        .wait_until(|all| {
+            all.iter()
+                .filter(|r| r.event() == "message.created")
+                .count()
+                >= 3
+        })
+        .await;
+    let bodies: Vec<Value> = all
+        .iter()
+        .filter(|r| r.event() == "message.created")
+        .map(|r| r.json())
+        .collect();
+    let last = bodies
+        .iter()
+        .find(|v| v["messageBody"] == "Obrigado!")
+        .unwrap();
+    assert_eq!(
+        last["ticket"]["id"], ticket_id,
+        "one contact: the ninth digit"
+    );
+    assert_eq!(
+        last["ticket"]["apiConfig"],
+        json!({"externalKey": "PEDIDO-2"})
+    );
+    // ?bearertoken= is for /params only.
+    let (status, _) = External::answer(
+        app.client
+            .get(format!("{}/statuschannel?bearertoken={token}", api.base)),
+    )
+    .await;
+    assert_eq!(status, 403);
+
+    // Validation answers 400 {"error"}.
+    for (body, words) in [
+        (json!({"body": "no one"}), "number or ticketId"),
+        (json!({"number": "5511987654321"}), "body is required"),
+        (json!({"number": "not a number", "body": "x"}), "number"),
+        (json!({"ticketId": "abc", "body": "x"}), "not an id"),
+        (
+            json!({"number": "5511987654321", "body": "x", "mediaUrl": "ftp://x"}),
+            "mediaUrl",
+        ),
+    ] {
+        let (status, answer) = api.json("", body.clone()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(words),
+            "{body}: {answer}"
+        );
+    }
+    let (status, answer) = api.json("", json!({"ticketId": 999, "body": "x"})).await;
+    assert_eq!(
+        (status, answer),
+        (404, json!({"error": "ERR_NO_TICKET_FOUND"}))
+    );
+    let (status, answer) = External::answer(
+        app.client
+            .post(&api.base)
+            .bearer_auth(&token)
+            .header("content-type", "application/json")
+            .body("{not json"),
+    )
+    .await;
+    assert_eq!(status, 400, "{answer}");
+}
+
+#[tokio::test]
+async fn tickets_are_opened_found_changed_and_read_on_the_configs_connection() {
+    let app = spawn_app().await;
+    let receiver = common::TestReceiver::start().await;
+    app.webhook(
+        &receiver.url(),
+        &["ticket.created", "ticket.transferred", "ticket.closed"],
+    )
+    .await;
+    let (connection, id, token) = api_config(&app).await;
+    let api = External::of(&app, &id, &token);
+    let queue = app
+        .ok("/api/v1/queues", json!({"name": "Vendas"}), 201)
+        .await["id"]
+        .clone();
+
+    let (status, answer) = api
+        .json("/showticket", json!({"number": "5511912345678"}))
+        .await;
+    assert_eq!(
+        (status, answer),
+        (404, json!({"error": "ERR_NO_TICKET_FOUND"}))
+    );
+    let (status, ticket) = api
+        .form(
+            "/createticket",
+            &[
+                ("number", "+55 11 91234-5678"),
+                ("status", "open"),
+                ("externalKey", "CRM-9"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{ticket}");
+    assert_eq!(ticket["status"], "open");
+    assert_eq!(ticket["whatsappId"], connection);
+    assert_eq!(ticket["apiConfig"], json!({"externalKey": "CRM-9"}));
+    assert_eq!(ticket["contact"]["number"], "5511912345678");
+    let ticket_id = ticket["id"].as_i64().unwrap();
+    // Creating again answers the same ticket.
+    let (_, again) = api
+        .json("/createticket", json!({"number": "5511912345678"}))
+        .await;
+    assert_eq!(again["id"], ticket_id);
+    let (status, shown) = api
+        .json("/showticket", json!({"number": "5511912345678"}))
+        .await;
+    assert_eq!((status, shown["id"].clone()), (200, json!(ticket_id)));
+
+    // A transfer, then closing it.
+    let (status, moved) = api
+        .json(
+            "/updatequeue",
+            json!({"ticketId": ticket_id, "queueId": queue}),
+        )
+        .await;
+    assert_eq!(status, 200, "{moved}");
+    assert_eq!(moved["queueId"], queue);
+    let (status, closed) = api
+        .form(
+            "/updateticketinfo",
+            &[("ticketId", &ticket_id.to_string()), ("status", "closed")],
+        )
+        .await;
+    assert_eq!((status, closed["status"].clone()), (200, json!("closed")));
+    let got = receiver
+        .wait_until(|all| {
+            ["ticket.created", "ticket.transferred", "ticket.closed"]
+                .iter()
+                .all(|e| all.iter().any(|r| r.event() == *e))
+        })
+        .await;
+    let created = got
+        .iter()
+        .find(|r| r.event() == "ticket.created")
+        .unwrap()
+        .json();
+    assert_eq!(
+        created["ticket"]["apiConfig"],
+        json!({"externalKey": "CRM-9"})
+    );
+    let (status, answer) = api
+        .json("/showticket", json!({"number": "5511912345678"}))
+        .await;
+    assert_eq!(
+        (status, answer),
+        (404, json!({"error": "ERR_NO_TICKET_FOUND"}))
+    );
+
+    // Every ticket of the contact, newest first, and a ticket's messages.
+    let (_, second) = api
+        .json("/createticket", json!({"number": "5511912345678"}))
+        .await;
+    let (status, all) = api
+        .json("/showallticket", json!({"number": "5511912345678"}))
+        .await;
+    assert_eq!(status, 200, "{all}");
+    let ids: Vec<Value> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].clone())
+        .collect();
+    assert_eq!(ids, [second["id"].clone(), json!(ticket_id)]);
+    let (status, answer) = api
+        .json("/showallticket", json!({"number": "5511900000000"}))
+        .await;
+    assert_eq!(
+        (status, answer),
+        (404, json!({"error": "ERR_NO_CONTACT_FOUND"}))
+    );
+    app.inbound(connection, "5511912345678", "quero comprar")
+        .await;
+    let (status, read) = api.get(&format!("/ticket/{}", second["id"])).await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(read["messages"][0]["body"], "quero comprar");
+    assert_eq!(read["count"], 1);
+
+    // Tickets of another connection (or none) are not this config's.
+    let (_, other_id, other_token) = api_config(&app).await;
+    let other = External::of(&app, &other_id, &other_token);
+    for (status, answer) in [
+        other.get(&format!("/ticket/{ticket_id}")).await,
+        other
+            .json(
+                "/updatequeue",
+                json!({"ticketId": ticket_id, "queueId": queue}),
+            )
+            .await,
+        api.get("/ticket/999").await,
+        api.get("/ticket/abc").await,
+    ] {
+        assert_eq!(
+            (status, answer),
+            (404, json!({"error": "ERR_NO_TICKET_FOUND"}))
+        );
+    }
+    for (body, words) in [
+        (json!({"ticketId": ticket_id}), "queueId"),
+        (json!({"queueId": queue}), "ticketId"),
+    ] {
+        let (status, answer) = api.json("/updatequeue", body).await;
+        assert_eq!(status, 400);
+        assert!(
+            answer["error"].as_str().unwrap().contains(words),
+            "{answer}"
+        );
+    }
+    let (status, answer) = api
+        .json(
+            "/createticket",
+            json!({"number": "5511912345670", "status": "sleeping"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+    let (status, answer) = api
+        .json(
+            "/updatequeue",
+            json!({"ticketId": ticket_id, "queueId": 999}),
+        )
+        .await;
+    assert_eq!(status, 400, "{answer}");
+}
+
+#[tokio::test]
+async fn contacts_are_created_found_and_updated_and_the_channel_answers_its_state() {
+    let app = spawn_app().await;
+    let (connection, id, token) = api_config(&app).await;
+    let api = External::of(&app, &id, &token);
+    let (status, contact) = api
+        .json(
+            "/createcontact",
+            json!({"name": "Maria", "number": "551188887777", "email": "maria@example.com"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{contact}");
+    assert_eq!(contact["number"], "5511988887777");
+    assert_eq!(contact["email"], "maria@example.com");
+    let (status, answer) = api
+        .json(
+            "/createcontact",
+            json!({"name": "Maria", "number": "5511988887777"}),
+        )
+        .await;
+    assert_eq!(
+        (status, answer),
+        (400, json!({"error": "ERR_DUPLICATED_CONTACT"}))
+    );
+    let (status, found) = api.form("/contact", &[("number", "5511988887777")]).await;
+    assert_eq!((status, found["id"].clone()), (200, contact["id"].clone()));
+    let (status, found) = api
+        .json("/contact", json!({"contactId": contact["id"]}))
+        .await;
+    assert_eq!((status, found["name"].clone()), (200, json!("Maria")));
+    let (status, updated) = api
+        .json(
+            "/updatecontact",
+            json!({"contactId": contact["id"], "name": "Maria Souza", "email": "m@example.com"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(updated["name"], "Maria Souza");
+    let (_, listed) = app.get("/api/v1/contacts?number=5511988887777").await;
+    assert_eq!(listed[0]["name"], "Maria Souza");
+    assert_eq!(listed[0]["email"], "m@example.com");
+    for (route, body) in [
+        ("/contact", json!({"number": "5511900000000"})),
+        ("/updatecontact", json!({"contactId": 999, "name": "x"})),
+    ] {
+        let (status, answer) = api.json(route, body).await;
+        assert_eq!(
+            (status, answer),
+            (404, json!({"error": "ERR_NO_CONTACT_FOUND"}))
+        );
+    }
+    for (route, body) in [
+        ("/createcontact", json!({"number": "5511977776666"})),
+        (
+            "/createcontact",
+            json!({"name": "A", "number": "5511977776666", "email": "nope"}),
+        ),
+        ("/createcontact", json!({"name": "A", "number": "x"})),
+        (
+            "/createcontact",
+            json!({"name": "A", "number": "5511977776666", "extraInfo": [{"name": "cpf", "value": "1"}]}),
+        ),
+        ("/contact", json!({})),
+    ] {
+        let (status, answer) = api.json(route, body.clone()).await;
+        assert_eq!(status, 400, "{route} {body}: {answer}");
+        assert!(answer["error"].is_string(), "{answer}");
+    }
+
+    let (status, channel) = api.get("/statuschannel").await;
+    assert_eq!(status, 200);
+    assert_eq!(channel["id"], connection);
+    assert_eq!(channel["name"], "Comercial");
+    assert_eq!(channel["status"], "CONNECTED");
 }

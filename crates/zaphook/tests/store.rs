@@ -789,6 +789,19 @@ async fn conversations_read_back_what_was_written(db: backend::TestDb) {
             tx.tickets(company, &filter(TicketStatus::Pending))?
                 .is_empty()
         );
+        let of_contact = |contact_id| TicketFilter {
+            contact_id: Some(contact_id),
+            limit: 10,
+            ..TicketFilter::default()
+        };
+        assert_eq!(
+            tx.tickets(company, &of_contact(contact.id))?,
+            vec![ticket.clone()]
+        );
+        assert!(
+            tx.tickets(company, &of_contact(contact.id + 1000))?
+                .is_empty()
+        );
 
         let message = |id: &str, wamid: Option<&str>, at: i64| Message {
             id: id.to_string(),

@@ -5,6 +5,7 @@
 mod api_configs;
 mod cloud;
 mod error;
+mod external;
 mod extract;
 mod messages;
 mod resources;
@@ -148,6 +149,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .merge(external::router())
         .merge(SwaggerUi::new("/docs").url("/api/openapi.json", doc))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))

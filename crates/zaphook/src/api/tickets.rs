@@ -146,6 +146,7 @@ async fn list_tickets(
         status: query.status,
         connection_id: query.connection_id,
         queue_id: query.queue_id,
+        contact_id: None,
         before_id,
         limit,
     };

@@ -33,6 +33,7 @@ pub struct TicketFilter {
     pub status: Option<TicketStatus>,
     pub connection_id: Option<i64>,
     pub queue_id: Option<i64>,
+    pub contact_id: Option<i64>,
     /// Only tickets with an id below this one (the pages run newest first).
     pub before_id: Option<i64>,
     pub limit: i64,
@@ -56,7 +57,7 @@ pub trait ConversationTx {
     fn contact_by_number(&mut self, company_id: i64, number: &str) -> StoreResult<Option<Contact>>;
     fn contact_by_bsuid(&mut self, company_id: i64, bsuid: &str) -> StoreResult<Option<Contact>>;
     fn contacts(&mut self, company_id: i64, number: Option<&str>) -> StoreResult<Vec<Contact>>;
-    /// Stores the mutable fields of a contact (number, BSUID, username, names).
+    /// Stores the mutable fields of a contact (number, BSUID, username, names, email).
     fn update_contact(&mut self, contact: &Contact) -> StoreResult<()>;
     fn insert_ticket(
         &mut self,

@@ -173,7 +173,7 @@ impl ConversationTx for PgTx<'_> {
     fn update_contact(&mut self, c: &Contact) -> StoreResult<()> {
         self.execute(
             "UPDATE contacts SET number = $2, bsuid = $3, username = $4, name = $5,
-                pushname = $6 WHERE id = $1",
+                pushname = $6, email = $7 WHERE id = $1",
             &[
                 &c.id,
                 &c.number,
@@ -181,6 +181,7 @@ impl ConversationTx for PgTx<'_> {
                 &c.username,
                 &c.name,
                 &c.pushname,
+                &c.email,
             ],
         )?;
         Ok(())
@@ -288,6 +289,7 @@ impl ConversationTx for PgTx<'_> {
                    AND ($3::bigint IS NULL OR connection_id = $3)
                    AND ($4::bigint IS NULL OR queue_id = $4)
                    AND ($5::bigint IS NULL OR id < $5)
+                   AND ($7::bigint IS NULL OR contact_id = $7)
                  ORDER BY id DESC LIMIT $6"
             ),
             &[
@@ -297,6 +299,7 @@ impl ConversationTx for PgTx<'_> {
                 &f.queue_id,
                 &f.before_id,
                 &f.limit,
+                &f.contact_id,
             ],
         )?
         .iter()

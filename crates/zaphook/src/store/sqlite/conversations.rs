@@ -118,10 +118,10 @@ impl ConversationTx for SqliteTx<'_> {
         self.conn
             .prepare_cached(
                 "UPDATE contacts SET number = ?2, bsuid = ?3, username = ?4, name = ?5,
-                    pushname = ?6 WHERE id = ?1",
+                    pushname = ?6, email = ?7 WHERE id = ?1",
             )?
             .execute(params![
-                c.id, c.number, c.bsuid, c.username, c.name, c.pushname
+                c.id, c.number, c.bsuid, c.username, c.name, c.pushname, c.email
             ])?;
         Ok(())
     }
@@ -210,7 +210,7 @@ impl ConversationTx for SqliteTx<'_> {
             "SELECT {TICKET_COLS} FROM tickets
              WHERE company_id = ?1 AND (?2 IS NULL OR status = ?2)
                AND (?3 IS NULL OR connection_id = ?3) AND (?4 IS NULL OR queue_id = ?4)
-               AND (?5 IS NULL OR id < ?5)
+               AND (?5 IS NULL OR id < ?5) AND (?7 IS NULL OR contact_id = ?7)
              ORDER BY id DESC LIMIT ?6"
         ))?;
         let rows = stmt.query_map(
@@ -220,7 +220,8 @@ impl ConversationTx for SqliteTx<'_> {
                 f.connection_id,
                 f.queue_id,
                 f.before_id,
-                f.limit
+                f.limit,
+                f.contact_id
             ],
             ticket_row,
         )?;

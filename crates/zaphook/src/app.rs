@@ -235,6 +235,11 @@ impl Application {
         let graph = GraphClient::new(&settings.http.targets, settings.channels.graph_timeout)
             .map_err(|e| AppError::Config(format!("cannot build the Graph API client: {e}")))?;
         let listener = TcpListener::bind(settings.listen).await?;
+        let public_url = match (&settings.channels.public_url, &settings.public_url) {
+            (given, _) if !given.is_empty() => given.trim_end_matches('/').to_string(),
+            (_, Some(url)) => url.trim_end_matches('/').to_string(),
+            (_, None) => format!("http://{}", listener.local_addr()?),
+        };
         let busy = Arc::default();
         let (handoff, handoffs) = if settings.run_workers {
             let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
@@ -264,6 +269,7 @@ impl Application {
             tokens: api::TokenCache::default(),
             inbox_ready: Arc::clone(&announcements.inbox),
             media_dir: settings.channels.media_dir.clone(),
+            public_url,
         };
         Ok(Application {
             listener,
@@ -316,12 +322,7 @@ impl Application {
                 stop_rx.clone(),
             ));
             let mut config = self.settings.channels.clone();
-            if config.public_url.is_empty() {
-                config.public_url = match &self.settings.public_url {
-                    Some(url) => url.trim_end_matches('/').to_string(),
-                    None => format!("http://{}", self.listener.local_addr()?),
-                };
-            }
+            config.public_url = self.state.public_url.clone();
             let channels = Channels {
                 ingest: ingest.clone(),
                 graph: self.graph.clone(),

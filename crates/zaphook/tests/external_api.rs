@@ -601,3 +601,142 @@ async fn contacts_are_created_found_and_updated_and_the_channel_answers_its_stat
     assert_eq!(channel["name"], "Comercial");
     assert_eq!(channel["status"], "CONNECTED");
 }
+
+/// A multipart form as n8n's "Form-Data" body sends it: text fields and one file.
+fn multipart(fields: &[(&str, &str)], file: Option<(&str, &str, &[u8])>) -> (String, Vec<u8>) {
+    let boundary = "----n8nFormBoundary7MA4YWxkTrZu0gW";
+    let mut body = Vec::new();
+    for (name, value) in fields {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\ncontent-disposition: form-data; name=\"{name}\"\r\n\r\n{value}\r\n"
+            )
+            .as_bytes(),
+        );
+    }
+    if let Some((file_name, mime, bytes)) = file {
+        body.extend_from_slice(
+            format!(
+                "--{boundary}\r\ncontent-disposition: form-data; name=\"media\"; filename=\"{file_name}\"\r\ncontent-type: {mime}\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    (format!("multipart/form-data; boundary={boundary}"), body)
+}
+
+#[tokio::test]
+async fn files_are_sent_as_uploads_or_base64_and_served_from_their_media_url() {
+    use base64::Engine;
+    let app = spawn_app().await;
+    let receiver = common::TestReceiver::start().await;
+    app.webhook(&receiver.url(), &["message.created"]).await;
+    let (_, id, token) = api_config(&app).await;
+    let api = External::of(&app, &id, &token);
+    let png: Vec<u8> = [&b"\x89PNG\r\n\x1a\n"[..], &[7u8; 600][..]].concat();
+    let pdf = b"%PDF-1.4 a small boleto".to_vec();
+
+    let (content_type, body) = multipart(
+        &[
+            ("number", "5511955554444"),
+            ("body", "a foto"),
+            ("externalKey", "K-1"),
+        ],
+        Some(("foto.png", "image/png", &png)),
+    );
+    let (status, answer) = External::answer(
+        app.client
+            .post(&api.base)
+            .bearer_auth(&token)
+            .header("content-type", content_type)
+            .body(body),
+    )
+    .await;
+    assert_eq!(
+        (status, answer),
+        (200, json!({"message": "Message add queue"}))
+    );
+    let (status, answer) = api
+        .json(
+            "",
+            json!({"number": "5511955554444", "body": "o boleto", "mediaMessage": {
+                "mediaType": "document", "fileName": "boleto.pdf",
+                "media": base64::engine::general_purpose::STANDARD.encode(&pdf)}}),
+        )
+        .await;
+    assert_eq!(
+        (status, answer),
+        (200, json!({"message": "Message add queue"}))
+    );
+    let got = receiver
+        .wait_until(|all| {
+            all.iter()
+                .filter(|r| r.event() == "message.created")
+                .count()
+                >= 2
+        })
+        .await;
+    let created: Vec<Value> = got.iter().map(|r| r.json()).collect();
+    let photo = created
+        .iter()
+        .find(|v| v["messageBody"] == "a foto")
+        .unwrap();
+    let boleto = created
+        .iter()
+        .find(|v| v["messageBody"] == "o boleto")
+        .unwrap();
+    assert_eq!(photo["mediaType"], "image");
+    assert_eq!(photo["ticket"]["apiConfig"], json!({"externalKey": "K-1"}));
+    assert_eq!(boleto["mediaType"], "document");
+    for (message, bytes) in [(photo, &png), (boleto, &pdf)] {
+        let url = message["mediaUrl"].as_str().unwrap();
+        let served = app.client.get(url).send().await.unwrap();
+        assert_eq!(served.status(), 200, "{url}");
+        assert_eq!(&served.bytes().await.unwrap()[..], &bytes[..]);
+    }
+
+    // Too large, not base64, a file and a URL at once, an unknown media type.
+    let big = vec![0u8; 16 * 1024 * 1024 + 1];
+    let (content_type, body) = multipart(
+        &[("number", "5511955554444")],
+        Some(("big.bin", "application/octet-stream", &big)),
+    );
+    let (status, answer) = External::answer(
+        app.client
+            .post(&api.base)
+            .bearer_auth(&token)
+            .header("content-type", content_type)
+            .body(body),
+    )
+    .await;
+    assert_eq!(status, 413, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("16 MiB"),
+        "{answer}"
+    );
+    for (body, words) in [
+        (
+            json!({"number": "5511955554444", "mediaMessage": {"media": "***not base64***"}}),
+            "base64",
+        ),
+        (
+            json!({"number": "5511955554444", "mediaUrl": "https://x.test/a.png",
+                "mediaMessage": {"media": "aGVsbG8="}}),
+            "not both",
+        ),
+        (
+            json!({"number": "5511955554444", "mediaMessage": {"media": "aGVsbG8=", "mediaType": "hologram"}}),
+            "mediaType",
+        ),
+    ] {
+        let (status, answer) = api.json("", body.clone()).await;
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert!(
+            answer["error"].as_str().unwrap().contains(words),
+            "{body}: {answer}"
+        );
+    }
+}

@@ -48,6 +48,8 @@ pub struct AppState {
     pub inbox_ready: std::sync::Arc<tokio::sync::Notify>,
     /// Where stored media files are.
     pub media_dir: std::path::PathBuf,
+    /// This server's public base URL (of `mediaUrl`), without a trailing `/`.
+    pub public_url: String,
 }
 
 #[derive(OpenApi)]

@@ -10,6 +10,7 @@ mod messages;
 mod tickets;
 
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -26,7 +27,10 @@ use crate::store::{self, StoreError};
 
 pub fn router() -> Router<AppState> {
     let routes = Router::new()
-        .route("/", post(messages::send))
+        .route(
+            "/",
+            post(messages::send).layer(DefaultBodyLimit::max(messages::MAX_SEND_BODY)),
+        )
         .route("/params", get(messages::send_params))
         .route("/createticket", post(tickets::create))
         .route("/showticket", post(tickets::show))

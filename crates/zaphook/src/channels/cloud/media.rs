@@ -33,21 +33,52 @@ pub fn is_media_key(key: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// A file to store: its bytes, their SHA-256 (lowercase hex), what it is.
+pub struct Upload {
+    pub bytes: axum::body::Bytes,
+    pub sha256_hex: String,
+    pub mime_type: Option<String>,
+    pub file_name: Option<String>,
+}
+
+impl Upload {
+    /// A file received whole (an upload to the API): its hash computed here.
+    pub fn of(
+        bytes: axum::body::Bytes,
+        mime_type: Option<String>,
+        file_name: Option<String>,
+    ) -> Self {
+        use sha2::Digest;
+        let sha256_hex = sha2::Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Upload {
+            bytes,
+            sha256_hex,
+            mime_type,
+            file_name,
+        }
+    }
+}
+
 /// Writes the content once under its hash (a temporary file renamed into place, so a crash
-/// never leaves half a file under the final name) and answers the stored record.
-async fn store_file(
+/// never leaves half a file under the final name) and answers the record to store, with a new
+/// unguessable key.
+pub async fn store_file(
     dir: &Path,
     company_id: i64,
-    media: &super::graph::Media,
+    upload: Upload,
     now: i64,
 ) -> std::io::Result<StoredMedia> {
-    let path = media_path(dir, &media.sha256_hex);
+    let path = media_path(dir, &upload.sha256_hex);
+    let size = upload.bytes.len() as i64;
     if tokio::fs::metadata(&path).await.is_err() {
         if let Some(parent) = path.parent() {
             tokio::fs::create_dir_all(parent).await?;
         }
         let temp = path.with_extension(format!("tmp{}", lease_token()));
-        let bytes = media.bytes.clone();
+        let bytes = upload.bytes.clone();
         let temp_for_write = temp.clone();
         tokio::task::spawn_blocking(move || {
             use std::io::Write;
@@ -63,10 +94,10 @@ async fn store_file(
     Ok(StoredMedia {
         key: URL_SAFE_NO_PAD.encode(key),
         company_id,
-        sha256: media.sha256_hex.clone(),
-        mime_type: media.mime_type.clone(),
-        size: media.bytes.len() as i64,
-        file_name: None,
+        sha256: upload.sha256_hex,
+        mime_type: upload.mime_type,
+        size,
+        file_name: upload.file_name,
         created_at: now,
     })
 }
@@ -101,7 +132,13 @@ pub async fn fetch_once(
         Err(e) => return Fetched::Failed(e.title),
     };
     let now = channels.ingest.clock.now_ms();
-    match store_file(&channels.config.media_dir, company_id, &media, now).await {
+    let upload = Upload {
+        bytes: media.bytes.into(),
+        sha256_hex: media.sha256_hex,
+        mime_type: media.mime_type,
+        file_name: None,
+    };
+    match store_file(&channels.config.media_dir, company_id, upload, now).await {
         Ok(stored) => Fetched::Stored(stored),
         Err(e) => Fetched::Failed(format!("cannot store the media file: {e}")),
     }

@@ -203,24 +203,34 @@ pub trait Store: Send + Sync + 'static {
 
 /// Whether the writer's commits are failing for a reason of the storage, kept by the writer.
 /// The log says so once when it starts and once when it ends (not once per request), and a
-/// metric counts the failed commits by kind.
+/// metric counts the failed commits by kind. It ends only after `QUIET_AFTER_FAULT` without a
+/// failure: at the edge of a full disk, small commits fit between failing large ones, and
+/// that flicker is one episode, not many.
 #[derive(Debug, Default)]
 pub struct WriteHealth {
-    fault: std::sync::Mutex<Option<String>>,
+    state: std::sync::Mutex<HealthState>,
 }
+
+#[derive(Debug, Default)]
+struct HealthState {
+    /// Why the last commit failed, until one succeeds.
+    fault: Option<String>,
+    last_failure: Option<std::time::Instant>,
+    /// The start of the episode was logged and its end not yet.
+    announced: bool,
+}
+
+/// How long commits must go without a storage failure before an episode is over.
+pub const QUIET_AFTER_FAULT: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl WriteHealth {
     /// Notes how a commit (or its BEGIN) ended.
     pub fn note(&self, result: &StoreResult<()>) {
-        let Ok(mut fault) = self.fault.lock() else {
+        let Ok(mut state) = self.state.lock() else {
             return;
         };
         match result {
-            Ok(()) => {
-                if fault.take().is_some() {
-                    tracing::info!("the database takes writes again");
-                }
-            }
+            Ok(()) => state.fault = None,
             Err(e @ (StoreError::StorageFull(_) | StoreError::Unavailable(_))) => {
                 let kind = if matches!(e, StoreError::StorageFull(_)) {
                     "full"
@@ -228,17 +238,49 @@ impl WriteHealth {
                     "io"
                 };
                 metrics::counter!("zaphook_storage_errors_total", "kind" => kind).increment(1);
-                if fault.is_none() {
+                if !state.announced {
                     tracing::error!(error = %e, "the database cannot take writes; requests that write are answered 503 until it can");
+                    state.announced = true;
                 }
-                *fault = Some(e.to_string());
+                state.fault = Some(e.to_string());
+                state.last_failure = Some(std::time::Instant::now());
             }
             Err(_) => {}
         }
+        drop(state);
+        self.settle();
     }
 
+    /// Ends the episode once the last commit succeeded and none failed for
+    /// `QUIET_AFTER_FAULT`; the writer calls it when idle too.
+    pub fn settle(&self) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        let quiet = state
+            .last_failure
+            .is_none_or(|at| at.elapsed() >= QUIET_AFTER_FAULT);
+        if state.announced && state.fault.is_none() && quiet {
+            tracing::info!("the database takes writes again");
+            state.announced = false;
+        }
+    }
+
+    /// Whether an episode is waiting for its quiet time to end.
+    pub fn settling(&self) -> bool {
+        self.state
+            .lock()
+            .is_ok_and(|state| state.announced && state.fault.is_none())
+    }
+
+    /// Why writes are failing, while an episode lasts.
     pub fn fault(&self) -> Option<String> {
-        self.fault.lock().ok().and_then(|f| f.clone())
+        let state = self.state.lock().ok()?;
+        match (&state.fault, state.announced) {
+            (Some(fault), _) => Some(fault.clone()),
+            (None, true) => Some("writes failed moments ago".into()),
+            (None, false) => None,
+        }
     }
 }
 

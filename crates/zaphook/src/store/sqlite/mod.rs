@@ -388,7 +388,23 @@ fn writer_loop(
     jobs: mpsc::Receiver<Box<dyn WriteJob>>,
     shared: (&Announcements, &WriteHealth),
 ) {
-    while let Ok(first) = jobs.recv() {
+    loop {
+        // While a storage fault settles, wake up to end it even if no write comes.
+        let first = if shared.1.settling() {
+            match jobs.recv_timeout(super::QUIET_AFTER_FAULT) {
+                Ok(job) => job,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    shared.1.settle();
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            }
+        } else {
+            match jobs.recv() {
+                Ok(job) => job,
+                Err(_) => break,
+            }
+        };
         let mut batch = Vec::with_capacity(16);
         batch.push(first);
         while batch.len() < MAX_BATCH {

@@ -71,7 +71,9 @@ pub async fn create(
     refuse_extra_info(body.extra_info.as_ref())?;
     let mut checks = Checks::default();
     let (Some(name), Some(number)) = (body.name.as_deref(), body.number.as_deref()) else {
-        return Err(ExternalError::bad_request("name and number are required"));
+        return Err(ExternalError::bad_request(
+            "name and number are required fields",
+        ));
     };
     let name = checks.text("name", name, 200);
     let (number, is_group) = checks.number("number", number);

@@ -249,6 +249,14 @@ pub async fn send_params(
             "number" => body.number = value,
             "externalKey" => body.external_key = value,
             "mediaUrl" => body.media_url = value,
+            "ticketId" => {
+                body.ticket_id = match value {
+                    Some(v) => Some(v.trim().parse().map_err(|_| {
+                        ExternalError::bad_request(format!("ticketId: {v:?} is not an id"))
+                    })?),
+                    None => None,
+                }
+            }
             _ => {}
         }
     }
@@ -303,14 +311,18 @@ async fn queue(
                 is_group,
             }
         }
-        (None, None) => return Err(ExternalError::bad_request("give number or ticketId")),
+        (None, None) => {
+            return Err(ExternalError::bad_request(
+                "number is a required field (or give ticketId)",
+            ));
+        }
     };
     let text = body.body.unwrap_or_default();
     let media_url = body.media_url.map(|u| checks.url("mediaUrl", &u));
     let media_type =
         kind.unwrap_or_else(|| media_url.as_deref().map_or(MediaType::Chat, media_type_of));
     if text.trim().is_empty() && media_url.is_none() {
-        return Err(ExternalError::bad_request("body is required"));
+        return Err(ExternalError::bad_request("body is a required field"));
     }
     checks.text_at_most("body", &text, MAX_TEXT);
     let external_key = checks.optional_text("externalKey", body.external_key.as_deref(), 255);

@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
             post(messages::send).layer(DefaultBodyLimit::max(messages::MAX_SEND_BODY)),
         )
         .route("/params", get(messages::send_params))
+        .route("/params/", get(messages::send_params))
         .route("/createticket", post(tickets::create))
         .route("/showticket", post(tickets::show))
         .route("/showallticket", post(tickets::show_all))
@@ -163,17 +164,14 @@ impl FromRequestParts<AppState> for Caller {
             })
             .unwrap_or_default();
         let route = parts.uri.path().trim_matches('/').to_string();
-        let from_header = parts
+        // As WHAZING: the token is the second word of the header, whatever the first says; a
+        // header without one is an invalid token, no header at all is a missing one.
+        let header = parts
             .headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| {
-                v.strip_prefix("Bearer ")
-                    .or_else(|| v.strip_prefix("bearer "))
-            })
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(str::to_string);
+            .map(|v| v.to_str().unwrap_or_default());
+        let from_header =
+            header.map(|v| v.split(' ').nth(1).unwrap_or_default().trim().to_string());
         let from_query = || {
             (route == "params")
                 .then(|| parts.uri.query())
@@ -185,10 +183,13 @@ impl FromRequestParts<AppState> for Caller {
                 })
                 .filter(|t| !t.is_empty())
         };
-        let token = from_header
-            .or_else(from_query)
-            .ok_or_else(|| ExternalError::forbidden("Token was not provided."))?;
-        if token.len() > 256 {
+        let token = match from_header {
+            Some(token) => token,
+            None => {
+                from_query().ok_or_else(|| ExternalError::forbidden("Token was not provided."))?
+            }
+        };
+        if token.is_empty() || token.len() > 256 {
             return Err(ExternalError::forbidden("Invalid token."));
         }
         let hash = token_hash(&token);

@@ -78,7 +78,7 @@ pub async fn create(
 ) -> ExternalResult<axum::Json<Value>> {
     let mut checks = Checks::default();
     let Some(number) = body.number.as_deref() else {
-        return Err(ExternalError::bad_request("number is required"));
+        return Err(ExternalError::bad_request("number is a required field"));
     };
     let (number, is_group) = checks.number("number", number);
     let status = status(&mut checks, body.status.as_deref()).unwrap_or(TicketStatus::Pending);
@@ -124,7 +124,7 @@ fn contact_of(
 
 fn number_of(body: &NumberBody) -> ExternalResult<String> {
     let Some(raw) = body.number.as_deref() else {
-        return Err(ExternalError::bad_request("number is required"));
+        return Err(ExternalError::bad_request("number is a required field"));
     };
     let mut checks = Checks::default();
     let (number, _) = checks.number("number", raw);
@@ -229,7 +229,7 @@ pub async fn update_info(
     Body(body): Body<UpdateBody>,
 ) -> ExternalResult<axum::Json<Value>> {
     let Some(ticket_id) = body.ticket_id else {
-        return Err(ExternalError::bad_request("ticketId is required"));
+        return Err(ExternalError::bad_request("ticketId is a required field"));
     };
     let mut checks = Checks::default();
     let status = status(&mut checks, body.status.as_deref());
@@ -250,7 +250,7 @@ pub async fn update_queue(
 ) -> ExternalResult<axum::Json<Value>> {
     let (Some(ticket_id), Some(queue_id)) = (body.ticket_id, body.queue_id) else {
         return Err(ExternalError::bad_request(
-            "ticketId and queueId are required",
+            "ticketId and queueId are required fields",
         ));
     };
     let patch = PatchTicket {

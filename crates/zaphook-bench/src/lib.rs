@@ -1,6 +1,7 @@
 //! zaphook-bench: measures how fast zaphook turns inbound messages into delivered webhooks,
 //! beside a bare relay doing "HTTP in, HTTP out" on the same machine in the same run.
 
+pub mod backup;
 pub mod cloud;
 pub mod journal;
 pub mod load;

@@ -20,7 +20,7 @@ struct Args {
     /// Small sizes: the whole run takes well under 2 minutes.
     #[arg(long)]
     quick: bool,
-    /// Run one scenario only (`soak` runs only when named here).
+    /// Run one scenario only (`soak` and `backup` run only when named here).
     #[arg(long, value_parser = scenario_names())]
     scenario: Option<String>,
     /// Also write every figure as JSON to this file.
@@ -43,8 +43,8 @@ struct Args {
     /// Distinct contacts (hence tickets) the messages are spread over.
     #[arg(long, default_value_t = 1_000)]
     contacts: u64,
-    /// Runs of `throughput`, `fanout`, `isolation` and `cloud` whose median is reported (default 3;
-    /// 1 with --quick).
+    /// Runs of `throughput`, `fanout`, `isolation`, `cloud` and `backup` whose median is
+    /// reported (default 3; 1 with --quick).
     #[arg(long)]
     repeat: Option<usize>,
     /// Minutes `soak` sends for (default 10; 1 with --quick).
@@ -161,7 +161,9 @@ async fn run(args: Args) -> ExitCode {
         None => names.extend(SCENARIOS),
     }
     let repeat = args.repeat.unwrap_or(if args.quick { 1 } else { 3 });
-    println!("repeat: median of {repeat} run(s) for throughput, fanout, isolation and cloud");
+    println!(
+        "repeat: median of {repeat} run(s) for throughput, fanout, isolation, cloud and backup"
+    );
     let mut bench = Bench::new(serve, shape, sizes.clone(), repeat);
     let mut done: Vec<ScenarioReport> = Vec::new();
     let mut failure = None;

@@ -26,7 +26,7 @@ pub const SCENARIOS: [&str; 6] = [
 ];
 
 /// Scenarios that run only when named with `--scenario`: too long for the default run.
-pub const OPT_IN: [&str; 1] = ["soak"];
+pub const OPT_IN: [&str; 2] = ["soak", "backup"];
 
 /// How much each scenario sends.
 #[derive(Debug, Clone, Serialize)]
@@ -47,6 +47,10 @@ pub struct Sizes {
     pub soak_minutes: f64,
     pub soak_rate: f64,
     pub soak_sample_secs: u64,
+    /// How large `backup` fills a database (MiB of `zaphook.db`) before it times single
+    /// backups of it, and the paced load (messages/s) beside half of them.
+    pub backup_db_mib: f64,
+    pub backup_rate: f64,
 }
 
 impl Sizes {
@@ -63,6 +67,8 @@ impl Sizes {
             soak_minutes: 10.0,
             soak_rate: 200.0,
             soak_sample_secs: 30,
+            backup_db_mib: 200.0,
+            backup_rate: 200.0,
         }
     }
 
@@ -79,6 +85,8 @@ impl Sizes {
             soak_minutes: 1.0,
             soak_rate: 200.0,
             soak_sample_secs: 10,
+            backup_db_mib: 20.0,
+            backup_rate: 200.0,
         }
     }
 }
@@ -122,7 +130,8 @@ pub struct Bench {
     pub serve: ServeOptions,
     pub shape: Shape,
     pub sizes: Sizes,
-    /// Runs of `throughput`, `fanout`, `isolation` and `cloud`, of which the median is reported.
+    /// Runs of `throughput`, `fanout`, `isolation`, `cloud` and `backup`, of which the median
+    /// is reported.
     pub repeat: usize,
     /// zaphook's `throughput` pass, once run.
     reference: Option<ZaphookPass>,
@@ -188,6 +197,7 @@ impl Bench {
             "backlog" => self.backlog().await,
             "cloud" => self.cloud().await,
             "soak" => self.soak().await,
+            "backup" => self.backup().await,
             other => Err(format!("no scenario named {other}").into()),
         }
     }
@@ -671,7 +681,7 @@ fn accepted_row(scenario: &str, zap: &ZaphookPass, relay: &Pass) -> Row {
 }
 
 /// A row comparing zaphook's rate with a baseline's, and their ratio.
-fn rates_row(scenario: &str, metric: &str, zaphook: f64, baseline: f64) -> Row {
+pub(crate) fn rates_row(scenario: &str, metric: &str, zaphook: f64, baseline: f64) -> Row {
     let mut row = Row::new(scenario, metric);
     row.zaphook = rate_cell(zaphook);
     row.baseline = rate_cell(baseline);
@@ -711,7 +721,7 @@ pub(crate) fn logged(report: &mut ScenarioReport, who: &str, zap: &ZaphookPass) 
 }
 
 /// Notes what went wrong in a pass: failed requests, webhooks that never came.
-fn check(report: &mut ScenarioReport, who: &str, pass: &Pass) {
+pub(crate) fn check(report: &mut ScenarioReport, who: &str, pass: &Pass) {
     let waited = format!("none arrived for {} s", STALL.as_secs());
     check_waited(report, who, pass, &waited);
 }
@@ -743,7 +753,7 @@ pub(crate) fn check_waited(report: &mut ScenarioReport, who: &str, pass: &Pass, 
 }
 
 /// Each run's rate, for a note.
-fn per_run(runs: &[f64]) -> String {
+pub(crate) fn per_run(runs: &[f64]) -> String {
     runs.iter()
         .map(|r| thousands(*r))
         .collect::<Vec<_>>()

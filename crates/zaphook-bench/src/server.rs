@@ -116,15 +116,31 @@ pub fn open_fds(pid: u32) -> Option<u64> {
     Some(entries.count() as u64)
 }
 
-/// utime + stime (fields 14 and 15 of /proc/PID/stat; the command name before them may hold
-/// spaces and parentheses, so count from its closing one).
+/// utime + stime (fields 14 and 15 of /proc/PID/stat).
 fn cpu_ticks(stat: &str) -> Option<u64> {
+    stat_sum(stat, 14)
+}
+
+/// CPU seconds of this process's children that exited and were waited for, so far.
+pub fn children_cpu_s() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    Some(children_ticks(&stat)? as f64 / clock_ticks().0 as f64)
+}
+
+/// cutime + cstime (fields 16 and 17 of /proc/PID/stat): the children waited for.
+fn children_ticks(stat: &str) -> Option<u64> {
+    stat_sum(stat, 16)
+}
+
+/// Field `n` + field `n + 1` of /proc/PID/stat (the command name before them may hold spaces
+/// and parentheses, so count from its closing one).
+fn stat_sum(stat: &str, n: usize) -> Option<u64> {
     let after = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after.split_whitespace().collect();
     // `after` starts at field 3 (state).
-    let utime: u64 = fields.get(14 - 3)?.parse().ok()?;
-    let stime: u64 = fields.get(15 - 3)?.parse().ok()?;
-    Some(utime + stime)
+    let first: u64 = fields.get(n - 3)?.parse().ok()?;
+    let second: u64 = fields.get(n + 1 - 3)?.parse().ok()?;
+    Some(first + second)
 }
 
 /// The KiB of the /proc/PID/status line that starts with `key` (`VmHWM:`, `VmRSS:`).
@@ -457,16 +473,7 @@ impl Process {
             let list: Vec<String> = schedule.iter().map(u64::to_string).collect();
             command.arg(format!("--retry-schedule-ms={}", list.join(",")));
         }
-        // Only the flags above configure it, whatever this shell exports.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ZAPHOOK_") {
-                command.env_remove(name);
-            }
-        }
-        command
-            .env_remove("RUST_BACKTRACE")
-            .env_remove("RUST_LIB_BACKTRACE")
-            .env("NO_COLOR", "1")
+        flags_only(&mut command)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -526,6 +533,20 @@ impl Process {
     }
 }
 
+/// Makes only `command`'s flags configure the zaphook it runs, whatever this shell exports
+/// (`ZAPHOOK_*`, backtraces, colours).
+pub(crate) fn flags_only(command: &mut Command) -> &mut Command {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("ZAPHOOK_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .env("NO_COLOR", "1")
+}
+
 async fn drain_stderr(stream: impl AsyncRead + Unpin, into: Arc<Stderr>) {
     let mut lines = BufReader::new(stream).lines();
     while let Ok(Some(line)) = lines.next_line().await {
@@ -559,6 +580,8 @@ mod tests {
     fn reads_cpu_ticks_and_peak_rss() {
         let stat = "1234 (my (odd) name) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 9 0 100 200 300";
         assert_eq!(cpu_ticks(stat), Some(300));
+        let waited = "1234 (x) S 1 2 3 4 5 6 7 8 9 10 250 50 70 5 20 0 9 0 100 200 300";
+        assert_eq!(children_ticks(waited), Some(75));
         let status = "Name:\tzaphook\nVmPeak:\t  9000 kB\nVmHWM:\t    4321 kB\nVmRSS:\t 4000 kB\n";
         assert_eq!(status_kib(status, "VmHWM:"), Some(4321));
         assert_eq!(status_kib(status, "VmRSS:"), Some(4000));

@@ -41,6 +41,29 @@ pub struct SendBody {
     media_url: Option<String>,
 }
 
+impl SendBody {
+    /// Sets the field a form part or query parameter names (others are ignored, as WHAZING
+    /// ignores them).
+    fn set(&mut self, name: &str, value: Option<String>) -> ExternalResult<()> {
+        match name {
+            "body" => self.body = value,
+            "number" => self.number = value,
+            "externalKey" => self.external_key = value,
+            "mediaUrl" => self.media_url = value,
+            "ticketId" => {
+                self.ticket_id = match value {
+                    Some(v) => Some(v.trim().parse().map_err(|_| {
+                        ExternalError::bad_request(format!("ticketId: {v:?} is not an id"))
+                    })?),
+                    None => None,
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 /// `mediaMessage` of a JSON send: a file in base64.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -124,21 +147,7 @@ impl<S: Send + Sync> FromRequest<S> for SendRequest {
                 continue;
             }
             let value = Some(field.text().await.map_err(bad)?).filter(|v| !v.trim().is_empty());
-            match name.as_str() {
-                "body" => body.body = value,
-                "number" => body.number = value,
-                "externalKey" => body.external_key = value,
-                "mediaUrl" => body.media_url = value,
-                "ticketId" => {
-                    body.ticket_id = match value {
-                        Some(v) => Some(v.trim().parse().map_err(|_| {
-                            ExternalError::bad_request(format!("ticketId: {v:?} is not an id"))
-                        })?),
-                        None => None,
-                    }
-                }
-                _ => {}
-            }
+            body.set(&name, value)?;
         }
         Ok(SendRequest { body, file })
     }
@@ -244,21 +253,7 @@ pub async fn send_params(
     let mut body = SendBody::default();
     for (key, value) in url::form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
         let value = Some(value.into_owned()).filter(|v| !v.is_empty());
-        match &*key {
-            "body" => body.body = value,
-            "number" => body.number = value,
-            "externalKey" => body.external_key = value,
-            "mediaUrl" => body.media_url = value,
-            "ticketId" => {
-                body.ticket_id = match value {
-                    Some(v) => Some(v.trim().parse().map_err(|_| {
-                        ExternalError::bad_request(format!("ticketId: {v:?} is not an id"))
-                    })?),
-                    None => None,
-                }
-            }
-            _ => {}
-        }
+        body.set(&key, value)?;
     }
     queue(&state, &config, body, None, None).await
 }

@@ -310,6 +310,7 @@ impl Application {
                 jitter: ingest.jitter,
                 sender: self.state.sender.clone(),
                 config: self.settings.delivery.clone(),
+                media_dir: self.state.media_dir.clone(),
                 wake: Arc::clone(&ingest.deliveries_ready),
                 handoffs: self.handoffs,
                 busy: self.busy,

@@ -8,11 +8,13 @@ mod backend;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
-use zaphook::domain::{Channel, DeliveryStatus, EventType, Ordering, WebhookSpec};
+use zaphook::domain::{
+    Channel, DeliveryStatus, EventType, Filters, Ordering, TicketStatus, WebhookSpec,
+};
 use zaphook::store::sqlite::Durability;
 use zaphook::store::{
-    self, AttemptRecord, Claimed, EventScope, NewDelivery, NextStep, Store, StoreError, Tx,
-    WriteJob,
+    self, AttemptRecord, Claimed, EventScope, MessageScope, NewDelivery, NextStep, Store,
+    StoreError, Tx, WriteJob,
 };
 
 /// Each conformance test, once per backend: `sqlite::name` and `postgres::name`.
@@ -50,6 +52,7 @@ conformance!(
     a_second_active_ticket_of_a_contact_is_a_conflict,
     conversations_read_back_what_was_written,
     api_configs_are_found_by_token_until_revoked,
+    subscribers_follow_scope_and_filters,
 );
 
 fn spec(url: &str, ordering: Ordering) -> WebhookSpec {
@@ -58,7 +61,8 @@ fn spec(url: &str, ordering: Ordering) -> WebhookSpec {
         events: vec![EventType::MessageCreated],
         connection_id: None,
         queue_id: None,
-        include_groups: true,
+        start_on_transfer: false,
+        filters: Filters::default(),
         ordering,
         token: None,
         secret: zaphook::delivery::sign::generate_secret(),
@@ -91,12 +95,16 @@ fn event(tx: &mut dyn Tx, ticket: i64, now: i64) -> Result<String, StoreError> {
         queue_id: None,
         is_group: false,
         ticket_id: Some(ticket),
+        message: None,
+        previous_queue_id: None,
+        transfer_start: false,
     };
     let id = zaphook::domain::new_event_id();
     tx.insert_event(
         &id,
         &scope,
         &format!("{{\"ticket\":{ticket},\"at\":{now}}}"),
+        None,
         now,
     )?;
     for s in tx.subscribers(&scope, now)? {
@@ -947,4 +955,175 @@ async fn api_configs_are_found_by_token_until_revoked(db: backend::TestDb) {
     .unwrap();
     assert_eq!(listed, [a]);
     assert_eq!(found, None);
+}
+
+async fn subscribers_follow_scope_and_filters(db: backend::TestDb) {
+    let store = db.open();
+    // Each endpoint named by what sets it apart from the defaults.
+    let names = [
+        "all",
+        "no_received",
+        "no_sent",
+        "no_groups",
+        "open_only",
+        "pending_only",
+        "neither",
+        "queue_a",
+        "queue_a_start",
+        "media",
+    ];
+    let (ids, stored) = run(&store, move |tx| {
+        tx.insert_company("Acme", 0)?;
+        tx.insert_connection(1, "A", Channel::Sandbox, None, 0)?;
+        let queue_a = tx.insert_queue(1, "A", 0)?.id;
+        let mut ids = Vec::new();
+        for name in names {
+            let mut w = spec("http://example.com/", Ordering::Ticket);
+            w.events = vec![EventType::MessageCreated, EventType::TicketTransferred];
+            let f = &mut w.filters;
+            match name {
+                "no_received" => f.received = false,
+                "no_sent" => f.sent = false,
+                "no_groups" => f.include_groups = false,
+                "open_only" => f.ticket_pending = false,
+                "pending_only" => f.ticket_open = false,
+                "neither" => (f.ticket_open, f.ticket_pending) = (false, false),
+                "queue_a" => w.queue_id = Some(queue_a),
+                "queue_a_start" => (w.queue_id, w.start_on_transfer) = (Some(queue_a), true),
+                "media" => f.media_base64 = true,
+                _ => {}
+            }
+            ids.push(tx.insert_webhook(1, &w, 0)?.id);
+        }
+        let stored = tx.webhook_view(1, ids[9])?.unwrap();
+        Ok((ids, stored))
+    })
+    .await;
+    assert!(stored.filters.media_base64 && stored.filters.received && stored.include_groups);
+    let queue_a = 1;
+    let base = EventScope {
+        company_id: 1,
+        event_type: EventType::MessageCreated,
+        connection_id: Some(1),
+        queue_id: None,
+        is_group: false,
+        ticket_id: Some(1),
+        message: Some(MessageScope {
+            from_me: false,
+            ticket_status: TicketStatus::Open,
+        }),
+        previous_queue_id: None,
+        transfer_start: false,
+    };
+    let message = |from_me: bool, ticket_status: TicketStatus| EventScope {
+        message: Some(MessageScope {
+            from_me,
+            ticket_status,
+        }),
+        ..base
+    };
+    let cases: Vec<(&str, EventScope, Vec<&str>)> = vec![
+        (
+            "received, open ticket",
+            message(false, TicketStatus::Open),
+            vec!["all", "no_sent", "no_groups", "open_only", "media"],
+        ),
+        (
+            "sent, pending ticket",
+            message(true, TicketStatus::Pending),
+            vec!["all", "no_received", "no_groups", "pending_only", "media"],
+        ),
+        (
+            "received in a group",
+            EventScope {
+                is_group: true,
+                ..message(false, TicketStatus::Open)
+            },
+            vec!["all", "no_sent", "open_only", "media"],
+        ),
+        (
+            "received, closed ticket",
+            message(false, TicketStatus::Closed),
+            vec![
+                "all",
+                "no_sent",
+                "no_groups",
+                "open_only",
+                "pending_only",
+                "media",
+            ],
+        ),
+        (
+            "received in queue A",
+            EventScope {
+                queue_id: Some(queue_a),
+                ..message(false, TicketStatus::Open)
+            },
+            vec![
+                "all",
+                "no_sent",
+                "no_groups",
+                "open_only",
+                "queue_a",
+                "queue_a_start",
+                "media",
+            ],
+        ),
+        (
+            "a transfer out of queue A: ticket events ignore the message filters",
+            EventScope {
+                event_type: EventType::TicketTransferred,
+                queue_id: None,
+                previous_queue_id: Some(queue_a),
+                message: None,
+                ..base
+            },
+            names.to_vec(),
+        ),
+        (
+            "a ticket event in no queue",
+            EventScope {
+                event_type: EventType::TicketTransferred,
+                message: None,
+                ..base
+            },
+            names
+                .iter()
+                .copied()
+                .filter(|n| !n.starts_with("queue_a"))
+                .collect(),
+        ),
+        (
+            "the last message as the ticket enters queue A",
+            EventScope {
+                queue_id: Some(queue_a),
+                transfer_start: true,
+                ..message(false, TicketStatus::Pending)
+            },
+            vec!["queue_a_start"],
+        ),
+    ];
+    for (case, scope, expected) in cases {
+        let subscribers = store::read(&store, move |tx| tx.subscribers(&scope, 0))
+            .await
+            .unwrap();
+        let got: Vec<&str> = subscribers
+            .iter()
+            .map(|s| {
+                names[ids
+                    .iter()
+                    .position(|id| *id == s.target.webhook_id)
+                    .unwrap()]
+            })
+            .collect();
+        assert_eq!(got, expected, "{case}");
+        for s in &subscribers {
+            let media = names[ids
+                .iter()
+                .position(|id| *id == s.target.webhook_id)
+                .unwrap()]
+                == "media";
+            assert_eq!(s.media_base64, media, "{case}");
+        }
+    }
 }

@@ -49,7 +49,12 @@ pub struct WebhookBody {
     #[serde(default, deserialize_with = "super::extract::nullable")]
     #[schema(value_type = Option<i64>)]
     queue_id: Option<Option<i64>>,
-    /// Whether events of group conversations are sent (default true).
+    /// With `queueId`: send the ticket's last message when the ticket enters the queue
+    /// (default false).
+    start_on_transfer: Option<bool>,
+    /// Which events of the scope are sent; keys left out keep their value.
+    filters: Option<FiltersBody>,
+    /// The older name of `filters.includeGroups`.
     include_groups: Option<bool>,
     /// `ticket` (default): one ticket's events arrive in order; `none`: no ordering.
     ordering: Option<Ordering>,
@@ -67,6 +72,24 @@ pub struct WebhookBody {
     #[serde(default, deserialize_with = "super::extract::nullable")]
     #[schema(value_type = Option<i64>)]
     rate_limit: Option<Option<i64>>,
+}
+
+/// WHAZING's webhook filters; each defaults to true except `mediaBase64`.
+#[derive(Debug, Default, Clone, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FiltersBody {
+    /// Messages from the contact.
+    received: Option<bool>,
+    /// Messages we sent (agents, the API, the business's phone).
+    sent: Option<bool>,
+    /// Events of group conversations.
+    include_groups: Option<bool>,
+    /// Messages of open tickets.
+    ticket_open: Option<bool>,
+    /// Messages of pending tickets (with `ticketOpen` also off, no message event is sent).
+    ticket_pending: Option<bool>,
+    /// `mediaBase64` filled with the file's bytes (media zaphook stores, up to 16 MiB).
+    media_base64: Option<bool>,
 }
 
 fn check_target(checks: &mut Checks, url: &str, targets: &TargetPolicy) -> String {
@@ -117,8 +140,39 @@ fn merge(
     if let Some(queue_id) = body.queue_id {
         spec.queue_id = queue_id;
     }
-    if let Some(include_groups) = body.include_groups {
-        spec.include_groups = include_groups;
+    if let Some(start) = body.start_on_transfer {
+        spec.start_on_transfer = start;
+    }
+    let filters = body.filters.unwrap_or_default();
+    if let (Some(old_name), Some(new_name)) = (body.include_groups, filters.include_groups)
+        && old_name != new_name
+    {
+        checks.fail(
+            "includeGroups",
+            "disagrees with filters.includeGroups; give one of them",
+        );
+    }
+    let f = &mut spec.filters;
+    for (field, value) in [
+        (&mut f.received, filters.received),
+        (&mut f.sent, filters.sent),
+        (
+            &mut f.include_groups,
+            filters.include_groups.or(body.include_groups),
+        ),
+        (&mut f.ticket_open, filters.ticket_open),
+        (&mut f.ticket_pending, filters.ticket_pending),
+        (&mut f.media_base64, filters.media_base64),
+    ] {
+        if let Some(value) = value {
+            *field = value;
+        }
+    }
+    if spec.start_on_transfer && spec.queue_id.is_none() {
+        checks.fail(
+            "startOnTransfer",
+            "needs a queueId: the ticket's last message is sent when it enters that queue",
+        );
     }
     if let Some(ordering) = body.ordering {
         spec.ordering = ordering;
@@ -186,7 +240,8 @@ async fn create_webhook(
         events: EventType::DEFAULT_SUBSCRIPTION.to_vec(),
         connection_id: None,
         queue_id: None,
-        include_groups: true,
+        start_on_transfer: false,
+        filters: domain::Filters::default(),
         ordering: Ordering::Ticket,
         token: None,
         secret: sign::generate_secret(),

@@ -15,6 +15,7 @@ pub mod sign;
 pub mod ssrf;
 
 use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use tokio::task::JoinSet;
 
 use crate::clock::Clock;
 use crate::jitter::Jitter;
+use crate::payload;
 use crate::store::{self, AttemptRecord, Claimed, NextStep, Recorded, Store, StoreError, Tx};
 use http::{HttpSender, Outcome};
 use limits::{Limits, Room};
@@ -66,6 +68,8 @@ pub struct Dispatcher {
     pub jitter: Jitter,
     pub sender: HttpSender,
     pub config: DeliveryConfig,
+    /// Where stored media is, for the endpoints that want it in `mediaBase64`.
+    pub media_dir: PathBuf,
     pub wake: Arc<Notify>,
     /// Deliveries ingest leased as it wrote them, to attempt without a claim.
     pub handoffs: Option<mpsc::UnboundedReceiver<Vec<Claimed>>>,
@@ -374,6 +378,7 @@ impl Dispatcher {
     }
 
     async fn attempt(&self, delivery: Claimed) -> Finished {
+        let payload = self.with_media(&delivery).await;
         let started_ms = self.clock.now_ms();
         let outcome = self
             .sender
@@ -381,7 +386,7 @@ impl Dispatcher {
                 &delivery.target,
                 &delivery.event_id,
                 delivery.event_type,
-                &delivery.payload,
+                &payload,
                 started_ms / 1000,
             )
             .await;
@@ -416,6 +421,23 @@ impl Dispatcher {
         Finished {
             record,
             delivery_id: delivery.id,
+        }
+    }
+
+    /// The body to send: the stored payload, with the media file's base64 in it when the
+    /// endpoint asks for it. A file gone from the disk is sent as `null`, and said.
+    async fn with_media(&self, delivery: &Claimed) -> Arc<str> {
+        let Some(sha256) = &delivery.media else {
+            return Arc::clone(&delivery.payload);
+        };
+        let path = crate::channels::cloud::media::media_path(&self.media_dir, sha256);
+        match tokio::fs::read(&path).await {
+            Ok(file) => Arc::from(payload::with_media_base64(&delivery.payload, &file)),
+            Err(e) => {
+                tracing::warn!(delivery = %delivery.id, path = %path.display(), error = %e,
+                    "the media file for mediaBase64 cannot be read; sent as null");
+                Arc::clone(&delivery.payload)
+            }
         }
     }
 

@@ -250,6 +250,10 @@ pub struct Webhook {
     pub events: Vec<EventType>,
     pub connection_id: Option<i64>,
     pub queue_id: Option<i64>,
+    /// With `queueId`: the ticket's last message is sent when the ticket enters the queue.
+    pub start_on_transfer: bool,
+    pub filters: Filters,
+    /// The same as `filters.includeGroups` (the older name).
     pub include_groups: bool,
     pub ordering: Ordering,
     pub has_token: bool,
@@ -264,6 +268,40 @@ pub struct Webhook {
     pub created_at: i64,
 }
 
+/// Which events of its scope an endpoint receives beyond their type, as WHAZING's webhook
+/// settings offer them. `received`, `sent`, `ticketOpen` and `ticketPending` apply to message
+/// events only; a message of a closed ticket is sent while either ticket filter is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Filters {
+    /// Messages from the contact.
+    pub received: bool,
+    /// Messages we sent: agents, the API, the business's own phone.
+    pub sent: bool,
+    /// Events of group conversations.
+    pub include_groups: bool,
+    /// Messages of open tickets.
+    pub ticket_open: bool,
+    /// Messages of pending tickets; with this and `ticketOpen` off no message event is sent.
+    pub ticket_pending: bool,
+    /// `mediaBase64` filled with the file's bytes, for media zaphook stores, of at most 16 MiB.
+    pub media_base64: bool,
+}
+
+impl Default for Filters {
+    /// Everything, without the media's bytes.
+    fn default() -> Self {
+        Filters {
+            received: true,
+            sent: true,
+            include_groups: true,
+            ticket_open: true,
+            ticket_pending: true,
+            media_base64: false,
+        }
+    }
+}
+
 /// Everything needed to store or change an endpoint.
 #[derive(Debug, Clone)]
 pub struct WebhookSpec {
@@ -271,7 +309,8 @@ pub struct WebhookSpec {
     pub events: Vec<EventType>,
     pub connection_id: Option<i64>,
     pub queue_id: Option<i64>,
-    pub include_groups: bool,
+    pub start_on_transfer: bool,
+    pub filters: Filters,
     pub ordering: Ordering,
     pub token: Option<String>,
     pub secret: String,

@@ -16,8 +16,8 @@ use crate::domain::{
 use crate::jitter::Jitter;
 use crate::payload::{self, Previous, Snapshot};
 use crate::store::{
-    self, Claimed, EventScope, Handoffs, NewContact, NewDelivery, NewTicket, Reactor, SendJob,
-    SendKind, Store, StoreError, Tx,
+    self, Claimed, EventScope, Handoffs, MessageScope, NewContact, NewDelivery, NewTicket, Reactor,
+    SendJob, SendKind, Store, StoreError, Tx,
 };
 
 mod messages;
@@ -29,7 +29,7 @@ pub use messages::{
     contact_revoke, delete_message, edit_message, fail_outbound, inbound, react, resolve_message,
     send, set_media, status_update,
 };
-pub use outbox::{Known, emit_message, emit_ticket};
+pub use outbox::{Known, emit_message, emit_ticket, emit_transfer_start};
 pub use tickets::{create_ticket, update_ticket};
 
 #[derive(Debug, thiserror::Error)]

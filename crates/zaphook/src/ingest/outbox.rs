@@ -11,10 +11,12 @@ pub struct Known<'a> {
 }
 
 /// Appends an event for every endpoint subscribed to it; renders the payload only when one is.
+/// `media_url` is the message's, whose file goes in `mediaBase64` for the endpoints that ask.
 fn append(
     tx: &mut dyn Tx,
     scope: EventScope,
     now: i64,
+    media_url: Option<&str>,
     render: impl FnOnce(&mut dyn Tx) -> IngestResult<String>,
 ) -> IngestResult<()> {
     let subscribers = tx.subscribers(&scope, now)?;
@@ -22,8 +24,14 @@ fn append(
         return Ok(());
     }
     let payload: Arc<str> = Arc::from(render(tx)?);
+    let media = match media_url {
+        Some(url) if subscribers.iter().any(|s| s.media_base64) => {
+            media_for_base64(tx, scope.company_id, url)?
+        }
+        _ => None,
+    };
     let event_id = domain::new_event_id();
-    tx.insert_event(&event_id, &scope, &payload, now)?;
+    tx.insert_event(&event_id, &scope, &payload, media.as_deref(), now)?;
     let handoff = tx
         .handoffs()
         .as_ref()
@@ -63,11 +71,24 @@ fn append(
                 lease: handoffs.lease,
                 lease_until: handoffs.lease_until,
                 payload: Arc::clone(&payload),
+                media: media.clone().filter(|_| s.media_base64),
                 target: s.target,
             });
         }
     }
     Ok(())
+}
+
+/// The stored file behind a `mediaUrl` zaphook serves (`…/media/{key}`, the company's own),
+/// if it is small enough to go in `mediaBase64`.
+fn media_for_base64(tx: &mut dyn Tx, company_id: i64, url: &str) -> IngestResult<Option<Arc<str>>> {
+    let Some((_, key)) = url.rsplit_once("/media/") else {
+        return Ok(None);
+    };
+    Ok(tx
+        .media(key)?
+        .filter(|m| m.company_id == company_id && m.size <= payload::MEDIA_BASE64_MAX)
+        .map(|m| Arc::from(m.sha256)))
 }
 
 fn scope(company_id: i64, event_type: EventType, ticket: &Ticket) -> EventScope {
@@ -78,6 +99,24 @@ fn scope(company_id: i64, event_type: EventType, ticket: &Ticket) -> EventScope 
         queue_id: ticket.queue_id,
         is_group: ticket.is_group,
         ticket_id: Some(ticket.id),
+        message: None,
+        previous_queue_id: None,
+        transfer_start: false,
+    }
+}
+
+fn message_scope(
+    company_id: i64,
+    event_type: EventType,
+    message: &Message,
+    ticket: &Ticket,
+) -> EventScope {
+    EventScope {
+        message: Some(MessageScope {
+            from_me: message.from_me,
+            ticket_status: ticket.status,
+        }),
+        ..scope(company_id, event_type, ticket)
     }
 }
 
@@ -133,10 +172,42 @@ pub fn emit_message(
     ticket: &Ticket,
     known: Known<'_>,
 ) -> IngestResult<()> {
-    append(tx, scope(company_id, event_type, ticket), now, |tx| {
+    let scope = message_scope(company_id, event_type, message, ticket);
+    append(tx, scope, now, message.media_url.as_deref(), |tx| {
         render_for(tx, company_id, ticket, message.user_id, known, |snap| {
             payload::message(event_type, message, snap)
         })
+    })
+}
+
+/// For the endpoints of the queue `ticket` has just entered that start on transfer: the
+/// ticket's last message as `message.created`, so their flow starts as if it had just come.
+pub fn emit_transfer_start(
+    tx: &mut dyn Tx,
+    company_id: i64,
+    now: i64,
+    ticket: &Ticket,
+) -> IngestResult<()> {
+    if ticket.queue_id.is_none() {
+        return Ok(());
+    }
+    let Some(message) = tx.last_ticket_message(ticket.id)? else {
+        return Ok(());
+    };
+    let event_type = EventType::MessageCreated;
+    let scope = EventScope {
+        transfer_start: true,
+        ..message_scope(company_id, event_type, &message, ticket)
+    };
+    append(tx, scope, now, message.media_url.as_deref(), |tx| {
+        render_for(
+            tx,
+            company_id,
+            ticket,
+            message.user_id,
+            Known::default(),
+            |snap| payload::message(event_type, &message, snap),
+        )
     })
 }
 
@@ -150,8 +221,12 @@ pub fn emit_ticket(
     previous: Option<Previous>,
     known: Known<'_>,
 ) -> IngestResult<()> {
-    let scope = scope(company_id, kind.event_type(), ticket);
-    append(tx, scope, now, |tx| {
+    let scope = EventScope {
+        // A queue's endpoints hear that a ticket left it.
+        previous_queue_id: previous.and_then(|p| p.queue_id),
+        ..scope(company_id, kind.event_type(), ticket)
+    };
+    append(tx, scope, now, None, |tx| {
         render_for(tx, company_id, ticket, ticket.user_id, known, |snap| {
             payload::ticket(kind, snap, previous)
         })

@@ -122,6 +122,9 @@ pub fn update_ticket(
             Known::default(),
         )?;
     }
+    if previous.queue_id != ticket.queue_id && ticket.status != TicketStatus::Closed {
+        emit_transfer_start(tx, company_id, now, &ticket)?;
+    }
     if was != TicketStatus::Closed && ticket.status == TicketStatus::Closed {
         emit_ticket(
             tx,

@@ -38,7 +38,8 @@ struct MessageBody<'a> {
     reactions: Vec<ReactionBody<'a>>,
     quoted_message_id: Option<&'a str>,
     error: Option<&'a MessageError>,
-    /// Filled only for endpoints with the media-as-base64 filter, which is not offered yet.
+    /// Always `null` here: for endpoints with the media-as-base64 filter the dispatcher puts
+    /// the file in when it sends ([`with_media_base64`]).
     media_base64: Option<&'a str>,
     ticket: TicketBody<'a>,
     contact: Option<ContactBody<'a>>,
@@ -249,6 +250,22 @@ pub fn ticket(kind: TicketEventKind, snap: &Snapshot<'_>, previous: Option<Previ
             _ => None,
         },
     })
+}
+
+/// Largest file whose bytes go in `mediaBase64`; a larger one is sent as `null`.
+pub const MEDIA_BASE64_MAX: i64 = 16 * 1024 * 1024;
+
+/// A message payload with `mediaBase64` set to `file`'s base64. The key is rendered before
+/// any object a peer controls, and a JSON string cannot hold an unescaped quote, so the first
+/// `"mediaBase64":null` is the payload's own.
+pub fn with_media_base64(payload: &str, file: &[u8]) -> String {
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(file);
+    payload.replacen(
+        "\"mediaBase64\":null",
+        &format!("\"mediaBase64\":\"{encoded}\""),
+        1,
+    )
 }
 
 /// The body of `webhook.test`.

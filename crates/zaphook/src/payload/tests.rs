@@ -273,3 +273,26 @@ fn a_user_known_only_by_bsuid_has_no_phone_number() {
     assert_eq!(v["contact"]["bsuid"], "BR.1502576394655843");
     assert_eq!(v["contact"]["username"], "sheena.n");
 }
+
+#[test]
+fn media_base64_fills_the_payloads_own_key_only() {
+    let (t, c) = (a_ticket(), contact());
+    let snap = Snapshot {
+        ticket: &t,
+        contact: Some(&c),
+        user: None,
+        connection_id: 35,
+        connection_name: "Comercial",
+    };
+    let mut m = inbound();
+    // A contact's text that looks like the key, rendered before it.
+    m.body = r#""mediaBase64":null"#.into();
+    m.media_type = MediaType::Image;
+    let body = message(EventType::MessageCreated, &m, &snap);
+    let filled = parse(&with_media_base64(&body, b"\x89PNG\r\n"));
+    assert_eq!(filled["mediaBase64"], "iVBORw0K");
+    assert_eq!(filled["messageBody"], r#""mediaBase64":null"#);
+    let mut expected = parse(&body);
+    expected["mediaBase64"] = json!("iVBORw0K");
+    assert_eq!(filled, expected);
+}

@@ -94,6 +94,8 @@ pub trait ConversationTx {
         after: Option<&str>,
         limit: i64,
     ) -> StoreResult<Vec<Message>>;
+    /// The ticket's newest message.
+    fn last_ticket_message(&mut self, ticket_id: i64) -> StoreResult<Option<Message>>;
     /// Sets (`Some`) or removes (`None`) the reaction of `reactor` on a message.
     fn set_reaction(
         &mut self,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::domain::{Delivery, DeliveryDetail, DeliveryStatus, EventType, Ordering};
+use crate::domain::{Delivery, DeliveryDetail, DeliveryStatus, EventType, Ordering, TicketStatus};
 
 use super::{StoreResult, Target};
 
@@ -11,6 +11,8 @@ use super::{StoreResult, Target};
 #[derive(Debug, Clone)]
 pub struct Subscriber {
     pub ordering: Ordering,
+    /// Wants the media's bytes in `mediaBase64`.
+    pub media_base64: bool,
     pub target: Target,
 }
 
@@ -45,6 +47,20 @@ pub struct EventScope {
     pub queue_id: Option<i64>,
     pub is_group: bool,
     pub ticket_id: Option<i64>,
+    /// For a message event, what the message filters look at.
+    pub message: Option<MessageScope>,
+    /// For a transfer, the queue the ticket left: its endpoints hear of it too.
+    pub previous_queue_id: Option<i64>,
+    /// Only for the endpoints of `queue_id` that start on transfer: the ticket's last message,
+    /// sent as the ticket enters their queue.
+    pub transfer_start: bool,
+}
+
+/// What the message filters of an endpoint look at.
+#[derive(Debug, Clone, Copy)]
+pub struct MessageScope {
+    pub from_me: bool,
+    pub ticket_status: TicketStatus,
 }
 
 /// A delivery a worker holds under a lease.
@@ -60,6 +76,9 @@ pub struct Claimed {
     pub lease: i64,
     pub lease_until: i64,
     pub payload: Arc<str>,
+    /// The stored file (its SHA-256) whose bytes go in the payload's `mediaBase64`, when the
+    /// endpoint asks for them.
+    pub media: Option<Arc<str>>,
     pub target: Target,
 }
 
@@ -139,11 +158,13 @@ pub enum NextStep {
 pub trait DeliveryTx {
     /// The endpoints that want an event, with what it takes to send it to them at `now`.
     fn subscribers(&mut self, scope: &EventScope, now: i64) -> StoreResult<Vec<Subscriber>>;
+    /// Appends an event; `media` is the stored file (SHA-256) behind its `mediaBase64`.
     fn insert_event(
         &mut self,
         id: &str,
         scope: &EventScope,
         payload: &str,
+        media: Option<&str>,
         now: i64,
     ) -> StoreResult<()>;
     /// Inserts a delivery; leases it at once (answering its `seq`) when `lease` is given and

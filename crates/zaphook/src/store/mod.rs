@@ -17,7 +17,7 @@ pub use companies::CompanyTx;
 pub use conversations::{ConversationTx, NewContact, NewTicket, Reactor, TicketFilter};
 pub use deliveries::{
     AttemptRecord, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope, Handoffs,
-    NewDelivery, NextStep, Recorded, RecoveryProgress, Subscriber,
+    MessageScope, NewDelivery, NextStep, Recorded, RecoveryProgress, Subscriber,
 };
 pub use webhooks::{Target, WebhookTx};
 

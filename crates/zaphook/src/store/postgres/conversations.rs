@@ -405,6 +405,12 @@ impl ConversationTx for PgTx<'_> {
         )
     }
 
+    fn last_ticket_message(&mut self, ticket_id: i64) -> StoreResult<Option<Message>> {
+        Ok(self
+            .messages_where("ticket_id = $1 ORDER BY id DESC LIMIT 1", &[&ticket_id])?
+            .pop())
+    }
+
     fn set_reaction(
         &mut self,
         message_id: &str,

@@ -37,13 +37,20 @@ impl DeliveryTx for PgTx<'_> {
     fn subscribers(&mut self, s: &EventScope, now: i64) -> StoreResult<Vec<Subscriber>> {
         let rows = self.query(
             "SELECT id, ordering, url, secret,
-                    CASE WHEN previous_secret_until > $6 THEN previous_secret END, token, rate_limit
+                    CASE WHEN previous_secret_until > $6 THEN previous_secret END, token, rate_limit,
+                    media_base64
              FROM webhooks
              WHERE company_id = $1 AND enabled
                AND position(',' || $2::text || ',' in ',' || events || ',') > 0
                AND (connection_id IS NULL OR connection_id = $3)
-               AND (queue_id IS NULL OR queue_id = $4)
+               AND (queue_id IS NULL OR queue_id = $4 OR queue_id = $7)
                AND (include_groups OR NOT $5)
+               AND ($8::boolean IS NULL OR CASE WHEN $8 THEN filter_sent ELSE filter_received END)
+               AND ($8::boolean IS NULL OR CASE $9::text
+                        WHEN 'open' THEN filter_ticket_open
+                        WHEN 'pending' THEN filter_ticket_pending
+                        ELSE filter_ticket_open OR filter_ticket_pending END)
+               AND (NOT $10 OR (start_on_transfer AND queue_id = $4))
              ORDER BY id",
             &[
                 &s.company_id,
@@ -52,12 +59,17 @@ impl DeliveryTx for PgTx<'_> {
                 &s.queue_id,
                 &s.is_group,
                 &now,
+                &s.previous_queue_id,
+                &s.message.map(|m| m.from_me),
+                &s.message.map(|m| m.ticket_status.as_str()),
+                &s.transfer_start,
             ],
         )?;
         rows.iter()
             .map(|r| {
                 Ok(Subscriber {
                     ordering: wire(r, 1, Ordering::parse)?,
+                    media_base64: col(r, 7)?,
                     target: Target {
                         webhook_id: col(r, 0)?,
                         url: col(r, 2)?,
@@ -76,17 +88,20 @@ impl DeliveryTx for PgTx<'_> {
         id: &str,
         s: &EventScope,
         payload: &str,
+        media: Option<&str>,
         now: i64,
     ) -> StoreResult<()> {
         self.execute(
-            "INSERT INTO events (id, company_id, event_type, ticket_id, payload, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO events (id, company_id, event_type, ticket_id, payload, media_sha256,
+                created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
                 &id,
                 &s.company_id,
                 &s.event_type.as_str(),
                 &s.ticket_id,
                 &payload,
+                &media,
                 &now,
             ],
         )?;
@@ -195,7 +210,8 @@ impl DeliveryTx for PgTx<'_> {
              RETURNING d.seq, d.id, d.event_id, d.event_type, d.attempts, e.payload,
                 w.id, w.url, w.secret,
                 CASE WHEN w.previous_secret_until > $1 THEN w.previous_secret END, w.token,
-                d.ordering_key, w.rate_limit, picked.next_attempt_at";
+                d.ordering_key, w.rate_limit, picked.next_attempt_at,
+                CASE WHEN w.media_base64 THEN e.media_sha256 END";
         let lease: i64 = rand::random::<u32>() as i64;
         let rows = self.write_query(sql, &[&now, &limit, &webhook_id, &lease_until, &lease])?;
         let mut claimed = rows
@@ -212,6 +228,7 @@ impl DeliveryTx for PgTx<'_> {
                     lease,
                     lease_until,
                     payload: Arc::from(col::<String>(r, 5)?),
+                    media: col::<Option<String>>(r, 14)?.map(Arc::from),
                     target: Target {
                         webhook_id: col(r, 6)?,
                         url: col(r, 7)?,

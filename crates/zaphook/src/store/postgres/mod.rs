@@ -44,6 +44,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         3,
         include_str!("../../../migrations/postgres/0003_api_configs.sql"),
     ),
+    (
+        4,
+        include_str!("../../../migrations/postgres/0004_webhook_filters.sql"),
+    ),
 ];
 
 /// Most jobs one commit carries.

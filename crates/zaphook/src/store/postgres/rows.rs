@@ -6,8 +6,8 @@ use postgres::types::FromSql;
 
 use crate::channels::cloud::graph;
 use crate::domain::{
-    Channel, CloudState, Connection as Conn, Contact, Delivery, DeliveryStatus, EventType, Message,
-    MessageError, Ordering, SendType, Ticket, TicketStatus, Webhook, WebhookSpec,
+    Channel, CloudState, Connection as Conn, Contact, Delivery, DeliveryStatus, EventType, Filters,
+    Message, MessageError, Ordering, SendType, Ticket, TicketStatus, Webhook, WebhookSpec,
 };
 use crate::store::{StoreError, StoreResult};
 
@@ -138,7 +138,7 @@ pub(super) fn message_row(row: &Row) -> StoreResult<Message> {
     })
 }
 
-pub(super) const WEBHOOK_COLS: &str = "id, url, events, connection_id, queue_id, include_groups, ordering, token, secret, description, enabled, disabled_reason, rate_limit, created_at";
+pub(super) const WEBHOOK_COLS: &str = "id, url, events, connection_id, queue_id, include_groups, ordering, token, secret, description, enabled, disabled_reason, rate_limit, created_at, filter_received, filter_sent, filter_ticket_open, filter_ticket_pending, media_base64, start_on_transfer";
 
 pub(super) fn parse_events(text: &str) -> Vec<EventType> {
     text.split(',').filter_map(EventType::parse).collect()
@@ -152,6 +152,18 @@ pub(super) fn join_events(events: &[EventType]) -> String {
         .join(",")
 }
 
+/// The filters of a row of WEBHOOK_COLS.
+fn filters_of(row: &Row) -> StoreResult<Filters> {
+    Ok(Filters {
+        received: col(row, 14)?,
+        sent: col(row, 15)?,
+        include_groups: col(row, 5)?,
+        ticket_open: col(row, 16)?,
+        ticket_pending: col(row, 17)?,
+        media_base64: col(row, 18)?,
+    })
+}
+
 pub(super) fn webhook_row(row: &Row) -> StoreResult<Webhook> {
     let token: Option<String> = col(row, 7)?;
     Ok(Webhook {
@@ -160,6 +172,8 @@ pub(super) fn webhook_row(row: &Row) -> StoreResult<Webhook> {
         events: parse_events(&col::<String>(row, 2)?),
         connection_id: col(row, 3)?,
         queue_id: col(row, 4)?,
+        start_on_transfer: col(row, 19)?,
+        filters: filters_of(row)?,
         include_groups: col(row, 5)?,
         ordering: wire(row, 6, Ordering::parse)?,
         has_token: token.is_some(),
@@ -178,7 +192,8 @@ pub(super) fn webhook_spec_row(row: &Row) -> StoreResult<WebhookSpec> {
         events: parse_events(&col::<String>(row, 2)?),
         connection_id: col(row, 3)?,
         queue_id: col(row, 4)?,
-        include_groups: col(row, 5)?,
+        start_on_transfer: col(row, 19)?,
+        filters: filters_of(row)?,
         ordering: wire(row, 6, Ordering::parse)?,
         token: col(row, 7)?,
         secret: col(row, 8)?,

@@ -16,8 +16,10 @@ impl WebhookTx for PgTx<'_> {
             &format!(
                 "INSERT INTO webhooks (company_id, url, events, connection_id, queue_id,
                     include_groups, ordering, token, secret, description, enabled, rate_limit,
-                    created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)
+                    created_at, updated_at, filter_received, filter_sent, filter_ticket_open,
+                    filter_ticket_pending, media_base64, start_on_transfer)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13,
+                    $14, $15, $16, $17, $18, $19)
                  RETURNING {WEBHOOK_COLS}"
             ),
             &[
@@ -26,7 +28,7 @@ impl WebhookTx for PgTx<'_> {
                 &join_events(&w.events),
                 &w.connection_id,
                 &w.queue_id,
-                &w.include_groups,
+                &w.filters.include_groups,
                 &w.ordering.as_str(),
                 &w.token,
                 &w.secret,
@@ -34,6 +36,12 @@ impl WebhookTx for PgTx<'_> {
                 &w.enabled,
                 &w.rate_limit,
                 &now,
+                &w.filters.received,
+                &w.filters.sent,
+                &w.filters.ticket_open,
+                &w.filters.ticket_pending,
+                &w.filters.media_base64,
+                &w.start_on_transfer,
             ],
         )?;
         match row {
@@ -82,7 +90,9 @@ impl WebhookTx for PgTx<'_> {
                 include_groups = $7, ordering = $8, token = $9, description = $10,
                 disabled_reason = CASE WHEN $11 THEN NULL ELSE disabled_reason END,
                 failing_since = CASE WHEN $11 AND NOT enabled THEN NULL ELSE failing_since END,
-                enabled = $11, rate_limit = $12, updated_at = $13
+                enabled = $11, rate_limit = $12, updated_at = $13, filter_received = $14,
+                filter_sent = $15, filter_ticket_open = $16, filter_ticket_pending = $17,
+                media_base64 = $18, start_on_transfer = $19
              WHERE company_id = $1 AND id = $2",
             &[
                 &company_id,
@@ -91,13 +101,19 @@ impl WebhookTx for PgTx<'_> {
                 &join_events(&w.events),
                 &w.connection_id,
                 &w.queue_id,
-                &w.include_groups,
+                &w.filters.include_groups,
                 &w.ordering.as_str(),
                 &w.token,
                 &w.description,
                 &w.enabled,
                 &w.rate_limit,
                 &now,
+                &w.filters.received,
+                &w.filters.sent,
+                &w.filters.ticket_open,
+                &w.filters.ticket_pending,
+                &w.filters.media_base64,
+                &w.start_on_transfer,
             ],
         )?;
         // An endpoint enabled again has deliveries to resume.

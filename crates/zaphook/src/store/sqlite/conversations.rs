@@ -323,6 +323,15 @@ impl ConversationTx for SqliteTx<'_> {
         )
     }
 
+    fn last_ticket_message(&mut self, ticket_id: i64) -> StoreResult<Option<Message>> {
+        Ok(self
+            .messages_where(
+                "ticket_id = ?1 ORDER BY id DESC LIMIT 1",
+                params![ticket_id],
+            )?
+            .pop())
+    }
+
     fn set_reaction(
         &mut self,
         message_id: &str,

@@ -17,13 +17,20 @@ impl DeliveryTx for SqliteTx<'_> {
     fn subscribers(&mut self, s: &EventScope, now: i64) -> StoreResult<Vec<Subscriber>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, ordering, url, secret,
-                    CASE WHEN previous_secret_until > ?6 THEN previous_secret END, token, rate_limit
+                    CASE WHEN previous_secret_until > ?6 THEN previous_secret END, token, rate_limit,
+                    media_base64
              FROM webhooks
              WHERE company_id = ?1 AND enabled = 1
                AND instr(',' || events || ',', ',' || ?2 || ',') > 0
                AND (connection_id IS NULL OR connection_id = ?3)
-               AND (queue_id IS NULL OR queue_id = ?4)
+               AND (queue_id IS NULL OR queue_id = ?4 OR queue_id = ?7)
                AND (include_groups = 1 OR ?5 = 0)
+               AND (?8 IS NULL OR CASE WHEN ?8 THEN filter_sent ELSE filter_received END = 1)
+               AND (?8 IS NULL OR CASE ?9
+                        WHEN 'open' THEN filter_ticket_open = 1
+                        WHEN 'pending' THEN filter_ticket_pending = 1
+                        ELSE filter_ticket_open = 1 OR filter_ticket_pending = 1 END)
+               AND (?10 = 0 OR (start_on_transfer = 1 AND queue_id = ?4))
              ORDER BY id",
         )?;
         let rows = stmt.query_map(
@@ -33,11 +40,16 @@ impl DeliveryTx for SqliteTx<'_> {
                 s.connection_id,
                 s.queue_id,
                 s.is_group,
-                now
+                now,
+                s.previous_queue_id,
+                s.message.map(|m| m.from_me),
+                s.message.map(|m| m.ticket_status.as_str()),
+                s.transfer_start,
             ],
             |r| {
                 Ok(Subscriber {
                     ordering: wire(r, 1, Ordering::parse)?,
+                    media_base64: r.get(7)?,
                     target: Target {
                         webhook_id: r.get(0)?,
                         url: r.get(2)?,
@@ -57,12 +69,14 @@ impl DeliveryTx for SqliteTx<'_> {
         id: &str,
         s: &EventScope,
         payload: &str,
+        media: Option<&str>,
         now: i64,
     ) -> StoreResult<()> {
         self.conn
             .prepare_cached(
-                "INSERT INTO events (id, company_id, event_type, ticket_id, payload, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO events (id, company_id, event_type, ticket_id, payload, media_sha256,
+                    created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
                 id,
@@ -70,6 +84,7 @@ impl DeliveryTx for SqliteTx<'_> {
                 s.event_type.as_str(),
                 s.ticket_id,
                 payload,
+                media,
                 now
             ])?;
         Ok(())
@@ -154,7 +169,7 @@ impl DeliveryTx for SqliteTx<'_> {
         let sql = "SELECT d.seq, d.id, d.event_id, d.event_type, d.attempts, e.payload,
                     w.id, w.url, w.secret,
                     CASE WHEN w.previous_secret_until > ?1 THEN w.previous_secret END, w.token,
-                    d.ordering_key, w.rate_limit
+                    d.ordering_key, w.rate_limit, CASE WHEN w.media_base64 = 1 THEN e.media_sha256 END
              FROM deliveries d
              JOIN webhooks w ON w.id = d.webhook_id
              JOIN events e ON e.id = d.event_id
@@ -176,6 +191,7 @@ impl DeliveryTx for SqliteTx<'_> {
                     lease,
                     lease_until,
                     payload: Arc::from(r.get::<_, String>(5)?),
+                    media: r.get::<_, Option<String>>(13)?.map(Arc::from),
                     target: Target {
                         webhook_id: r.get(6)?,
                         url: r.get(7)?,

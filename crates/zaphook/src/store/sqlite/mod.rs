@@ -48,6 +48,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../../../migrations/sqlite/0006_api_configs.sql"),
     ),
+    (
+        7,
+        include_str!("../../../migrations/sqlite/0007_webhook_filters.sql"),
+    ),
 ];
 
 /// Most jobs one commit carries; bounds the latency a large burst adds to its first job.

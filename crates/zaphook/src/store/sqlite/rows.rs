@@ -5,8 +5,8 @@ use rusqlite::types::Type;
 
 use crate::channels::cloud::graph;
 use crate::domain::{
-    Channel, CloudState, Connection as Conn, Contact, Delivery, DeliveryStatus, EventType, Message,
-    MessageError, Ordering, Ticket, Webhook, WebhookSpec,
+    Channel, CloudState, Connection as Conn, Contact, Delivery, DeliveryStatus, EventType, Filters,
+    Message, MessageError, Ordering, Ticket, Webhook, WebhookSpec,
 };
 
 /// Reads a text column holding a wire name of an enum.
@@ -147,7 +147,7 @@ pub(super) fn message_row(row: &Row<'_>) -> rusqlite::Result<Message> {
     })
 }
 
-pub(super) const WEBHOOK_COLS: &str = "id, url, events, connection_id, queue_id, include_groups, ordering, token, secret, description, enabled, disabled_reason, rate_limit, created_at";
+pub(super) const WEBHOOK_COLS: &str = "id, url, events, connection_id, queue_id, include_groups, ordering, token, secret, description, enabled, disabled_reason, rate_limit, created_at, filter_received, filter_sent, filter_ticket_open, filter_ticket_pending, media_base64, start_on_transfer";
 
 pub(super) fn parse_events(text: &str) -> Vec<EventType> {
     text.split(',').filter_map(EventType::parse).collect()
@@ -161,6 +161,18 @@ pub(super) fn join_events(events: &[EventType]) -> String {
         .join(",")
 }
 
+/// The filters of a row of WEBHOOK_COLS.
+fn filters_of(row: &Row<'_>) -> rusqlite::Result<Filters> {
+    Ok(Filters {
+        received: row.get(14)?,
+        sent: row.get(15)?,
+        include_groups: row.get(5)?,
+        ticket_open: row.get(16)?,
+        ticket_pending: row.get(17)?,
+        media_base64: row.get(18)?,
+    })
+}
+
 pub(super) fn webhook_row(row: &Row<'_>) -> rusqlite::Result<Webhook> {
     let token: Option<String> = row.get(7)?;
     Ok(Webhook {
@@ -169,6 +181,8 @@ pub(super) fn webhook_row(row: &Row<'_>) -> rusqlite::Result<Webhook> {
         events: parse_events(&row.get::<_, String>(2)?),
         connection_id: row.get(3)?,
         queue_id: row.get(4)?,
+        start_on_transfer: row.get(19)?,
+        filters: filters_of(row)?,
         include_groups: row.get(5)?,
         ordering: wire(row, 6, Ordering::parse)?,
         has_token: token.is_some(),
@@ -187,7 +201,8 @@ pub(super) fn webhook_spec_row(row: &Row<'_>) -> rusqlite::Result<WebhookSpec> {
         events: parse_events(&row.get::<_, String>(2)?),
         connection_id: row.get(3)?,
         queue_id: row.get(4)?,
-        include_groups: row.get(5)?,
+        start_on_transfer: row.get(19)?,
+        filters: filters_of(row)?,
         ordering: wire(row, 6, Ordering::parse)?,
         token: row.get(7)?,
         secret: row.get(8)?,

@@ -430,3 +430,69 @@ async fn endpoint_filters_pick_events() {
     assert_eq!(default_receiver.all().len(), 2);
     assert_eq!(other_connection.all().len(), 2);
 }
+
+#[tokio::test]
+async fn a_group_message_names_the_member_who_wrote_it_in_contactmessage() {
+    let app = spawn_app().await;
+    let receiver = TestReceiver::start().await;
+    app.webhook(&receiver.url(), &["message.created"]).await;
+    let connection = app.sandbox_connection("Comercial").await;
+    let inbound = format!("/api/v1/connections/{connection}/sandbox/inbound");
+    app.ok(
+        &inbound,
+        json!({"from": "120363040000000000@g.us", "name": "Clientes VIP", "body": "bom dia",
+               "participant": "+55 11 98765-4321", "participantName": "Joana"}),
+        202,
+    )
+    .await;
+    app.ok(
+        &inbound,
+        json!({"from": "120363040000000000@g.us", "body": "oi", "participant": "5511987654321"}),
+        202,
+    )
+    .await;
+    app.inbound(connection, "5511987654321", "em particular")
+        .await;
+
+    let got: Vec<Value> = receiver
+        .wait_for(3)
+        .await
+        .iter()
+        .map(|r| r.json())
+        .collect();
+    let by_body = |body: &str| got.iter().find(|v| v["messageBody"] == body).unwrap();
+    let first = by_body("bom dia");
+    assert_message_shape(first);
+    assert_eq!(first["contact"]["phoneNumber"], "120363040000000000@g.us");
+    assert_eq!(first["contact"]["isGroup"], true);
+    assert_eq!(keys(&first["contactmessage"]), sorted(CONTACT_KEYS));
+    assert_eq!(first["contactmessage"]["phoneNumber"], "5511987654321");
+    assert_eq!(first["contactmessage"]["name"], "Joana");
+    assert_eq!(first["contactmessage"]["isGroup"], false);
+    // The same member is one contact, in the group and on their own.
+    let member = first["contactmessage"]["id"].clone();
+    assert_eq!(by_body("oi")["contactmessage"]["id"], member);
+    let private = by_body("em particular");
+    assert_eq!(private["contact"]["id"], member);
+    assert!(private["contactmessage"].is_null());
+
+    for (body, field) in [
+        (
+            json!({"from": "5511987654321", "body": "x", "participant": "5511912345678"}),
+            "participant",
+        ),
+        (
+            json!({"from": "120363040000000000@g.us", "body": "x", "participant": "1203630400@g.us"}),
+            "participant",
+        ),
+        (
+            json!({"from": "120363040000000000@g.us", "body": "x", "participantName": "Joana"}),
+            "participantName",
+        ),
+    ] {
+        let (status, problem) = app.post(&inbound, body).await;
+        assert_eq!(status, 422, "{problem}");
+        assert!(problem.to_string().contains(field), "{problem}");
+    }
+    app.stop().await;
+}

@@ -831,6 +831,7 @@ async fn conversations_read_back_what_was_written(db: backend::TestDb) {
             user_id: None,
             error: None,
             original: Some(serde_json::json!({"type": "text"})),
+            participant_id: None,
             created_at: at,
         };
         let first = message("msg_01", Some("wamid.1"), 30);
@@ -838,6 +839,7 @@ async fn conversations_read_back_what_was_written(db: backend::TestDb) {
         second.from_me = true;
         second.status = MessageStatus::Pending;
         second.send_type = Some(SendType::Api);
+        second.participant_id = Some(1);
         second.user_id = Some(user);
         second.quoted_message_id = Some("msg_01".into());
         tx.insert_message(company, &first)?;

@@ -13,7 +13,7 @@ use super::error::{ApiError, ApiResult, Checks};
 use super::extract::{Company, Json, Path};
 use super::messages::{MAX_TEXT, emoji, media};
 use crate::domain::{self, Channel, MediaType, Message, MessageStatus};
-use crate::ingest::{self, Identity, InboundMessage};
+use crate::ingest::{self, Identity, InboundMessage, Participant};
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -38,6 +38,10 @@ pub struct InboundBody {
     /// When the contact sent it: Unix seconds or milliseconds (default: now).
     timestamp: Option<i64>,
     quoted_message_id: Option<String>,
+    /// In a group (`from` ending in `@g.us`): the number of the member who wrote.
+    participant: Option<String>,
+    /// That member's WhatsApp profile name.
+    participant_name: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -82,6 +86,32 @@ async fn inbound(
         None => domain::new_sandbox_message_id(),
     };
     let quoted = checks.optional_text("quotedMessageId", body.quoted_message_id.as_deref(), 255);
+    let participant_name =
+        checks.optional_text("participantName", body.participant_name.as_deref(), 200);
+    let participant = match &body.participant {
+        Some(number) => {
+            let (number, participant_is_group) = checks.number("participant", number);
+            if participant_is_group {
+                checks.fail("participant", "must be a member's number, not a group");
+            }
+            if !is_group {
+                checks.fail(
+                    "participant",
+                    "is only for a message in a group (from ending in @g.us)",
+                );
+            }
+            Some(Participant {
+                who: Identity::number(number),
+                name: participant_name,
+            })
+        }
+        None => {
+            if participant_name.is_some() {
+                checks.fail("participantName", "needs participant");
+            }
+            None
+        }
+    };
     if body.timestamp.is_some_and(|t| t < 0) {
         checks.fail("timestamp", "must be Unix seconds or milliseconds");
     }
@@ -103,6 +133,7 @@ async fn inbound(
         message_id,
         timestamp,
         quoted_message_id: quoted,
+        participant,
         original: None,
     };
     let message = state.ingest.inbound(company, cmd).await?;

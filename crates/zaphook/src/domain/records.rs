@@ -226,6 +226,8 @@ pub struct Message {
     /// The channel's original object of an inbound message, as it came.
     #[schema(value_type = Option<Object>)]
     pub original: Option<serde_json::Value>,
+    /// In a group: the contact who wrote it.
+    pub participant_id: Option<i64>,
     #[serde(serialize_with = "rfc3339::serialize")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,

@@ -35,6 +35,12 @@ pub fn inbound(
     // An echo's profile name is not the contact's (the business's phone sent it).
     let name = if cmd.echo { None } else { cmd.name.as_deref() };
     let contact = find_or_create_contact(tx, company_id, now, &cmd.contact, cmd.is_group, name)?;
+    let participant = match cmd.participant.as_ref().filter(|_| cmd.is_group) {
+        Some(p) => {
+            Some(find_or_create_contact(tx, company_id, now, &p.who, false, p.name.as_deref())?.id)
+        }
+        None => None,
+    };
     let (mut ticket, created) =
         find_or_create_ticket(tx, company_id, now, connection.id, &contact)?;
     ticket.last_message = summary(&cmd.body, cmd.media_type);
@@ -64,6 +70,7 @@ pub fn inbound(
         user_id: None,
         error: None,
         original: cmd.original.clone(),
+        participant_id: participant,
         created_at: now,
     };
     tx.insert_message(company_id, &message)?;
@@ -172,6 +179,7 @@ pub fn send(
         user_id: cmd.user_id,
         error: None,
         original: None,
+        participant_id: None,
         created_at: now,
     };
     tx.insert_message(company_id, &message)?;

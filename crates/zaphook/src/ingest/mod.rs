@@ -108,6 +108,15 @@ pub struct InboundMessage {
     pub quoted_message_id: Option<String>,
     /// The channel's original object of the message.
     pub original: Option<serde_json::Value>,
+    /// In a group (`is_group`): who wrote the message.
+    pub participant: Option<Participant>,
+}
+
+/// A member of a group who wrote in it, with the profile name the channel gave.
+#[derive(Debug, Clone)]
+pub struct Participant {
+    pub who: Identity,
+    pub name: Option<String>,
 }
 
 /// Where an outbound message goes.

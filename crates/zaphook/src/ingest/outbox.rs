@@ -120,13 +120,14 @@ fn message_scope(
     }
 }
 
-/// Loads what a payload of `ticket` shows beside it (contact, agent, connection name), unless
-/// `known` has it, and renders it with `render`.
+/// Loads what a payload of `ticket` shows beside it (contact, agent, a group message's
+/// participant, connection name), unless `known` has it, and renders it with `render`.
 fn render_for(
     tx: &mut dyn Tx,
     company_id: i64,
     ticket: &Ticket,
     user_id: Option<i64>,
+    participant_id: Option<i64>,
     known: Known<'_>,
     render: impl FnOnce(&Snapshot<'_>) -> String,
 ) -> IngestResult<String> {
@@ -140,6 +141,10 @@ fn render_for(
     };
     let user = match user_id {
         Some(id) => tx.user(company_id, id)?,
+        None => None,
+    };
+    let participant = match participant_id {
+        Some(id) => tx.contact(company_id, id)?,
         None => None,
     };
     let loaded_name;
@@ -157,6 +162,7 @@ fn render_for(
         ticket,
         contact,
         user: user.as_ref(),
+        participant: participant.as_ref(),
         connection_id: ticket.connection_id,
         connection_name: name,
     }))
@@ -174,9 +180,15 @@ pub fn emit_message(
 ) -> IngestResult<()> {
     let scope = message_scope(company_id, event_type, message, ticket);
     append(tx, scope, now, message.media_url.as_deref(), |tx| {
-        render_for(tx, company_id, ticket, message.user_id, known, |snap| {
-            payload::message(event_type, message, snap)
-        })
+        render_for(
+            tx,
+            company_id,
+            ticket,
+            message.user_id,
+            message.participant_id,
+            known,
+            |snap| payload::message(event_type, message, snap),
+        )
     })
 }
 
@@ -205,6 +217,7 @@ pub fn emit_transfer_start(
             company_id,
             ticket,
             message.user_id,
+            message.participant_id,
             Known::default(),
             |snap| payload::message(event_type, &message, snap),
         )
@@ -227,8 +240,14 @@ pub fn emit_ticket(
         ..scope(company_id, kind.event_type(), ticket)
     };
     append(tx, scope, now, None, |tx| {
-        render_for(tx, company_id, ticket, ticket.user_id, known, |snap| {
-            payload::ticket(kind, snap, previous)
-        })
+        render_for(
+            tx,
+            company_id,
+            ticket,
+            ticket.user_id,
+            None,
+            known,
+            |snap| payload::ticket(kind, snap, previous),
+        )
     })
 }

@@ -16,6 +16,8 @@ pub struct Snapshot<'a> {
     /// For a message: the agent who sent it (only when `sendType` is `manual`).
     /// For a ticket: the assigned agent.
     pub user: Option<&'a User>,
+    /// For a group message: the member who wrote it.
+    pub participant: Option<&'a Contact>,
     pub connection_id: i64,
     pub connection_name: &'a str,
 }
@@ -43,7 +45,7 @@ struct MessageBody<'a> {
     media_base64: Option<&'a str>,
     ticket: TicketBody<'a>,
     contact: Option<ContactBody<'a>>,
-    /// The participant who wrote a group message; no channel reports group participants yet.
+    /// The participant who wrote a group message.
     contactmessage: Option<ContactBody<'a>>,
     user: Option<UserBody<'a>>,
     whatsapp: WhatsappBody<'a>,
@@ -217,7 +219,7 @@ pub fn message(event: EventType, message: &Message, snap: &Snapshot<'_>) -> Stri
         media_base64: None,
         ticket: ticket_body(snap.ticket),
         contact: snap.contact.map(contact_body),
-        contactmessage: None,
+        contactmessage: snap.participant.map(contact_body),
         user,
         whatsapp: WhatsappBody {
             id: snap.connection_id,

@@ -61,6 +61,7 @@ fn inbound() -> Message {
         user_id: None,
         error: None,
         original: None,
+        participant_id: None,
         created_at: 0,
     }
 }
@@ -85,6 +86,7 @@ fn inbound_message_has_every_key_of_the_contract() {
         ticket: &t,
         contact: Some(&c),
         user: None,
+        participant: None,
         connection_id: 35,
         connection_name: "Comercial",
     };
@@ -149,6 +151,7 @@ fn manual_outbound_message_names_its_agent_and_reactions() {
         ticket: &t,
         contact: Some(&c),
         user: Some(&u),
+        participant: None,
         connection_id: 35,
         connection_name: "Comercial",
     };
@@ -197,6 +200,7 @@ fn ticket_events_carry_type_and_previous_only_on_transfer() {
         ticket: &t,
         contact: Some(&c),
         user: Some(&u),
+        participant: None,
         connection_id: 35,
         connection_name: "Comercial",
     };
@@ -265,6 +269,7 @@ fn a_user_known_only_by_bsuid_has_no_phone_number() {
         ticket: &t,
         contact: Some(&c),
         user: None,
+        participant: None,
         connection_id: 35,
         connection_name: "Comercial",
     };
@@ -281,6 +286,7 @@ fn media_base64_fills_the_payloads_own_key_only() {
         ticket: &t,
         contact: Some(&c),
         user: None,
+        participant: None,
         connection_id: 35,
         connection_name: "Comercial",
     };

@@ -512,6 +512,7 @@ fn inbound(
         },
         quoted_message_id: m.context_id.clone(),
         original: Some(m.raw.clone()),
+        participant: None,
     };
     let message = ingest::inbound(tx, company_id, now, &cmd)?;
     let Some(media_ref) = media_ref.as_ref().filter(|_| media_url.is_none()) else {

@@ -48,6 +48,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         4,
         include_str!("../../../migrations/postgres/0004_webhook_filters.sql"),
     ),
+    (
+        5,
+        include_str!("../../../migrations/postgres/0005_group_participants.sql"),
+    ),
 ];
 
 /// Most jobs one commit carries.

@@ -93,7 +93,7 @@ pub(super) fn ticket_row(row: &Row) -> StoreResult<Ticket> {
     })
 }
 
-pub(super) const MESSAGE_COLS: &str = "id, message_id, connection_id, ticket_id, contact_id, body, timestamp, status, from_me, media_type, media_url, is_deleted, send_type, edited, quoted_message_id, user_id, created_at, error_code, error_title, original";
+pub(super) const MESSAGE_COLS: &str = "id, message_id, connection_id, ticket_id, contact_id, body, timestamp, status, from_me, media_type, media_url, is_deleted, send_type, edited, quoted_message_id, user_id, created_at, error_code, error_title, original, participant_id";
 
 pub(super) fn message_row(row: &Row) -> StoreResult<Message> {
     let send_type: Option<String> = col(row, 12)?;
@@ -135,6 +135,7 @@ pub(super) fn message_row(row: &Row) -> StoreResult<Message> {
             (None, _) => None,
         },
         original: col::<Option<String>>(row, 19)?.and_then(|text| serde_json::from_str(&text).ok()),
+        participant_id: col(row, 20)?,
     })
 }
 

@@ -233,7 +233,7 @@ impl ConversationTx for SqliteTx<'_> {
             .prepare_cached(&format!(
                 "INSERT INTO messages (company_id, {MESSAGE_COLS})
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                    ?18, ?19, ?20, ?21)"
+                    ?18, ?19, ?20, ?21, ?22)"
             ))?
             .execute(params![
                 company_id,
@@ -256,7 +256,8 @@ impl ConversationTx for SqliteTx<'_> {
                 m.created_at,
                 m.error.as_ref().map(|e| e.code),
                 m.error.as_ref().map(|e| &e.title),
-                m.original.as_ref().map(|v| v.to_string())
+                m.original.as_ref().map(|v| v.to_string()),
+                m.participant_id
             ])?;
         Ok(())
     }

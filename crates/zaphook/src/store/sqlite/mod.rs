@@ -52,6 +52,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../../migrations/sqlite/0007_webhook_filters.sql"),
     ),
+    (
+        8,
+        include_str!("../../../migrations/sqlite/0008_group_participants.sql"),
+    ),
 ];
 
 /// Most jobs one commit carries; bounds the latency a large burst adds to its first job.

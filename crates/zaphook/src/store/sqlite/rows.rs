@@ -97,7 +97,7 @@ pub(super) fn ticket_row(row: &Row<'_>) -> rusqlite::Result<Ticket> {
     })
 }
 
-pub(super) const MESSAGE_COLS: &str = "id, message_id, connection_id, ticket_id, contact_id, body, timestamp, status, from_me, media_type, media_url, is_deleted, send_type, edited, quoted_message_id, user_id, created_at, error_code, error_title, original";
+pub(super) const MESSAGE_COLS: &str = "id, message_id, connection_id, ticket_id, contact_id, body, timestamp, status, from_me, media_type, media_url, is_deleted, send_type, edited, quoted_message_id, user_id, created_at, error_code, error_title, original, participant_id";
 
 pub(super) fn message_row(row: &Row<'_>) -> rusqlite::Result<Message> {
     let send_type: Option<String> = row.get(12)?;
@@ -144,6 +144,7 @@ pub(super) fn message_row(row: &Row<'_>) -> rusqlite::Result<Message> {
         original: row
             .get::<_, Option<String>>(19)?
             .and_then(|text| serde_json::from_str(&text).ok()),
+        participant_id: row.get(20)?,
     })
 }
 

@@ -539,12 +539,18 @@ async fn contacts_are_created_found_and_updated_and_the_channel_answers_its_stat
     let (status, contact) = api
         .json(
             "/createcontact",
-            json!({"name": "Maria", "number": "551188887777", "email": "maria@example.com"}),
+            json!({"name": "Maria", "number": "551188887777", "email": "maria@example.com",
+                   "extraInfo": [{"name": "cpf", "value": "123.456.789-00"},
+                                 {"name": "pedidos", "value": 3}]}),
         )
         .await;
     assert_eq!(status, 200, "{contact}");
     assert_eq!(contact["number"], "5511988887777");
     assert_eq!(contact["email"], "maria@example.com");
+    assert_eq!(
+        contact["extraInfo"],
+        json!([{"name": "cpf", "value": "123.456.789-00"}, {"name": "pedidos", "value": "3"}])
+    );
     let (status, answer) = api
         .json(
             "/createcontact",
@@ -569,9 +575,37 @@ async fn contacts_are_created_found_and_updated_and_the_channel_answers_its_stat
         .await;
     assert_eq!(status, 200, "{updated}");
     assert_eq!(updated["name"], "Maria Souza");
+    assert_eq!(
+        updated["extraInfo"], contact["extraInfo"],
+        "kept when not given"
+    );
     let (_, listed) = app.get("/api/v1/contacts?number=5511988887777").await;
     assert_eq!(listed[0]["name"], "Maria Souza");
     assert_eq!(listed[0]["email"], "m@example.com");
+    assert_eq!(listed[0]["extraInfo"], contact["extraInfo"]);
+    // A list given replaces the fields; an empty one clears them.
+    let (status, updated) = api
+        .json(
+            "/updatecontact",
+            json!({"number": "5511988887777", "extraInfo": [{"id": 7, "name": "plano", "value": "ouro"}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    assert_eq!(
+        updated["extraInfo"],
+        json!([{"name": "plano", "value": "ouro"}])
+    );
+    let (_, found) = api
+        .json("/contact", json!({"number": "5511988887777"}))
+        .await;
+    assert_eq!(found["extraInfo"], updated["extraInfo"]);
+    let (_, cleared) = api
+        .json(
+            "/updatecontact",
+            json!({"contactId": contact["id"], "extraInfo": []}),
+        )
+        .await;
+    assert_eq!(cleared["extraInfo"], json!([]));
     for (route, body) in [
         ("/contact", json!({"number": "5511900000000"})),
         ("/updatecontact", json!({"contactId": 999, "name": "x"})),
@@ -591,7 +625,20 @@ async fn contacts_are_created_found_and_updated_and_the_channel_answers_its_stat
         ("/createcontact", json!({"name": "A", "number": "x"})),
         (
             "/createcontact",
-            json!({"name": "A", "number": "5511977776666", "extraInfo": [{"name": "cpf", "value": "1"}]}),
+            json!({"name": "A", "number": "5511977776666", "extraInfo": {"cpf": "1"}}),
+        ),
+        (
+            "/createcontact",
+            json!({"name": "A", "number": "5511977776666", "extraInfo": [{"value": "1"}]}),
+        ),
+        (
+            "/createcontact",
+            json!({"name": "A", "number": "5511977776666",
+                   "extraInfo": [{"name": "cpf", "value": "1"}, {"name": "cpf", "value": "2"}]}),
+        ),
+        (
+            "/updatecontact",
+            json!({"contactId": contact["id"], "extraInfo": [{"name": "x", "value": {"a": 1}}]}),
         ),
         ("/contact", json!({})),
     ] {

@@ -159,9 +159,30 @@ pub struct Contact {
     pub lid: Option<String>,
     pub kanban_id: Option<i64>,
     pub followup_id: Option<i64>,
+    /// Custom fields (WHAZING's `extraInfo`).
+    pub extra_info: Vec<ExtraInfo>,
     #[serde(serialize_with = "rfc3339::serialize")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
+}
+
+/// One custom field of a contact.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct ExtraInfo {
+    pub name: String,
+    pub value: String,
+}
+
+impl ExtraInfo {
+    /// The fields as stored: a JSON array.
+    pub fn to_stored(fields: &[ExtraInfo]) -> String {
+        serde_json::to_string(fields).unwrap_or_else(|_| "[]".to_string())
+    }
+
+    /// The fields stored as `text`; what cannot be read is no fields.
+    pub fn from_stored(text: &str) -> Vec<ExtraInfo> {
+        serde_json::from_str(text).unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]

@@ -19,6 +19,7 @@ fn contact() -> Contact {
         lid: None,
         kanban_id: None,
         followup_id: None,
+        extra_info: Vec::new(),
         created_at: 0,
     }
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use super::{Body, Caller, ExternalError, ExternalResult, id_field, text_field};
 use crate::api::AppState;
 use crate::api::error::Checks;
-use crate::domain::{Channel, Contact};
+use crate::domain::{Channel, Contact, ExtraInfo};
 use crate::store::{self, NewContact, StoreError};
 
 /// A contact as WHAZING answers it.
@@ -24,6 +24,7 @@ pub fn contact_json(contact: &Contact) -> Value {
         "lid": contact.lid,
         "bsuid": contact.bsuid,
         "username": contact.username,
+        "extraInfo": contact.extra_info,
         "createdAt": crate::domain::rfc3339::format(contact.created_at),
     })
 }
@@ -50,16 +51,67 @@ fn check_email(checks: &mut Checks, email: Option<&str>) -> Option<String> {
     email
 }
 
-/// Refuses `extraInfo` with something in it: custom fields are not stored yet, and taking
-/// them without keeping them would lose what the integration sent.
-fn refuse_extra_info(extra: Option<&Value>) -> ExternalResult<()> {
-    match extra {
-        None | Some(Value::Null) => Ok(()),
-        Some(Value::Array(items)) if items.is_empty() => Ok(()),
-        Some(_) => Err(ExternalError::bad_request(
-            "extraInfo (custom contact fields) is not supported by this server yet",
-        )),
+/// Most custom fields a contact keeps.
+const MAX_FIELDS: usize = 50;
+
+/// `extraInfo` as WHAZING sends it, `[{name, value}]` (other keys of an item, such as an
+/// `id`, are ignored; a number or boolean value is kept as its text). `None` when absent.
+fn extra_info(extra: Option<&Value>) -> ExternalResult<Option<Vec<ExtraInfo>>> {
+    let items = match extra {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(items)) => items,
+        Some(_) => {
+            return Err(ExternalError::bad_request(
+                "extraInfo must be a list of {name, value}",
+            ));
+        }
+    };
+    if items.len() > MAX_FIELDS {
+        return Err(ExternalError::bad_request(format!(
+            "extraInfo may have at most {MAX_FIELDS} fields"
+        )));
     }
+    let mut fields: Vec<ExtraInfo> = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let name = match item.get("name") {
+            Some(Value::String(name)) if !name.trim().is_empty() => name.trim(),
+            _ => {
+                return Err(ExternalError::bad_request(format!(
+                    "extraInfo[{i}].name must be a text that is not empty"
+                )));
+            }
+        };
+        let value = match item.get("value") {
+            None | Some(Value::Null) => String::new(),
+            Some(Value::String(text)) => text.clone(),
+            Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+            Some(_) => {
+                return Err(ExternalError::bad_request(format!(
+                    "extraInfo[{i}].value must be a text or a number"
+                )));
+            }
+        };
+        if name.chars().count() > 100 || value.chars().count() > 2000 {
+            return Err(ExternalError::bad_request(format!(
+                "extraInfo[{i}]: a name has at most 100 characters and a value 2000"
+            )));
+        }
+        if value.contains('\0') || name.contains('\0') {
+            return Err(ExternalError::bad_request(format!(
+                "extraInfo[{i}] must not contain NUL characters"
+            )));
+        }
+        if fields.iter().any(|f| f.name == name) {
+            return Err(ExternalError::bad_request(format!(
+                "extraInfo has the field {name:?} twice"
+            )));
+        }
+        fields.push(ExtraInfo {
+            name: name.to_string(),
+            value,
+        });
+    }
+    Ok(Some(fields))
 }
 
 /// `POST /createcontact`: a new contact; a number the company has already is refused.
@@ -68,7 +120,7 @@ pub async fn create(
     Caller(config): Caller,
     Body(body): Body<CreateBody>,
 ) -> ExternalResult<axum::Json<Value>> {
-    refuse_extra_info(body.extra_info.as_ref())?;
+    let fields = extra_info(body.extra_info.as_ref())?;
     let mut checks = Checks::default();
     let (Some(name), Some(number)) = (body.name.as_deref(), body.number.as_deref()) else {
         return Err(ExternalError::bad_request(
@@ -92,7 +144,12 @@ pub async fn create(
             is_group,
             ..NewContact::default()
         };
-        tx.insert_contact(company, &contact, now).map(Some)
+        let mut contact = tx.insert_contact(company, &contact, now)?;
+        if let Some(fields) = &fields {
+            contact.extra_info = fields.clone();
+            tx.update_contact(&contact)?;
+        }
+        Ok::<_, StoreError>(Some(contact))
     })
     .await?;
     match created {
@@ -168,14 +225,14 @@ pub struct UpdateBody {
     extra_info: Option<Value>,
 }
 
-/// `POST /updatecontact`: changes the name or email of the contact named by `contactId` (or
-/// by `number`, which is then its key and not a change).
+/// `POST /updatecontact`: changes the name, email or custom fields of the contact named by
+/// `contactId` (or by `number`, which is then its key and not a change).
 pub async fn update(
     State(state): State<AppState>,
     Caller(config): Caller,
     Body(body): Body<UpdateBody>,
 ) -> ExternalResult<axum::Json<Value>> {
-    refuse_extra_info(body.extra_info.as_ref())?;
+    let fields = extra_info(body.extra_info.as_ref())?;
     let which = which(body.contact_id, body.number.as_deref())?;
     let mut checks = Checks::default();
     let name = checks.optional_text("name", body.name.as_deref(), 200);
@@ -194,6 +251,10 @@ pub async fn update(
         }
         if email.is_some() {
             contact.email = email.clone();
+        }
+        // Given, the list replaces the contact's fields, as WHAZING's does.
+        if let Some(fields) = &fields {
+            contact.extra_info = fields.clone();
         }
         tx.update_contact(&contact)?;
         Ok::<_, StoreError>(Some(contact))

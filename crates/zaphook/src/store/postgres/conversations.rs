@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use super::rows::*;
 use super::tx::{Params, PgTx};
-use crate::domain::{Contact, Message, Reaction, Ticket};
+use crate::domain::{Contact, ExtraInfo, Message, Reaction, Ticket};
 use crate::store::{
     ConversationTx, NewContact, NewTicket, Reactor, StoreError, StoreResult, TicketFilter,
 };
@@ -70,7 +70,9 @@ impl PgTx<'_> {
                 &[&company_id, &value],
             )?;
             if let Some(row) = row {
-                return Ok(Some((contact_row(&row)?, col(&row, 13)?)));
+                // The column after the contact's own.
+                let ours = CONTACT_COLS.split(',').count();
+                return Ok(Some((contact_row(&row)?, col(&row, ours)?)));
             }
         }
         Ok(None)
@@ -173,7 +175,7 @@ impl ConversationTx for PgTx<'_> {
     fn update_contact(&mut self, c: &Contact) -> StoreResult<()> {
         self.execute(
             "UPDATE contacts SET number = $2, bsuid = $3, username = $4, name = $5,
-                pushname = $6, email = $7 WHERE id = $1",
+                pushname = $6, email = $7, extra_info = $8 WHERE id = $1",
             &[
                 &c.id,
                 &c.number,
@@ -182,6 +184,7 @@ impl ConversationTx for PgTx<'_> {
                 &c.name,
                 &c.pushname,
                 &c.email,
+                &ExtraInfo::to_stored(&c.extra_info),
             ],
         )?;
         Ok(())

@@ -52,6 +52,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         5,
         include_str!("../../../migrations/postgres/0005_group_participants.sql"),
     ),
+    (
+        6,
+        include_str!("../../../migrations/postgres/0006_contact_extra_info.sql"),
+    ),
 ];
 
 /// Most jobs one commit carries.

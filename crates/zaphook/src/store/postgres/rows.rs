@@ -6,8 +6,9 @@ use postgres::types::FromSql;
 
 use crate::channels::cloud::graph;
 use crate::domain::{
-    Channel, CloudState, Connection as Conn, Contact, Delivery, DeliveryStatus, EventType, Filters,
-    Message, MessageError, Ordering, SendType, Ticket, TicketStatus, Webhook, WebhookSpec,
+    Channel, CloudState, Connection as Conn, Contact, Delivery, DeliveryStatus, EventType,
+    ExtraInfo, Filters, Message, MessageError, Ordering, SendType, Ticket, TicketStatus, Webhook,
+    WebhookSpec,
 };
 use crate::store::{StoreError, StoreResult};
 
@@ -54,7 +55,7 @@ pub(super) fn connection_row(row: &Row) -> StoreResult<Conn> {
     })
 }
 
-pub(super) const CONTACT_COLS: &str = "id, name, number, profile_pic_url, email, is_group, pushname, lid, kanban_id, followup_id, created_at, bsuid, username";
+pub(super) const CONTACT_COLS: &str = "id, name, number, profile_pic_url, email, is_group, pushname, lid, kanban_id, followup_id, created_at, bsuid, username, extra_info";
 
 pub(super) fn contact_row(row: &Row) -> StoreResult<Contact> {
     Ok(Contact {
@@ -71,6 +72,7 @@ pub(super) fn contact_row(row: &Row) -> StoreResult<Contact> {
         created_at: col(row, 10)?,
         bsuid: col(row, 11)?,
         username: col(row, 12)?,
+        extra_info: ExtraInfo::from_stored(&col::<String>(row, 13)?),
     })
 }
 

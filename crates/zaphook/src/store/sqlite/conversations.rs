@@ -4,7 +4,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::rows::*;
 use super::tx::SqliteTx;
-use crate::domain::{Contact, Message, Reaction, Ticket};
+use crate::domain::{Contact, ExtraInfo, Message, Reaction, Ticket};
 use crate::store::{ConversationTx, NewContact, NewTicket, Reactor, StoreResult, TicketFilter};
 
 impl SqliteTx<'_> {
@@ -76,6 +76,7 @@ impl ConversationTx for SqliteTx<'_> {
             lid: None,
             kanban_id: None,
             followup_id: None,
+            extra_info: Vec::new(),
             created_at: now,
         })
     }
@@ -118,10 +119,17 @@ impl ConversationTx for SqliteTx<'_> {
         self.conn
             .prepare_cached(
                 "UPDATE contacts SET number = ?2, bsuid = ?3, username = ?4, name = ?5,
-                    pushname = ?6, email = ?7 WHERE id = ?1",
+                    pushname = ?6, email = ?7, extra_info = ?8 WHERE id = ?1",
             )?
             .execute(params![
-                c.id, c.number, c.bsuid, c.username, c.name, c.pushname, c.email
+                c.id,
+                c.number,
+                c.bsuid,
+                c.username,
+                c.name,
+                c.pushname,
+                c.email,
+                ExtraInfo::to_stored(&c.extra_info)
             ])?;
         Ok(())
     }

@@ -56,6 +56,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         8,
         include_str!("../../../migrations/sqlite/0008_group_participants.sql"),
     ),
+    (
+        9,
+        include_str!("../../../migrations/sqlite/0009_contact_extra_info.sql"),
+    ),
 ];
 
 /// Most jobs one commit carries; bounds the latency a large burst adds to its first job.

@@ -5,8 +5,8 @@ use rusqlite::types::Type;
 
 use crate::channels::cloud::graph;
 use crate::domain::{
-    Channel, CloudState, Connection as Conn, Contact, Delivery, DeliveryStatus, EventType, Filters,
-    Message, MessageError, Ordering, Ticket, Webhook, WebhookSpec,
+    Channel, CloudState, Connection as Conn, Contact, Delivery, DeliveryStatus, EventType,
+    ExtraInfo, Filters, Message, MessageError, Ordering, Ticket, Webhook, WebhookSpec,
 };
 
 /// Reads a text column holding a wire name of an enum.
@@ -58,7 +58,7 @@ pub(super) fn connection_row(row: &Row<'_>) -> rusqlite::Result<Conn> {
     })
 }
 
-pub(super) const CONTACT_COLS: &str = "id, name, number, profile_pic_url, email, is_group, pushname, lid, kanban_id, followup_id, created_at, bsuid, username";
+pub(super) const CONTACT_COLS: &str = "id, name, number, profile_pic_url, email, is_group, pushname, lid, kanban_id, followup_id, created_at, bsuid, username, extra_info";
 
 pub(super) fn contact_row(row: &Row<'_>) -> rusqlite::Result<Contact> {
     Ok(Contact {
@@ -75,6 +75,7 @@ pub(super) fn contact_row(row: &Row<'_>) -> rusqlite::Result<Contact> {
         created_at: row.get(10)?,
         bsuid: row.get(11)?,
         username: row.get(12)?,
+        extra_info: ExtraInfo::from_stored(&row.get::<_, String>(13)?),
     })
 }
 

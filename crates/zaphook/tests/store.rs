@@ -53,6 +53,7 @@ conformance!(
     conversations_read_back_what_was_written,
     api_configs_are_found_by_token_until_revoked,
     subscribers_follow_scope_and_filters,
+    housekeeping_on_two_nodes_at_once_takes_each_row_once,
 );
 
 fn spec(url: &str, ordering: Ordering) -> WebhookSpec {
@@ -1128,4 +1129,91 @@ async fn subscribers_follow_scope_and_filters(db: backend::TestDb) {
             assert_eq!(s.media_base64, media, "{case}");
         }
     }
+}
+
+/// Housekeeping runs on every node: two stores on one database prune and free orphans at the
+/// same time, and between them each row goes exactly once, with nothing unfinished touched.
+async fn housekeeping_on_two_nodes_at_once_takes_each_row_once(db: backend::TestDb) {
+    use zaphook::clock::Clock;
+    use zaphook::delivery::housekeeping::{self, HousekeepingConfig};
+    const OLD: i64 = 600;
+    const ORPHANS: i64 = 10;
+    const PENDING: i64 = 50;
+    let first = db.open();
+    run(&first, |tx| {
+        let hook = setup(tx, &[Ordering::None])?[0];
+        for i in 0..OLD {
+            event(tx, 1_000 + i, 10)?;
+        }
+        loop {
+            let claimed = claim_all(tx, 100, 10_000)?;
+            if claimed.is_empty() {
+                break;
+            }
+            for c in &claimed {
+                tx.record_attempt(&record(c, 20, NextStep::Delivered))?;
+            }
+        }
+        for i in 0..PENDING {
+            event(tx, 5_000 + i, 20_000)?;
+        }
+        // Ticket-ordered deliveries, each the only one of its ticket, to be left blocked.
+        let ordered = tx.insert_webhook(1, &spec("http://example.com/o", Ordering::Ticket), 0)?;
+        assert!(ordered.id > hook);
+        Ok(())
+    })
+    .await;
+    run(&first, |tx| {
+        // Only the ticket-ordered endpoint takes these (the other one is disabled for them).
+        tx.update_webhook(
+            1,
+            1,
+            &WebhookSpec {
+                enabled: false,
+                ..spec("http://example.com/", Ordering::None)
+            },
+            0,
+        )?;
+        for i in 0..ORPHANS {
+            event(tx, 9_000 + i, 30_000)?;
+        }
+        Ok(())
+    })
+    .await;
+    db.sql("UPDATE deliveries SET blocked = (1 = 1) WHERE webhook_id = 2 AND ordering_key >= 9000");
+    assert_eq!(db.count("deliveries"), OLD + PENDING + ORPHANS);
+
+    let second = db.open();
+    let config = HousekeepingConfig {
+        retention: std::time::Duration::from_secs(3600),
+        interval: std::time::Duration::from_secs(3600),
+        batch: 25,
+    };
+    let (_stop, shutdown) = tokio::sync::watch::channel(false);
+    let clock = Clock::System;
+    let node = |store: Arc<dyn Store>| {
+        let (clock, config, shutdown) = (clock.clone(), config.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let pruned = housekeeping::prune(&store, &clock, &config, &shutdown)
+                .await
+                .unwrap();
+            let freed = store::write(&store, |tx| tx.free_orphaned()).await.unwrap();
+            (pruned, freed)
+        })
+    };
+    let (a, b) = (node(Arc::clone(&first)), node(Arc::clone(&second)));
+    let ((pruned_a, freed_a), (pruned_b, freed_b)) = (a.await.unwrap(), b.await.unwrap());
+    assert_eq!(
+        pruned_a + pruned_b,
+        2 * OLD as usize,
+        "every old delivery and its event, once: {pruned_a} + {pruned_b}"
+    );
+    assert_eq!(freed_a + freed_b, ORPHANS as usize, "{freed_a} + {freed_b}");
+    assert_eq!(db.count("deliveries"), PENDING + ORPHANS);
+    assert_eq!(db.count("events"), PENDING + ORPHANS);
+    assert_eq!(db.count("attempts"), 0);
+    let due = store::read(&first, |tx| tx.due_webhooks(40_000))
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 1, "the orphans can be claimed again: {due:?}");
 }

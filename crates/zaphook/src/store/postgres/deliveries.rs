@@ -535,8 +535,12 @@ impl DeliveryTx for PgTx<'_> {
         // which leaves it unblocked beside this one, as if the retry came after. And a finish
         // that has not committed yet leaves its delivery unfinished here, so this skips the
         // pair and that finish unblocks the next one itself.
+        //
+        // The outer `blocked` is what a concurrent run on another node rechecks once it gets
+        // the row after this one committed (the subquery's answer is not rechecked), so each
+        // delivery is freed and counted once.
         let freed = self.execute(
-            "UPDATE deliveries SET blocked = false WHERE seq IN (
+            "UPDATE deliveries SET blocked = false WHERE blocked AND seq IN (
                 SELECT d.seq FROM deliveries d
                 WHERE d.state IN ('pending', 'delivering', 'failed')
                   AND d.ordering_key IS NOT NULL AND d.blocked

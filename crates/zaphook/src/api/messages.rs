@@ -122,12 +122,12 @@ pub const LOCATION_KEYS: &[&str] = &["latitude", "longitude", "name", "address"]
 pub struct ContactBody {
     /// The name on the card.
     #[serde(default, deserialize_with = "text_field")]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, required = true)]
     display_name: Option<String>,
     /// The telephone on the card (a string, or a number); when it is a phone number the card
     /// also carries its WhatsApp id, so the recipient can write to it.
     #[serde(default, deserialize_with = "text_field")]
-    #[schema(value_type = String)]
+    #[schema(value_type = String, required = true)]
     telephone: Option<String>,
 }
 

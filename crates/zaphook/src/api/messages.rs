@@ -11,7 +11,11 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::error::{ApiResult, Checks};
 use super::extract::{Company, Json, Path};
-use crate::domain::{MediaType, Message, SendType};
+use serde_json::Value;
+
+use super::external::text_field;
+use crate::channels::cloud::content;
+use crate::domain::{ContactCard, Location, MediaType, Message, SendType};
 use crate::ingest::{self, Recipient, SendMessage, Template};
 use crate::store;
 
@@ -85,6 +89,109 @@ pub struct SendBody {
     /// customer-service window.
     #[schema(value_type = Option<Object>)]
     template: Option<Template>,
+    /// A location pin; the message's body is its text (the lines name, address and
+    /// `latitude,longitude`), so `body` stays out.
+    location: Option<LocationBody>,
+    /// A contact card; the message's body is its text (`displayName: telephone`), so `body`
+    /// stays out.
+    contacts: Option<ContactBody>,
+}
+
+/// A location pin to send.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocationBody {
+    /// Degrees from -90 to 90: a number, or a string of one.
+    #[schema(value_type = f64)]
+    latitude: Option<Value>,
+    /// Degrees from -180 to 180: a number, or a string of one.
+    #[schema(value_type = f64)]
+    longitude: Option<Value>,
+    /// The place's name.
+    name: Option<String>,
+    /// The place's address.
+    address: Option<String>,
+}
+
+/// The keys of a [`LocationBody`].
+pub const LOCATION_KEYS: &[&str] = &["latitude", "longitude", "name", "address"];
+
+/// A contact card to send: a name and one telephone.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ContactBody {
+    /// The name on the card.
+    #[serde(default, deserialize_with = "text_field")]
+    #[schema(value_type = String, required = true)]
+    display_name: Option<String>,
+    /// The telephone on the card (a string, or a number); when it is a phone number the card
+    /// also carries its WhatsApp id, so the recipient can write to it.
+    #[serde(default, deserialize_with = "text_field")]
+    #[schema(value_type = String, required = true)]
+    telephone: Option<String>,
+}
+
+/// The keys of a [`ContactBody`].
+pub const CONTACT_KEYS: &[&str] = &["displayName", "telephone"];
+
+/// Longest name or address of a location pin.
+const MAX_PLACE: usize = 1000;
+
+/// Checks a location pin; `field` names it in the answer (`location`, `contents`).
+pub fn check_location(checks: &mut Checks, field: &str, body: LocationBody) -> Location {
+    let latitude = coordinate(checks, &format!("{field}.latitude"), body.latitude, 90.0);
+    let longitude = coordinate(checks, &format!("{field}.longitude"), body.longitude, 180.0);
+    let name = checks.optional_text(&format!("{field}.name"), body.name.as_deref(), MAX_PLACE);
+    let address = checks.optional_text(
+        &format!("{field}.address"),
+        body.address.as_deref(),
+        MAX_PLACE,
+    );
+    Location {
+        latitude,
+        longitude,
+        name,
+        address,
+    }
+}
+
+/// A coordinate in degrees from `-max` to `max`, written as a number or a string of one.
+fn coordinate(checks: &mut Checks, field: &str, value: Option<Value>, max: f64) -> f64 {
+    let degrees = match &value {
+        None | Some(Value::Null) => {
+            checks.fail(field, "is required");
+            return 0.0;
+        }
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        Some(_) => None,
+    };
+    match degrees {
+        Some(d) if d.is_finite() && d.abs() <= max => d,
+        Some(_) => {
+            checks.fail(field, format!("must be from -{max} to {max} degrees"));
+            0.0
+        }
+        None => {
+            checks.fail(field, "must be a number of degrees (like -23.5505)");
+            0.0
+        }
+    }
+}
+
+/// Checks a contact card; `field` names it in the answer (`contacts`, `contents`).
+pub fn check_contact(checks: &mut Checks, field: &str, body: ContactBody) -> ContactCard {
+    let name = checks.text(
+        &format!("{field}.displayName"),
+        body.display_name.as_deref().unwrap_or_default(),
+        255,
+    );
+    let phone = checks.text(
+        &format!("{field}.telephone"),
+        body.telephone.as_deref().unwrap_or_default(),
+        64,
+    );
+    ContactCard::new(name, phone)
 }
 
 /// Sends a message. The ticket is found or created; the answer comes once the message is
@@ -129,11 +236,62 @@ async fn send_message(
             }
         }
     };
-    let media_type = media(&mut checks, body.media_type, body.media_url.as_deref());
-    if body.body.trim().is_empty() && media_type == MediaType::Chat && body.template.is_none() {
+    let mut media_type = media(&mut checks, body.media_type, body.media_url.as_deref());
+    let location = body
+        .location
+        .map(|l| check_location(&mut checks, "location", l));
+    let contacts = body
+        .contacts
+        .map(|c| vec![check_contact(&mut checks, "contacts", c)]);
+    // A location pin or a contact card is its own body.
+    let mut text = body.body;
+    let rich = [
+        (
+            "location",
+            MediaType::Location,
+            location.as_ref().map(content::location_body),
+        ),
+        (
+            "contacts",
+            MediaType::Contacts,
+            contacts.as_deref().map(content::contacts_body),
+        ),
+    ];
+    let mut given = rich
+        .into_iter()
+        .filter_map(|(field, kind, rendered)| Some((field, kind, rendered?)));
+    if let Some((field, kind, rendered)) = given.next() {
+        if given.next().is_some() {
+            checks.fail("contacts", "give location or contacts, not both");
+        }
+        if body.template.is_some() {
+            checks.fail(field, format!("give a template or {field}, not both"));
+        }
+        if body.media_url.is_some() {
+            checks.fail(field, format!("a {kind} message has no mediaUrl"));
+        }
+        if body.media_type.is_some_and(|t| t != kind) {
+            checks.fail(
+                "mediaType",
+                format!("must be {kind} (or left out) with {field}"),
+            );
+        }
+        if !text.trim().is_empty() {
+            checks.fail(
+                "body",
+                format!("a {kind} message's body is the text of its {field}"),
+            );
+        }
+        media_type = kind;
+        text = rendered;
+    } else if matches!(media_type, MediaType::Location | MediaType::Contacts) {
+        let field = media_type.as_str();
+        checks.fail(field, format!("a {field} message needs its {field} object"));
+    }
+    if text.trim().is_empty() && media_type == MediaType::Chat && body.template.is_none() {
         checks.fail("body", "a text message needs a body");
     }
-    checks.text_at_most("body", &body.body, MAX_TEXT);
+    checks.text_at_most("body", &text, MAX_TEXT);
     let template = body.template.map(|t| check_template(&mut checks, t));
     if template.is_some() && body.media_url.is_some() {
         checks.fail("template", "a template carries its media in its components");
@@ -161,7 +319,7 @@ async fn send_message(
     checks.done()?;
     let cmd = SendMessage {
         to,
-        body: body.body,
+        body: text,
         media_type,
         media_url: body.media_url.map(|u| u.trim().to_string()),
         quoted_message_id: quoted,
@@ -170,6 +328,9 @@ async fn send_message(
         send_type,
         file_name,
         template,
+        location,
+        contacts,
+        cloud_message: None,
     };
     let message = state.ingest.send(company, cmd).await?;
     Ok((StatusCode::ACCEPTED, axum::Json(message)))

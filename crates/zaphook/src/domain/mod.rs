@@ -1,10 +1,12 @@
 //! Pure domain types and rules of the helpdesk: statuses, media types, event types, ids and
 //! the small invariants (status only moves forward, phone numbers are digits). No I/O here.
 
+mod content;
 mod ids;
 pub mod records;
 mod rules;
 
+pub use content::{ContactCard, Location};
 pub use ids::{
     new_delivery_id, new_event_id, new_message_id, new_sandbox_message_id, new_send_id, new_uuid,
 };

@@ -153,6 +153,12 @@ pub fn send(
             "templates are sent through Cloud API connections only",
         ));
     }
+    if cmd.cloud_message.is_some() && channel != Some(Channel::Cloud) {
+        return Err(invalid(
+            "contents",
+            "a Cloud API message object needs a Cloud API (cloud) connection; this one is not",
+        ));
+    }
     if cmd.external_key.is_some() {
         ticket.external_key = cmd.external_key.clone();
     }
@@ -187,6 +193,9 @@ pub fn send(
         template: cmd.template.clone(),
         file_name: cmd.file_name.clone(),
         emoji: None,
+        location: cmd.location.clone(),
+        contacts: cmd.contacts.clone(),
+        cloud_message: cmd.cloud_message.clone(),
     };
     tx.insert_send_job(
         &SendJob {
@@ -288,6 +297,13 @@ pub struct SendRequest {
     /// A reaction job's emoji (empty removes ours).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub emoji: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contacts: Option<Vec<ContactCard>>,
+    /// A Cloud API message object sent as it is (`type` and its part, `context`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud_message: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 impl SendRequest {

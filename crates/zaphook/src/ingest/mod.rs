@@ -10,8 +10,8 @@ use tokio::sync::{Notify, mpsc};
 
 use crate::clock::Clock;
 use crate::domain::{
-    self, Channel, Contact, EventType, MediaType, Message, MessageError, MessageStatus, Reaction,
-    SendType, Ticket, TicketEventKind, TicketStatus,
+    self, Channel, Contact, ContactCard, EventType, Location, MediaType, Message, MessageError,
+    MessageStatus, Reaction, SendType, Ticket, TicketEventKind, TicketStatus,
 };
 use crate::jitter::Jitter;
 use crate::payload::{self, Previous, Snapshot};
@@ -146,6 +146,35 @@ pub struct SendMessage {
     pub file_name: Option<String>,
     /// A template message (Cloud API only): `{name, language, components?}`.
     pub template: Option<Template>,
+    /// A location pin; `body` is its text.
+    pub location: Option<Location>,
+    /// Contact cards; `body` is their text.
+    pub contacts: Option<Vec<ContactCard>>,
+    /// A Cloud API message object (Cloud API only), sent as it is inside zaphook's envelope
+    /// (`messaging_product`, `recipient_type`, `to`); `body` and `media_type` are what zaphook
+    /// read of it.
+    pub cloud_message: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl SendMessage {
+    /// An empty text of the API to `to`, for the fields of a send to be filled in.
+    pub fn to(to: Recipient) -> Self {
+        SendMessage {
+            to,
+            body: String::new(),
+            media_type: MediaType::Chat,
+            media_url: None,
+            quoted_message_id: None,
+            external_key: None,
+            user_id: None,
+            send_type: SendType::Api,
+            file_name: None,
+            template: None,
+            location: None,
+            contacts: None,
+            cloud_message: None,
+        }
+    }
 }
 
 /// A message template as the Cloud API takes it.

@@ -446,8 +446,25 @@ async fn send(state: &State, headers: &HeaderMap, json: Option<&Value>) -> Answe
     let Some(kind) = body["type"].as_str().filter(|t| !t.is_empty()) else {
         return Answer::invalid("type is missing");
     };
-    if !body[kind].is_object() {
+    // Every type carries an object of its name, but `contacts` a list of cards.
+    let part_ok = match kind {
+        "contacts" => body[kind].as_array().is_some_and(|cards| {
+            !cards.is_empty()
+                && cards.iter().all(|c| {
+                    c["name"]["formatted_name"]
+                        .as_str()
+                        .is_some_and(|n| !n.is_empty())
+                })
+        }),
+        _ => body[kind].is_object(),
+    };
+    if !part_ok {
         return Answer::invalid(&format!("the {kind} object is missing"));
+    }
+    if kind == "location"
+        && !(body[kind]["latitude"].is_number() && body[kind]["longitude"].is_number())
+    {
+        return Answer::invalid("a location needs numeric latitude and longitude");
     }
     let to = body["to"].as_str();
     let recipient = body["recipient"].as_str();

@@ -17,7 +17,7 @@ use crate::api::AppState;
 use crate::api::error::Checks;
 use crate::api::messages::MAX_TEXT;
 use crate::channels::cloud::media::{self, Upload};
-use crate::domain::{ApiConfig, MediaType, SendType};
+use crate::domain::{ApiConfig, MediaType};
 use crate::ingest::{Recipient, SendMessage};
 use crate::store;
 
@@ -283,6 +283,54 @@ fn file_name_of(url: &str) -> Option<String> {
     (!name.is_empty() && name.contains('.')).then(|| name.chars().take(240).collect())
 }
 
+/// Where a send of the external API goes: `ticketId` (a ticket of the config's connection)
+/// or else `number` (its contact's open or pending ticket there, found or created). A number
+/// that is not one is recorded in `checks`.
+pub(super) fn recipient(
+    checks: &mut Checks,
+    config: &ApiConfig,
+    ticket_id: Option<i64>,
+    number: Option<&str>,
+) -> ExternalResult<Recipient> {
+    match (ticket_id, number) {
+        (Some(id), _) => Ok(Recipient::Ticket {
+            id,
+            connection_id: Some(config.connection_id),
+        }),
+        (None, Some(number)) => {
+            let (number, is_group) = checks.number("number", number);
+            Ok(Recipient::Number {
+                connection_id: config.connection_id,
+                number,
+                is_group,
+            })
+        }
+        (None, None) => Err(ExternalError::bad_request(
+            "number is a required field (or give ticketId)",
+        )),
+    }
+}
+
+/// Stores and queues a send of the external API (its ticket found or created, `externalKey`
+/// set on it) and answers as WHAZING: "Message add queue".
+pub(super) async fn enqueue(
+    state: &AppState,
+    config: &ApiConfig,
+    cmd: SendMessage,
+) -> ExternalResult<axum::Json<Value>> {
+    state
+        .ingest
+        .send(config.company_id, cmd)
+        .await
+        .map_err(|e| match e {
+            crate::ingest::IngestError::NotFound(what) if what.starts_with("ticket") => {
+                ExternalError::not_found("ERR_NO_TICKET_FOUND")
+            }
+            e => e.into(),
+        })?;
+    Ok(axum::Json(json!({ "message": "Message add queue" })))
+}
+
 /// Queues the send; `kind` and `file_name` are those of an uploaded file, else guessed from
 /// `mediaUrl`.
 async fn queue(
@@ -293,25 +341,7 @@ async fn queue(
     file_name: Option<String>,
 ) -> ExternalResult<axum::Json<Value>> {
     let mut checks = Checks::default();
-    let to = match (body.ticket_id, body.number.as_deref()) {
-        (Some(id), _) => Recipient::Ticket {
-            id,
-            connection_id: Some(config.connection_id),
-        },
-        (None, Some(number)) => {
-            let (number, is_group) = checks.number("number", number);
-            Recipient::Number {
-                connection_id: config.connection_id,
-                number,
-                is_group,
-            }
-        }
-        (None, None) => {
-            return Err(ExternalError::bad_request(
-                "number is a required field (or give ticketId)",
-            ));
-        }
-    };
+    let to = recipient(&mut checks, config, body.ticket_id, body.number.as_deref())?;
     let text = body.body.unwrap_or_default();
     let media_url = body.media_url.map(|u| checks.url("mediaUrl", &u));
     let media_type =
@@ -327,28 +357,14 @@ async fn queue(
         _ => None,
     };
     let cmd = SendMessage {
-        to,
         body: text,
         media_type,
         media_url,
-        quoted_message_id: None,
         external_key,
-        user_id: None,
-        send_type: SendType::Api,
         file_name,
-        template: None,
+        ..SendMessage::to(to)
     };
-    state
-        .ingest
-        .send(config.company_id, cmd)
-        .await
-        .map_err(|e| match e {
-            crate::ingest::IngestError::NotFound(what) if what.starts_with("ticket") => {
-                ExternalError::not_found("ERR_NO_TICKET_FOUND")
-            }
-            e => e.into(),
-        })?;
-    Ok(axum::Json(json!({ "message": "Message add queue" })))
+    enqueue(state, config, cmd).await
 }
 
 #[cfg(test)]

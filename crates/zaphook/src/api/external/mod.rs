@@ -7,6 +7,7 @@
 
 mod contacts;
 mod messages;
+mod sends;
 mod tickets;
 
 use axum::Router;
@@ -33,6 +34,9 @@ pub fn router() -> Router<AppState> {
         )
         .route("/params", get(messages::send_params))
         .route("/params/", get(messages::send_params))
+        .route("/location", post(sends::location))
+        .route("/sendcontact", post(sends::send_contact))
+        .route("/apioficial", post(sends::api_oficial))
         .route("/createticket", post(tickets::create))
         .route("/showticket", post(tickets::show))
         .route("/showallticket", post(tickets::show_all))

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
 use crate::delivery::ssrf::{self, TargetPolicy};
-use crate::domain::MediaType;
+use crate::domain::{ContactCard, Location, MediaType};
 
 /// Meta's Graph API, the default `graphBaseUrl`.
 pub const DEFAULT_BASE_URL: &str = "https://graph.facebook.com";
@@ -59,6 +59,51 @@ pub enum Outbound {
     },
     /// A reaction to `message_id`; an empty emoji removes ours.
     Reaction { message_id: String, emoji: String },
+    /// A location pin: `{latitude, longitude, name?, address?}`.
+    Location(Location),
+    /// Contact cards: `[{name: {formatted_name, first_name}, phones: [{phone, wa_id?}]}]`.
+    Contacts(Vec<ContactCard>),
+    /// A Cloud API message object sent as it is (`type`, its part, `context`, …) inside
+    /// zaphook's envelope: its own `messaging_product`, `recipient_type`, `to` and
+    /// `recipient` never reach Meta.
+    Raw(Map<String, Value>),
+}
+
+/// The keys of a message's envelope: zaphook's, whatever a raw message object says.
+pub const ENVELOPE_KEYS: &[&str] = &["messaging_product", "recipient_type", "to", "recipient"];
+
+/// The Cloud API `location` object of a pin.
+pub fn location_part(location: &Location) -> Map<String, Value> {
+    let mut part = Map::new();
+    part.insert("latitude".into(), json!(location.latitude));
+    part.insert("longitude".into(), json!(location.longitude));
+    if let Some(name) = location.name.as_deref().filter(|n| !n.is_empty()) {
+        part.insert("name".into(), name.into());
+    }
+    if let Some(address) = location.address.as_deref().filter(|a| !a.is_empty()) {
+        part.insert("address".into(), address.into());
+    }
+    part
+}
+
+/// The Cloud API `contacts` array of some cards. `first_name` repeats the name: Meta's
+/// reference asks for at least one name part besides `formatted_name`.
+pub fn contacts_part(cards: &[ContactCard]) -> Value {
+    let cards: Vec<Value> = cards
+        .iter()
+        .map(|card| {
+            let mut phone = Map::new();
+            phone.insert("phone".into(), card.phone.as_str().into());
+            if let Some(wa_id) = &card.wa_id {
+                phone.insert("wa_id".into(), wa_id.as_str().into());
+            }
+            json!({
+                "name": {"formatted_name": card.name, "first_name": card.name},
+                "phones": [phone],
+            })
+        })
+        .collect();
+    Value::Array(cards)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -343,6 +388,19 @@ fn graph_url(target: &GraphTarget, tail: &[&str]) -> Result<reqwest::Url, GraphE
 /// The JSON body of `POST /{phone-number-id}/messages` for `message`.
 fn message_body(message: &OutboundMessage) -> Result<Value, GraphError> {
     let mut body = Map::new();
+    if let Outbound::Raw(raw) = &message.content {
+        let kind = raw.get("type").and_then(Value::as_str).unwrap_or_default();
+        if kind.is_empty() || raw.get(kind).is_none_or(Value::is_null) {
+            return Err(GraphError::permanent(
+                "the message object has no type, or no part of that type",
+            ));
+        }
+        body.extend(
+            raw.iter()
+                .filter(|(key, _)| !ENVELOPE_KEYS.contains(&key.as_str()))
+                .map(|(key, value)| (key.clone(), value.clone())),
+        );
+    }
     body.insert("messaging_product".into(), "whatsapp".into());
     body.insert("recipient_type".into(), "individual".into());
     match &message.to {
@@ -415,6 +473,10 @@ fn message_body(message: &OutboundMessage) -> Result<Value, GraphError> {
             "reaction",
             json!({ "message_id": message_id, "emoji": emoji }),
         ),
+        Outbound::Location(location) => ("location", Value::Object(location_part(location))),
+        Outbound::Contacts(cards) => ("contacts", contacts_part(cards)),
+        // Its type and part are in the body already.
+        Outbound::Raw(_) => return Ok(Value::Object(body)),
     };
     body.insert("type".into(), kind.into());
     body.insert(kind.into(), content);
@@ -694,6 +756,102 @@ mod tests {
         assert_eq!(body["recipient"], "BR.13491208655302741918");
         assert!(body.get("to").is_none(), "to would take precedence: {body}");
         assert_eq!(body["context"], json!({"message_id": "wamid.Y"}));
+    }
+
+    #[test]
+    fn location_and_contacts_bodies() {
+        let body = message_body(&to_phone(Outbound::Location(Location {
+            latitude: -23.5505,
+            longitude: -46.6333,
+            name: Some("Loja".into()),
+            address: Some("Av. Paulista, 1000".into()),
+        })))
+        .unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "to": "5511999990000",
+                "type": "location",
+                "location": {"latitude": -23.5505, "longitude": -46.6333, "name": "Loja",
+                             "address": "Av. Paulista, 1000"},
+            })
+        );
+        let pin = message_body(&to_phone(Outbound::Location(Location {
+            latitude: 0.0,
+            longitude: 180.0,
+            name: None,
+            address: Some(String::new()),
+        })))
+        .unwrap();
+        assert_eq!(
+            pin["location"],
+            json!({"latitude": 0.0, "longitude": 180.0})
+        );
+
+        let body = message_body(&to_phone(Outbound::Contacts(vec![
+            ContactCard::new("Ana Souza", "+55 11 98765-4321"),
+            ContactCard::new("Recepção", "ramal 20"),
+        ])))
+        .unwrap();
+        assert_eq!(body["type"], "contacts");
+        assert_eq!(
+            body["contacts"],
+            json!([
+                {"name": {"formatted_name": "Ana Souza", "first_name": "Ana Souza"},
+                 "phones": [{"phone": "+55 11 98765-4321", "wa_id": "5511987654321"}]},
+                {"name": {"formatted_name": "Recepção", "first_name": "Recepção"},
+                 "phones": [{"phone": "ramal 20"}]},
+            ])
+        );
+    }
+
+    #[test]
+    fn a_raw_message_goes_inside_our_envelope() {
+        let object = json!({
+            "type": "interactive",
+            "interactive": {"type": "button", "body": {"text": "Confirma?"},
+                "action": {"buttons": [{"type": "reply", "reply": {"id": "s", "title": "Sim"}}]}},
+            "biz_opaque_callback_data": "pedido-9",
+            "to": "19999999999",
+            "recipient": "US.1",
+            "messaging_product": "other",
+            "recipient_type": "group",
+        });
+        let raw = |o: &Value| Outbound::Raw(o.as_object().cloned().unwrap());
+        let body = message_body(&to_phone(raw(&object))).unwrap();
+        assert_eq!(
+            body,
+            json!({
+                "messaging_product": "whatsapp",
+                "recipient_type": "individual",
+                "to": "5511999990000",
+                "type": "interactive",
+                "interactive": object["interactive"],
+                "biz_opaque_callback_data": "pedido-9",
+            })
+        );
+        let body = message_body(&OutboundMessage {
+            to: To::UserId("BR.1502576394655843".into()),
+            content: raw(&object),
+            reply_to: Some("wamid.Q".into()),
+        })
+        .unwrap();
+        assert_eq!(body["recipient"], "BR.1502576394655843");
+        assert!(body.get("to").is_none(), "{body}");
+        assert_eq!(body["context"], json!({"message_id": "wamid.Q"}));
+        // A context of the object's own stays when zaphook has none.
+        let replying = json!({"type": "text", "text": {"body": "oi"},
+            "context": {"message_id": "wamid.R"}});
+        let body = message_body(&to_phone(raw(&replying))).unwrap();
+        assert_eq!(body["context"], json!({"message_id": "wamid.R"}));
+        assert_eq!(body["text"], json!({"body": "oi"}));
+        // One without a type or its part is never sent.
+        for broken in [json!({"text": {"body": "oi"}}), json!({"type": "template"})] {
+            let e = message_body(&to_phone(raw(&broken))).unwrap_err();
+            assert_eq!(e.kind, ErrorKind::Permanent, "{broken}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The WhatsApp Cloud API channel: Meta's signed callbacks in (verified, kept in the inbox,
 //! read into ingest commands), messages out through the Graph API, media fetched and stored.
 
+pub mod content;
 pub mod graph;
 pub mod inbox;
 pub mod media;

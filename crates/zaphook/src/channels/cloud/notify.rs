@@ -377,7 +377,7 @@ fn party(wa_id: Option<String>, user_id: Option<String>, contacts: &[Contact]) -
 
 /// Maps a message object's `type` and its same-named part to `Content`; `Err` is a reason
 /// to skip the message.
-fn content(obj: &Map<String, Value>) -> Result<Content, String> {
+pub(super) fn content(obj: &Map<String, Value>) -> Result<Content, String> {
     let kind = obj.get("type").and_then(Value::as_str).unwrap_or("");
     let part = obj.get(kind).and_then(Value::as_object);
     let field = |name: &str| part.and_then(|p| text(p.get(name)));
@@ -496,7 +496,7 @@ fn labelled(label: Option<String>, key: Option<String>) -> String {
     }
 }
 
-fn location(part: &Map<String, Value>) -> String {
+pub(super) fn location(part: &Map<String, Value>) -> String {
     let mut lines: Vec<String> = ["name", "address"]
         .iter()
         .filter_map(|k| text(part.get(*k)))
@@ -518,7 +518,7 @@ fn coordinate(v: Option<&Value>) -> Option<String> {
     }
 }
 
-fn contact_cards(cards: Option<&Value>) -> String {
+pub(super) fn contact_cards(cards: Option<&Value>) -> String {
     let Some(Value::Array(cards)) = cards else {
         return String::new();
     };

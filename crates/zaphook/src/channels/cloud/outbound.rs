@@ -1,5 +1,6 @@
 //! Sending a claimed send job through the Graph API: the request built from the stored
-//! message (text, media by link, template, reply, reaction), then, in one transaction, what
+//! message (text, media by link, template, location, contact cards, a message object sent as
+//! it is, reply, reaction), then, in one transaction, what
 //! came of it: `sended` with Meta's id and `message.created`, a retry later for a transient
 //! error, or `failed` with Meta's code and title and `message.updated` for a permanent one.
 //! The connection's health keeps the last error and whether Meta refused the token.
@@ -41,7 +42,37 @@ fn request(
                 .ok_or("the message has no WhatsApp id to react to")?,
             emoji: extra.emoji.unwrap_or_default(),
         },
-        SendKind::Message => match (extra.template, message.media_type, &message.media_url) {
+        SendKind::Message => match extra {
+            SendRequest {
+                cloud_message: Some(object),
+                ..
+            } => Outbound::Raw(object),
+            SendRequest {
+                location: Some(location),
+                ..
+            } => Outbound::Location(location),
+            SendRequest {
+                contacts: Some(cards),
+                ..
+            } => Outbound::Contacts(cards),
+            extra => plain(message, extra)?,
+        },
+    };
+    let reply_to = match kind {
+        SendKind::Message => message.quoted_message_id.clone(),
+        SendKind::Reaction => None,
+    };
+    Ok(OutboundMessage {
+        to,
+        content,
+        reply_to,
+    })
+}
+
+/// A text, media by link, or a template.
+fn plain(message: &Message, extra: SendRequest) -> Result<Outbound, String> {
+    Ok(
+        match (extra.template, message.media_type, &message.media_url) {
             (Some(t), _, _) => Outbound::Template {
                 name: t.name,
                 language: t.language,
@@ -70,16 +101,7 @@ fn request(
                 ));
             }
         },
-    };
-    let reply_to = match kind {
-        SendKind::Message => message.quoted_message_id.clone(),
-        SendKind::Reaction => None,
-    };
-    Ok(OutboundMessage {
-        to,
-        content,
-        reply_to,
-    })
+    )
 }
 
 fn describe(e: &GraphError) -> String {

@@ -16,3 +16,4 @@ pub mod replay;
 pub mod secrets;
 pub mod settings;
 pub mod store;
+pub mod ui;

@@ -152,6 +152,7 @@ pub fn router(state: AppState) -> axum::Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .merge(external::router())
+        .merge(crate::ui::router())
         .merge(SwaggerUi::new("/docs").url("/api/openapi.json", doc))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY))

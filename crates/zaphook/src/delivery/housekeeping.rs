@@ -43,6 +43,10 @@ pub async fn run(
         if let Err(e) = prune(&store, &clock, &config, &shutdown).await {
             store::log_failure(&e, "pruning old deliveries failed");
         }
+        let now = clock.now_ms();
+        if let Err(e) = store::write(&store, move |tx| tx.prune_ui_sessions(now)).await {
+            store::log_failure(&e, "pruning expired dashboard sessions failed");
+        }
         match store::write(&store, |tx| tx.free_orphaned()).await {
             Ok(0) => {}
             Ok(freed) => {

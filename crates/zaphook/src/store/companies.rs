@@ -1,9 +1,22 @@
-//! Companies and their API tokens, connections (with their external API configs), queues and
-//! agents: the repository operations every backend implements for them.
+//! Companies and their API tokens (and the dashboard sessions opened with them), connections
+//! (with their external API configs), queues and agents: the repository operations every
+//! backend implements for them.
 
 use crate::domain::{ApiConfig, Channel, CloudConfig, Connection, Queue, User};
 
 use super::StoreResult;
+
+/// A dashboard sign-in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UiSession {
+    pub company_id: i64,
+    /// The API token signed in with (its hash).
+    pub token_hash: String,
+    /// What every form of the session must carry.
+    pub csrf: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
 
 pub trait CompanyTx {
     fn insert_company(&mut self, name: &str, now: i64) -> StoreResult<i64>;
@@ -20,6 +33,15 @@ pub trait CompanyTx {
     fn token_company(&mut self, hash: &str) -> StoreResult<Option<i64>>;
     /// Revokes the live tokens whose prefix starts with `prefix`; answers how many.
     fn revoke_tokens(&mut self, prefix: &str, now: i64) -> StoreResult<usize>;
+    /// Opens a dashboard session under the hash of its cookie.
+    fn insert_ui_session(&mut self, id_hash: &str, session: &UiSession) -> StoreResult<()>;
+    /// The session of a cookie, while it has not expired at `now` and its API token is not
+    /// revoked.
+    fn ui_session(&mut self, id_hash: &str, now: i64) -> StoreResult<Option<UiSession>>;
+    /// Ends a session (signing out); answers whether there was one.
+    fn delete_ui_session(&mut self, id_hash: &str) -> StoreResult<bool>;
+    /// Deletes the sessions expired at `now`.
+    fn prune_ui_sessions(&mut self, now: i64) -> StoreResult<usize>;
     fn insert_connection(
         &mut self,
         company_id: i64,

@@ -13,7 +13,7 @@ pub mod sqlite;
 pub mod webhooks;
 
 pub use channels::{ChannelTx, Claim, InboxItem, MediaJob, SendJob, SendKind, StoredMedia};
-pub use companies::CompanyTx;
+pub use companies::{CompanyTx, UiSession};
 pub use conversations::{ConversationTx, NewContact, NewTicket, Reactor, TicketFilter};
 pub use deliveries::{
     AttemptRecord, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope, Handoffs,

@@ -6,7 +6,7 @@ use postgres::Row;
 use super::rows::*;
 use super::tx::PgTx;
 use crate::domain::{ApiConfig, Channel, CloudConfig, Connection as Conn, Queue, User};
-use crate::store::{CompanyTx, StoreError, StoreResult};
+use crate::store::{CompanyTx, StoreError, StoreResult, UiSession};
 
 fn queue_row(row: &Row) -> StoreResult<Queue> {
     Ok(Queue {
@@ -85,6 +85,43 @@ impl CompanyTx for PgTx<'_> {
         )?
         .map(|row| col(&row, 0))
         .transpose()
+    }
+
+    fn insert_ui_session(&mut self, id_hash: &str, s: &UiSession) -> StoreResult<()> {
+        self.execute(
+            "INSERT INTO ui_sessions (id_hash, company_id, token_hash, csrf, created_at, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&id_hash, &s.company_id, &s.token_hash, &s.csrf, &s.created_at, &s.expires_at],
+        )?;
+        Ok(())
+    }
+
+    fn ui_session(&mut self, id_hash: &str, now: i64) -> StoreResult<Option<UiSession>> {
+        self.query_opt(
+            "SELECT s.company_id, s.token_hash, s.csrf, s.created_at, s.expires_at
+             FROM ui_sessions s JOIN api_tokens t ON t.hash = s.token_hash
+             WHERE s.id_hash = $1 AND s.expires_at > $2 AND t.revoked_at IS NULL",
+            &[&id_hash, &now],
+        )?
+        .map(|r| {
+            Ok(UiSession {
+                company_id: col(&r, 0)?,
+                token_hash: col(&r, 1)?,
+                csrf: col(&r, 2)?,
+                created_at: col(&r, 3)?,
+                expires_at: col(&r, 4)?,
+            })
+        })
+        .transpose()
+    }
+
+    fn delete_ui_session(&mut self, id_hash: &str) -> StoreResult<bool> {
+        Ok(self.execute("DELETE FROM ui_sessions WHERE id_hash = $1", &[&id_hash])? > 0)
+    }
+
+    fn prune_ui_sessions(&mut self, now: i64) -> StoreResult<usize> {
+        let pruned = self.execute("DELETE FROM ui_sessions WHERE expires_at <= $1", &[&now])?;
+        Ok(usize::try_from(pruned).unwrap_or(usize::MAX))
     }
 
     fn revoke_tokens(&mut self, prefix: &str, now: i64) -> StoreResult<usize> {

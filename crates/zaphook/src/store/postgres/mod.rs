@@ -56,6 +56,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         6,
         include_str!("../../../migrations/postgres/0006_contact_extra_info.sql"),
     ),
+    (
+        7,
+        include_str!("../../../migrations/postgres/0007_ui_sessions.sql"),
+    ),
 ];
 
 /// Most jobs one commit carries.

@@ -6,7 +6,7 @@ use rusqlite::{OptionalExtension, params};
 use super::rows::*;
 use super::tx::SqliteTx;
 use crate::domain::{ApiConfig, Channel, CloudConfig, Connection as Conn, Queue, User};
-use crate::store::{CompanyTx, StoreError, StoreResult};
+use crate::store::{CompanyTx, StoreError, StoreResult, UiSession};
 
 impl CompanyTx for SqliteTx<'_> {
     fn insert_company(&mut self, name: &str, now: i64) -> StoreResult<i64> {
@@ -51,6 +51,47 @@ impl CompanyTx for SqliteTx<'_> {
             "SELECT company_id FROM api_tokens WHERE hash = ?1 AND revoked_at IS NULL",
         )?;
         Ok(stmt.query_row([hash], |r| r.get(0)).optional()?)
+    }
+
+    fn insert_ui_session(&mut self, id_hash: &str, s: &UiSession) -> StoreResult<()> {
+        self.conn.execute(
+            "INSERT INTO ui_sessions (id_hash, company_id, token_hash, csrf, created_at, expires_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id_hash, s.company_id, s.token_hash, s.csrf, s.created_at, s.expires_at],
+        )?;
+        Ok(())
+    }
+
+    fn ui_session(&mut self, id_hash: &str, now: i64) -> StoreResult<Option<UiSession>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT s.company_id, s.token_hash, s.csrf, s.created_at, s.expires_at
+             FROM ui_sessions s JOIN api_tokens t ON t.hash = s.token_hash
+             WHERE s.id_hash = ?1 AND s.expires_at > ?2 AND t.revoked_at IS NULL",
+        )?;
+        Ok(stmt
+            .query_row(params![id_hash, now], |r| {
+                Ok(UiSession {
+                    company_id: r.get(0)?,
+                    token_hash: r.get(1)?,
+                    csrf: r.get(2)?,
+                    created_at: r.get(3)?,
+                    expires_at: r.get(4)?,
+                })
+            })
+            .optional()?)
+    }
+
+    fn delete_ui_session(&mut self, id_hash: &str) -> StoreResult<bool> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM ui_sessions WHERE id_hash = ?1", [id_hash])?
+            > 0)
+    }
+
+    fn prune_ui_sessions(&mut self, now: i64) -> StoreResult<usize> {
+        Ok(self
+            .conn
+            .execute("DELETE FROM ui_sessions WHERE expires_at <= ?1", [now])?)
     }
 
     fn revoke_tokens(&mut self, prefix: &str, now: i64) -> StoreResult<usize> {

@@ -60,6 +60,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         9,
         include_str!("../../../migrations/sqlite/0009_contact_extra_info.sql"),
     ),
+    (
+        10,
+        include_str!("../../../migrations/sqlite/0010_ui_sessions.sql"),
+    ),
 ];
 
 /// Most jobs one commit carries; bounds the latency a large burst adds to its first job.

@@ -1,0 +1,205 @@
+//! The dashboard's languages: English and Brazilian Portuguese, chosen by the `zaphook_lang`
+//! cookie (set by the switch on every page) or else by the browser's `Accept-Language`.
+
+use axum::extract::Query;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use serde::Deserialize;
+
+use super::session::{cookie, cookie_value, local_path};
+
+pub const LANG_COOKIE: &str = "zaphook_lang";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lang {
+    En,
+    PtBr,
+}
+
+impl Lang {
+    pub fn code(self) -> &'static str {
+        match self {
+            Lang::En => "en",
+            Lang::PtBr => "pt-BR",
+        }
+    }
+
+    fn parse(code: &str) -> Option<Lang> {
+        match code.trim().to_ascii_lowercase().as_str() {
+            "en" => Some(Lang::En),
+            "pt-br" | "pt" => Some(Lang::PtBr),
+            _ => None,
+        }
+    }
+
+    /// The cookie's choice, else the first of the browser's languages we speak.
+    pub fn of(headers: &HeaderMap) -> Lang {
+        if let Some(lang) = cookie_value(headers, LANG_COOKIE).and_then(|c| Lang::parse(&c)) {
+            return lang;
+        }
+        let accepted = headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        accepted
+            .split(',')
+            .filter_map(|part| part.split(';').next())
+            .find_map(|code| {
+                let code = code.trim().to_ascii_lowercase();
+                if code.starts_with("pt") {
+                    Some(Lang::PtBr)
+                } else if code.starts_with("en") {
+                    Some(Lang::En)
+                } else {
+                    None
+                }
+            })
+            .unwrap_or(Lang::En)
+    }
+
+    pub fn texts(self) -> &'static Texts {
+        match self {
+            Lang::En => &EN,
+            Lang::PtBr => &PT_BR,
+        }
+    }
+
+    /// The other language, which the switch offers.
+    pub fn other(self) -> Lang {
+        match self {
+            Lang::En => Lang::PtBr,
+            Lang::PtBr => Lang::En,
+        }
+    }
+}
+
+/// Every text the pages show, once per language (a missing one does not compile).
+pub struct Texts {
+    pub switch_language: &'static str,
+    pub main_navigation: &'static str,
+    pub sign_in: &'static str,
+    pub sign_in_intro: &'static str,
+    pub api_token: &'static str,
+    pub api_token_help: &'static str,
+    pub wrong_token: &'static str,
+    pub sign_out: &'static str,
+    pub form_expired: &'static str,
+    pub form_expired_help: &'static str,
+    pub connections: &'static str,
+    pub no_connections: &'static str,
+    pub channel: &'static str,
+    pub state: &'static str,
+    pub connected: &'static str,
+    pub token_refused: &'static str,
+    pub last_callback: &'static str,
+    pub last_send_error: &'static str,
+    pub never: &'static str,
+    pub none: &'static str,
+    pub callback_url: &'static str,
+    pub verify_token: &'static str,
+    pub for_meta: &'static str,
+}
+
+const EN: Texts = Texts {
+    switch_language: "Português",
+    main_navigation: "Main",
+    sign_in: "Sign in",
+    sign_in_intro: "Sign in with one of your company's API tokens.",
+    api_token: "API token",
+    api_token_help: "The token zaphook printed when it created your company, or one made with zaphook token create.",
+    wrong_token: "That token is not valid, or it was revoked.",
+    sign_out: "Sign out",
+    form_expired: "This form has expired",
+    form_expired_help: "Go back, reload the page and send it again.",
+    connections: "Connections",
+    no_connections: "No connections yet. Create one with POST /api/v1/connections.",
+    channel: "Channel",
+    state: "State",
+    connected: "connected",
+    token_refused: "access token refused by Meta: update it",
+    last_callback: "Last callback",
+    last_send_error: "Last send error",
+    never: "never",
+    none: "none",
+    callback_url: "Callback URL",
+    verify_token: "Verify token",
+    for_meta: "Paste both into Meta's console (WhatsApp › Configuration › Webhook).",
+};
+
+const PT_BR: Texts = Texts {
+    switch_language: "English",
+    main_navigation: "Principal",
+    sign_in: "Entrar",
+    sign_in_intro: "Entre com um dos tokens de API da sua empresa.",
+    api_token: "Token de API",
+    api_token_help: "O token que o zaphook mostrou ao criar sua empresa, ou um criado com zaphook token create.",
+    wrong_token: "Esse token não é válido ou foi revogado.",
+    sign_out: "Sair",
+    form_expired: "Este formulário expirou",
+    form_expired_help: "Volte, recarregue a página e envie de novo.",
+    connections: "Conexões",
+    no_connections: "Nenhuma conexão ainda. Crie uma com POST /api/v1/connections.",
+    channel: "Canal",
+    state: "Estado",
+    connected: "conectada",
+    token_refused: "token de acesso recusado pela Meta: atualize-o",
+    last_callback: "Último callback",
+    last_send_error: "Último erro de envio",
+    never: "nunca",
+    none: "nenhum",
+    callback_url: "URL de callback",
+    verify_token: "Token de verificação",
+    for_meta: "Cole os dois no painel da Meta (WhatsApp › Configuração › Webhook).",
+};
+
+#[derive(Debug, Deserialize)]
+pub struct Switch {
+    to: String,
+    back: Option<String>,
+}
+
+/// `GET /ui/lang?to=pt-BR&back=/ui/connections`: remembers the choice and goes back.
+pub async fn switch(Query(query): Query<Switch>) -> Response {
+    let lang = Lang::parse(&query.to).unwrap_or(Lang::En);
+    let back = query
+        .back
+        .as_deref()
+        .and_then(local_path)
+        .unwrap_or("/ui/connections")
+        .to_string();
+    // A preference, kept for a year.
+    let set = cookie(LANG_COOKIE, lang.code(), 365 * 24 * 3600, false);
+    ([(header::SET_COOKIE, set)], Redirect::to(&back)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with(name: &str, value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+        headers
+    }
+
+    #[test]
+    fn the_cookie_wins_then_the_browsers_languages_in_order() {
+        assert_eq!(Lang::of(&HeaderMap::new()), Lang::En);
+        assert_eq!(
+            Lang::of(&with("accept-language", "pt-BR,pt;q=0.9,en;q=0.8")),
+            Lang::PtBr
+        );
+        assert_eq!(
+            Lang::of(&with("accept-language", "de-DE,en-US;q=0.7,pt;q=0.5")),
+            Lang::En
+        );
+        assert_eq!(Lang::of(&with("accept-language", "fr")), Lang::En);
+        assert_eq!(
+            Lang::of(&with("cookie", "a=b; zaphook_lang=pt-BR")),
+            Lang::PtBr
+        );
+    }
+}

@@ -1,0 +1,40 @@
+//! The dashboard at `/ui`, served by `zaphook serve` from the binary: server-rendered pages
+//! (templates in `templates/ui/`, compiled in), in English and Portuguese, behind a sign-in
+//! with an API token. Nothing is fetched from elsewhere: the stylesheet is served here too.
+
+mod i18n;
+mod pages;
+mod session;
+
+use axum::Router;
+use axum::http::header;
+use axum::response::{IntoResponse, Redirect};
+use axum::routing::{get, post};
+
+use crate::api::AppState;
+
+pub use session::SESSION_COOKIE;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/ui", get(|| async { Redirect::to("/ui/connections") }))
+        .route("/ui/", get(|| async { Redirect::to("/ui/connections") }))
+        .route(
+            "/ui/signin",
+            get(session::signin_page).post(session::sign_in),
+        )
+        .route("/ui/signout", post(session::sign_out))
+        .route("/ui/lang", get(i18n::switch))
+        .route("/ui/connections", get(pages::connections))
+        .route("/ui/static/app.css", get(stylesheet))
+}
+
+async fn stylesheet() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../templates/ui/app.css"),
+    )
+}

@@ -1,0 +1,357 @@
+//! The dashboard over real HTTP, as a browser without JavaScript uses it: signing in with an
+//! API token, the session cookie's flags, form tokens, the company's own data only, both
+//! languages, and signing out (or revoking the token) ending the session.
+
+mod common;
+
+use common::{TestApp, spawn_app, spawn_app_with};
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use serde_json::json;
+
+/// A browser: no redirects followed, so each answer can be looked at.
+fn browser() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+impl Answer {
+    fn location(&self) -> &str {
+        self.headers
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The `Set-Cookie` line for `name`.
+    fn set_cookie(&self, name: &str) -> Option<String> {
+        self.headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find(|v| v.starts_with(&format!("{name}=")))
+            .map(str::to_string)
+    }
+
+    /// The value a `Set-Cookie` gave `name`.
+    fn cookie(&self, name: &str) -> String {
+        let line = self.set_cookie(name).unwrap_or_default();
+        let pair = line.split(';').next().unwrap_or_default();
+        pair.split_once('=')
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_default()
+    }
+
+    /// The value of the hidden `csrf` field of the page's first form that has one.
+    fn csrf_field(&self) -> String {
+        let marker = r#"name="csrf" value=""#;
+        let start = self.body.find(marker).expect("a form token in the page") + marker.len();
+        let end = self.body[start..].find('"').unwrap();
+        self.body[start..start + end].to_string()
+    }
+}
+
+async fn get(app: &TestApp, path: &str, cookies: &str, lang: &str) -> Answer {
+    let mut request = browser().get(app.url(path)).header("accept-language", lang);
+    if !cookies.is_empty() {
+        request = request.header("cookie", cookies);
+    }
+    answer(request).await
+}
+
+async fn post(app: &TestApp, path: &str, cookies: &str, form: &[(&str, &str)]) -> Answer {
+    let body = form
+        .iter()
+        .map(|(k, v)| format!("{k}={}", url_encode(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let mut request = browser()
+        .post(app.url(path))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body);
+    if !cookies.is_empty() {
+        request = request.header("cookie", cookies);
+    }
+    answer(request).await
+}
+
+fn url_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+async fn answer(request: reqwest::RequestBuilder) -> Answer {
+    let response = request.send().await.unwrap();
+    Answer {
+        status: response.status(),
+        headers: response.headers().clone(),
+        body: response.text().await.unwrap(),
+    }
+}
+
+/// Signs in with `token`; answers the session cookie (`name=value`) and the form token.
+async fn sign_in(app: &TestApp, token: &str) -> (String, String) {
+    let page = get(app, "/ui/signin", "", "en").await;
+    assert_eq!(page.status, 200);
+    let signin = format!("zaphook_signin={}", page.cookie("zaphook_signin"));
+    let answer = post(
+        app,
+        "/ui/signin",
+        &signin,
+        &[("token", token), ("csrf", &page.csrf_field())],
+    )
+    .await;
+    assert_eq!(answer.status, 303, "{}", answer.body);
+    assert_eq!(answer.location(), "/ui/connections");
+    let session = format!("zaphook_session={}", answer.cookie("zaphook_session"));
+    let connections = get(app, "/ui/connections", &session, "en").await;
+    assert_eq!(connections.status, 200, "{}", connections.body);
+    (session, connections.csrf_field())
+}
+
+#[tokio::test]
+async fn a_token_signs_in_to_the_companys_own_connections_and_signing_out_ends_it() {
+    let app = spawn_app().await;
+    app.sandbox_connection("Comercial").await;
+    app.ok(
+        "/api/v1/connections",
+        json!({"name": "Suporte", "channel": "cloud", "cloud": {
+            "phoneNumberId": "1234567890", "accessToken": "EAAG-token", "appSecret": "s3cret",
+            "verifyToken": "verify-me-please", "graphBaseUrl": "http://127.0.0.1:9"}}),
+        201,
+    )
+    .await;
+    let (_, other_token) = zaphook::app::create_company(&app.store, "Outra")
+        .await
+        .unwrap();
+    let created = app
+        .client
+        .post(app.url("/api/v1/connections"))
+        .bearer_auth(&other_token)
+        .header("content-type", "application/json")
+        .body(json!({"name": "Intrusa", "channel": "sandbox"}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+
+    // Not signed in: every page leads to the sign-in form.
+    for path in ["/ui", "/ui/connections"] {
+        let answer = get(&app, path, "", "en").await;
+        assert_eq!(answer.status, 303, "{path}");
+    }
+    assert_eq!(
+        get(&app, "/ui/connections", "zaphook_session=made-up", "en")
+            .await
+            .location(),
+        "/ui/signin"
+    );
+
+    let page = get(&app, "/ui/signin", "", "en").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body
+            .contains(r#"<label for="token">API token</label>"#),
+        "{}",
+        page.body
+    );
+    let signin_cookie = page.set_cookie("zaphook_signin").unwrap();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/ui"] {
+        assert!(signin_cookie.contains(flag), "{signin_cookie}");
+    }
+    let signin = format!("zaphook_signin={}", page.cookie("zaphook_signin"));
+    let csrf = page.csrf_field();
+    assert_eq!(csrf, page.cookie("zaphook_signin"));
+
+    // A wrong token, and a form posted without the form token or from another page.
+    let wrong = post(
+        &app,
+        "/ui/signin",
+        &signin,
+        &[("token", "zh_wrong"), ("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.body.contains("not valid"), "{}", wrong.body);
+    assert!(wrong.set_cookie("zaphook_session").is_none());
+    for (cookies, form_token) in [
+        ("", csrf.as_str()),
+        (signin.as_str(), ""),
+        (signin.as_str(), "forged"),
+    ] {
+        let refused = post(
+            &app,
+            "/ui/signin",
+            cookies,
+            &[("token", &app.token), ("csrf", form_token)],
+        )
+        .await;
+        assert_eq!(refused.status, 403, "{cookies} {form_token}");
+        assert!(refused.set_cookie("zaphook_session").is_none());
+    }
+
+    let answer = post(
+        &app,
+        "/ui/signin",
+        &signin,
+        &[("token", &app.token), ("csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(answer.status, 303);
+    let session_cookie = answer.set_cookie("zaphook_session").unwrap();
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/ui", "Max-Age=43200"] {
+        assert!(session_cookie.contains(flag), "{session_cookie}");
+    }
+    assert!(
+        !session_cookie.contains("Secure"),
+        "plain http: {session_cookie}"
+    );
+    let session = format!("zaphook_session={}", answer.cookie("zaphook_session"));
+
+    let page = get(&app, "/ui/connections", &session, "en").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("Comercial") && page.body.contains("Suporte"));
+    assert!(
+        !page.body.contains("Intrusa"),
+        "another company's connection"
+    );
+    assert!(
+        page.body.contains("/channels/cloud/"),
+        "the callback URL for Meta"
+    );
+    assert!(page.body.contains("verify-me-please"));
+    assert!(!page.body.contains("EAAG-token") && !page.body.contains("s3cret"));
+    assert_eq!(
+        page.headers.get("cache-control").unwrap(),
+        "no-store",
+        "pages are not cached"
+    );
+
+    // Signing out needs the form token, and then the cookie opens nothing.
+    let form_token = page.csrf_field();
+    let refused = post(&app, "/ui/signout", &session, &[("csrf", "forged")]).await;
+    assert_eq!(refused.status, 403);
+    assert_eq!(
+        get(&app, "/ui/connections", &session, "en").await.status,
+        200
+    );
+    let out = post(&app, "/ui/signout", &session, &[("csrf", &form_token)]).await;
+    assert_eq!((out.status.as_u16(), out.location()), (303, "/ui/signin"));
+    assert!(
+        out.set_cookie("zaphook_session")
+            .unwrap()
+            .contains("Max-Age=0")
+    );
+    assert_eq!(
+        get(&app, "/ui/connections", &session, "en")
+            .await
+            .location(),
+        "/ui/signin"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_revoked_token_ends_its_sessions() {
+    let app = spawn_app().await;
+    let (_, token) = zaphook::app::create_company(&app.store, "Revogada")
+        .await
+        .unwrap();
+    let (session, _) = sign_in(&app, &token).await;
+    let prefix = zaphook::app::token_prefix(&token);
+    let revoked = zaphook::store::write(&app.store, move |tx| tx.revoke_tokens(&prefix, 1))
+        .await
+        .unwrap();
+    assert_eq!(revoked, 1);
+    let answer = get(&app, "/ui/connections", &session, "en").await;
+    assert_eq!(
+        (answer.status.as_u16(), answer.location()),
+        (303, "/ui/signin")
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn pages_speak_the_browsers_language_until_the_switch_says_otherwise() {
+    let app = spawn_app().await;
+    let page = get(&app, "/ui/signin", "", "pt-BR,pt;q=0.9,en;q=0.8").await;
+    assert!(page.body.contains(r#"<html lang="pt-BR">"#));
+    assert!(page.body.contains("Token de API"), "{}", page.body);
+    let (session, _) = sign_in(&app, &app.token).await;
+    let page = get(&app, "/ui/connections", &session, "pt-BR").await;
+    assert!(page.body.contains("<h1>Conexões</h1>"), "{}", page.body);
+
+    let switch = get(
+        &app,
+        "/ui/lang?to=en&back=/ui/connections",
+        &session,
+        "pt-BR",
+    )
+    .await;
+    assert_eq!(
+        (switch.status.as_u16(), switch.location()),
+        (303, "/ui/connections")
+    );
+    let lang = format!("zaphook_lang={}", switch.cookie("zaphook_lang"));
+    assert_eq!(lang, "zaphook_lang=en");
+    let page = get(
+        &app,
+        "/ui/connections",
+        &format!("{session}; {lang}"),
+        "pt-BR",
+    )
+    .await;
+    assert!(page.body.contains("<h1>Connections</h1>"), "{}", page.body);
+    // The switch goes back only to the dashboard's own pages.
+    let elsewhere = get(
+        &app,
+        "/ui/lang?to=pt-BR&back=https://evil.example/",
+        "",
+        "en",
+    )
+    .await;
+    assert_eq!(elsewhere.location(), "/ui/connections");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn behind_https_the_session_cookie_is_secure() {
+    let app = spawn_app_with(|s| s.public_url = Some("https://zaphook.example.com".into())).await;
+    let page = get(&app, "/ui/signin", "", "en").await;
+    assert!(
+        page.set_cookie("zaphook_signin")
+            .unwrap()
+            .contains("; Secure")
+    );
+    let signin = format!("zaphook_signin={}", page.cookie("zaphook_signin"));
+    let answer = post(
+        &app,
+        "/ui/signin",
+        &signin,
+        &[("token", &app.token), ("csrf", &page.csrf_field())],
+    )
+    .await;
+    assert!(
+        answer
+            .set_cookie("zaphook_session")
+            .unwrap()
+            .contains("; Secure"),
+        "{:?}",
+        answer.set_cookie("zaphook_session")
+    );
+    app.stop().await;
+}

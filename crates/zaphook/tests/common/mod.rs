@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod browser;
 pub mod cloud;
 pub mod graph;
 pub mod load;

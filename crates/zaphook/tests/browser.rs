@@ -6,8 +6,12 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::Duration;
+
 use common::browser::Browser;
-use common::{TestApp, spawn_app};
+use common::{TestApp, TestReceiver, eventually, spawn_app, spawn_app_with};
 use serde_json::json;
 
 /// Controls that no label names (by `<label>`, `aria-label`, or a button's own text).
@@ -146,7 +150,7 @@ async fn the_dashboard_signs_in_shows_connections_in_both_languages_and_refuses_
             json!([]),
         )
         .await;
-    common::eventually("the refusal page", || async {
+    eventually("the refusal page", || async {
         browser.text().await.contains("Este formulário expirou")
     })
     .await;
@@ -157,6 +161,99 @@ async fn the_dashboard_signs_in_shows_connections_in_both_languages_and_refuses_
     assert!(browser.url().await.ends_with("/ui/signin"));
     browser.goto(&app.url("/ui/connections")).await;
     assert!(browser.url().await.ends_with("/ui/signin"), "signed out");
+    browser.quit().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_delivery_that_failed_is_seen_and_sent_again_from_the_dashboard() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    // No retry comes by itself within the test: only the button sends it again.
+    let app =
+        spawn_app_with(|s| s.delivery.retry.schedule = vec![Duration::from_secs(3600); 3]).await;
+    let answer = Arc::new(AtomicU16::new(500));
+    let status = Arc::clone(&answer);
+    let receiver = TestReceiver::with_responder(move |_| status.load(Ordering::SeqCst)).await;
+    let connection = app.sandbox_connection("Comercial").await;
+
+    sign_in(&browser, &app, &app.token).await;
+    browser.goto(&app.url("/ui/endpoints")).await;
+    assert!(browser.text().await.contains("No endpoints yet"));
+    accessible(&browser, "endpoints").await;
+    // A wrong address is refused with the API's reason, and the form keeps what was typed.
+    browser.type_into("#url", "ftp://example.com/hook").await;
+    browser
+        .click("form[action=\"/ui/endpoints\"] button[type=submit]")
+        .await;
+    let text = browser.text().await;
+    assert!(text.contains("url:"), "{text}");
+    browser.type_into("#url", &receiver.url()).await;
+    browser.type_into("#description", "CRM").await;
+    browser
+        .click("form[action=\"/ui/endpoints\"] button[type=submit]")
+        .await;
+    let text = browser.text().await;
+    assert!(text.contains("whsec_"), "the secret, once: {text}");
+    assert!(text.contains(&receiver.url()), "{text}");
+
+    app.inbound(connection, "5511955550009", "Chegou o pedido?")
+        .await;
+    let endpoint = browser.url().await;
+    assert!(
+        endpoint.ends_with("/ui/endpoints"),
+        "the form posts to the list: {endpoint}"
+    );
+    browser.goto(&app.url("/ui/endpoints")).await;
+    browser.click(".cards h2 a").await;
+    let endpoint_page = browser.url().await;
+    eventually("the failed delivery on the endpoint's page", || async {
+        browser.goto(&endpoint_page).await;
+        browser.text().await.contains("failed (500)")
+    })
+    .await;
+    accessible(&browser, "endpoint").await;
+    screenshot(&browser, "endpoint-en").await;
+
+    browser.click("table tbody a").await;
+    let delivery_page = browser.url().await;
+    let text = browser.text().await;
+    assert!(text.contains("failed") && text.contains("500"), "{text}");
+    assert!(text.contains("Chegou o pedido?"), "the payload: {text}");
+    accessible(&browser, "delivery").await;
+    screenshot(&browser, "delivery-failed-en").await;
+
+    answer.store(200, Ordering::SeqCst);
+    browser.click("form[action$=\"/retry\"] button").await;
+    assert_eq!(browser.url().await, delivery_page);
+    eventually("the delivery to succeed", || async {
+        browser.goto(&delivery_page).await;
+        browser
+            .script(
+                "return document.getElementById('delivery-status').textContent;",
+                json!([]),
+            )
+            .await
+            == "delivered"
+    })
+    .await;
+    let text = browser.text().await;
+    assert!(text.contains("200"), "the second attempt: {text}");
+    assert_eq!(receiver.all().len(), 2);
+
+    // Another company sees nothing of it.
+    browser.click("form[action=\"/ui/signout\"] button").await;
+    let (_, other) = zaphook::app::create_company(&app.store, "Outra")
+        .await
+        .unwrap();
+    sign_in(&browser, &app, &other).await;
+    browser.goto(&delivery_page).await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("Not found") && !text.contains("Chegou"),
+        "{text}"
+    );
     browser.quit().await;
     app.stop().await;
 }

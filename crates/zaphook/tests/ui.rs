@@ -355,3 +355,71 @@ async fn behind_https_the_session_cookie_is_secure() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn endpoints_and_deliveries_are_the_companys_own_and_their_forms_need_the_form_token() {
+    let app = spawn_app().await;
+    let receiver = common::TestReceiver::start().await;
+    let (webhook, _) = app.webhook(&receiver.url(), &["message.created"]).await;
+    let connection = app.sandbox_connection("Comercial").await;
+    app.inbound(connection, "5511955550010", "oi").await;
+    let log = app.settled_log(webhook).await;
+    let delivery = log[0]["id"].as_str().unwrap().to_string();
+
+    let (session, csrf) = sign_in(&app, &app.token).await;
+    let page = get(&app, &format!("/ui/deliveries/{delivery}"), &session, "en").await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("delivered")
+            && page.body.contains("&#34;messageBody&#34;: &#34;oi&#34;"),
+        "{}",
+        page.body
+    );
+    let page = get(&app, &format!("/ui/endpoints/{webhook}"), &session, "en").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains(&delivery));
+
+    // Forms without the session's form token change nothing.
+    let retry = format!("/ui/deliveries/{delivery}/retry");
+    assert_eq!(
+        post(&app, &retry, &session, &[("csrf", "forged")])
+            .await
+            .status,
+        403
+    );
+    let add = [
+        ("csrf", ""),
+        ("url", "http://127.0.0.1:9/x"),
+        ("events", "message.created"),
+    ];
+    assert_eq!(
+        post(&app, "/ui/endpoints", &session, &add).await.status,
+        403
+    );
+    let (_, listed) = app.get("/api/v1/webhooks").await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    // With it, the retry is queued and the page shows the delivery again.
+    let queued = post(&app, &retry, &session, &[("csrf", &csrf)]).await;
+    assert_eq!(
+        (queued.status.as_u16(), queued.location()),
+        (303, retry.trim_end_matches("/retry"))
+    );
+
+    // Another company: the same ids are not found.
+    let (_, other) = zaphook::app::create_company(&app.store, "Outra")
+        .await
+        .unwrap();
+    let (other_session, other_csrf) = sign_in(&app, &other).await;
+    for path in [
+        format!("/ui/deliveries/{delivery}"),
+        format!("/ui/endpoints/{webhook}"),
+        "/ui/endpoints/x".into(),
+    ] {
+        let page = get(&app, &path, &other_session, "en").await;
+        assert_eq!(page.status, 404, "{path}");
+        assert!(!page.body.contains("oi"), "{path}");
+    }
+    let refused = post(&app, &retry, &other_session, &[("csrf", &other_csrf)]).await;
+    assert_eq!(refused.status, 404);
+    app.stop().await;
+}

@@ -11,7 +11,7 @@ mod messages;
 mod resources;
 mod sandbox;
 mod tickets;
-mod webhooks;
+pub(crate) mod webhooks;
 
 use std::sync::OnceLock;
 

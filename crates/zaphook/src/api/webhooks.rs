@@ -74,6 +74,22 @@ pub struct WebhookBody {
     rate_limit: Option<Option<i64>>,
 }
 
+impl WebhookBody {
+    /// What the dashboard's form gives: an address, its event types and a description.
+    pub(crate) fn of_form(
+        url: String,
+        events: Vec<EventType>,
+        description: Option<String>,
+    ) -> Self {
+        WebhookBody {
+            url: Some(url),
+            events: Some(events),
+            description: Some(description),
+            ..WebhookBody::default()
+        }
+    }
+}
+
 /// WHAZING's webhook filters; each defaults to true except `mediaBase64`.
 #[derive(Debug, Default, Clone, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -231,6 +247,17 @@ async fn create_webhook(
     Company(company): Company,
     Json(body): Json<WebhookBody>,
 ) -> ApiResult<(StatusCode, axum::Json<Webhook>)> {
+    let webhook = create(&state, company, body).await?;
+    Ok((StatusCode::CREATED, axum::Json(webhook)))
+}
+
+/// Checks and stores a new endpoint of `company` (the API's and the dashboard's); the answer
+/// carries its secret.
+pub(crate) async fn create(
+    state: &AppState,
+    company: i64,
+    body: WebhookBody,
+) -> ApiResult<Webhook> {
     let mut checks = Checks::default();
     if body.url.is_none() {
         checks.fail("url", "is required");
@@ -252,14 +279,13 @@ async fn create_webhook(
     let spec = merge(&mut checks, defaults, body, state.sender.targets());
     checks.done()?;
     let now = state.ingest.clock.now_ms();
-    let webhook = store::write(&state.ingest.store, move |tx| {
+    store::write(&state.ingest.store, move |tx| {
         check_scope(tx, company, &spec)?;
         let mut webhook = tx.insert_webhook(company, &spec, now)?;
         webhook.secret = Some(spec.secret.clone());
         Ok::<_, ApiError>(webhook)
     })
-    .await?;
-    Ok((StatusCode::CREATED, axum::Json(webhook)))
+    .await
 }
 
 /// Lists the company's endpoints.
@@ -534,20 +560,23 @@ async fn retry_delivery(
     Company(company): Company,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
+    retry(&state, company, id).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+/// Queues a delivery of `company` again now (the API's and the dashboard's).
+pub(crate) async fn retry(state: &AppState, company: i64, id: String) -> ApiResult<()> {
     let now = state.ingest.clock.now_ms();
-    let lookup = id.clone();
-    let queued = store::write(&state.ingest.store, move |tx| {
-        if tx.delivery(company, &lookup)?.is_none() {
-            return Err(ApiError::NotFound(format!("delivery {lookup}")));
+    store::write(&state.ingest.store, move |tx| {
+        if tx.delivery(company, &id)?.is_none() {
+            return Err(ApiError::NotFound(format!("delivery {id}")));
         }
-        if !tx.retry_delivery(company, &lookup, now)? {
+        if !tx.retry_delivery(company, &id, now)? {
             return Err(ApiError::Conflict(format!(
-                "delivery {lookup} is being attempted right now"
+                "delivery {id} is being attempted right now"
             )));
         }
         Ok(())
     })
-    .await;
-    queued?;
-    Ok(StatusCode::ACCEPTED)
+    .await
 }

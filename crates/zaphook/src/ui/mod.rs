@@ -2,6 +2,7 @@
 //! (templates in `templates/ui/`, compiled in), in English and Portuguese, behind a sign-in
 //! with an API token. Nothing is fetched from elsewhere: the stylesheet is served here too.
 
+mod endpoints;
 mod i18n;
 mod pages;
 mod session;
@@ -26,6 +27,13 @@ pub fn router() -> Router<AppState> {
         .route("/ui/signout", post(session::sign_out))
         .route("/ui/lang", get(i18n::switch))
         .route("/ui/connections", get(pages::connections))
+        .route(
+            "/ui/endpoints",
+            get(endpoints::list).post(endpoints::create),
+        )
+        .route("/ui/endpoints/{id}", get(endpoints::show))
+        .route("/ui/deliveries/{id}", get(endpoints::delivery))
+        .route("/ui/deliveries/{id}/retry", post(endpoints::retry))
         .route("/ui/static/app.css", get(stylesheet))
 }
 

@@ -84,6 +84,28 @@ pub fn form_expired(lang: Lang) -> Response {
     html(StatusCode::FORBIDDEN, &page)
 }
 
+/// 404: nothing of this company by that id.
+pub fn not_found(lang: Lang) -> Response {
+    let t = lang.texts();
+    let page = Message {
+        page: Layout::new(lang, "/ui/connections", None),
+        title: t.not_found.to_string(),
+        detail: t.not_found_help.to_string(),
+    };
+    html(StatusCode::NOT_FOUND, &page)
+}
+
+/// What the API would have answered, as a page with the same status.
+pub fn failed(lang: Lang, e: &crate::api::ApiError) -> Response {
+    let status = e.status();
+    let page = Message {
+        page: Layout::new(lang, "/ui/connections", None),
+        title: status.as_u16().to_string(),
+        detail: e.to_string(),
+    };
+    html(status, &page)
+}
+
 /// 503: the database could not answer.
 pub fn unavailable(lang: Lang, e: &StoreError) -> Response {
     let page = Message {

@@ -193,10 +193,11 @@ pub async fn sign_in(State(state): State<AppState>, headers: HeaderMap, body: By
     }
 }
 
+/// A form that carries nothing but its form token.
 #[derive(Debug, Default, Deserialize)]
 pub struct CsrfForm {
     #[serde(default)]
-    csrf: String,
+    pub csrf: String,
 }
 
 /// `POST /ui/signout`: ends the session here and on every node.

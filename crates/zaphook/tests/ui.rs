@@ -423,3 +423,69 @@ async fn endpoints_and_deliveries_are_the_companys_own_and_their_forms_need_the_
     assert_eq!(refused.status, 404);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_endpoint_is_disabled_enabled_tested_and_given_a_new_secret_from_its_page() {
+    let app = spawn_app().await;
+    let receiver = common::TestReceiver::start().await;
+    let (webhook, secret) = app.webhook(&receiver.url(), &["message.created"]).await;
+    let (session, csrf) = sign_in(&app, &app.token).await;
+    let page = format!("/ui/endpoints/{webhook}");
+    let act = |action: &str| format!("{page}/{action}");
+
+    let off = post(&app, &act("disable"), &session, &[("csrf", &csrf)]).await;
+    assert_eq!((off.status.as_u16(), off.location()), (303, page.as_str()));
+    let (_, read) = app.get(&format!("/api/v1/webhooks/{webhook}")).await;
+    assert_eq!(read["enabled"], false);
+    assert!(
+        get(&app, &page, &session, "en")
+            .await
+            .body
+            .contains("/enable\"")
+    );
+    post(&app, &act("enable"), &session, &[("csrf", &csrf)]).await;
+    let (_, read) = app.get(&format!("/api/v1/webhooks/{webhook}")).await;
+    assert_eq!(read["enabled"], true);
+
+    let tested = post(&app, &act("test"), &session, &[("csrf", &csrf)]).await;
+    assert_eq!(tested.status, 200);
+    assert!(
+        tested.body.contains("The test event was delivered"),
+        "{}",
+        tested.body
+    );
+    let got = receiver.wait_for(1).await;
+    assert_eq!(got[0].event(), "webhook.test");
+    common::verify(&secret, &got[0]).unwrap();
+
+    let rotated = post(&app, &act("rotate"), &session, &[("csrf", &csrf)]).await;
+    assert_eq!(rotated.status, 200);
+    let start = rotated.body.find("whsec_").expect("the new secret, once");
+    let new_secret: String = rotated.body[start..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || "_+/=".contains(*c))
+        .collect();
+    assert_ne!(new_secret, secret);
+    post(&app, &act("test"), &session, &[("csrf", &csrf)]).await;
+    let got = receiver.wait_for(2).await;
+    common::verify(&new_secret, &got[1]).expect("signed with the new secret");
+    assert!(
+        !get(&app, &page, &session, "en")
+            .await
+            .body
+            .contains(&new_secret),
+        "shown once"
+    );
+
+    for (action, form_token) in [("disable", "forged"), ("explode", csrf.as_str())] {
+        let refused = post(&app, &act(action), &session, &[("csrf", form_token)]).await;
+        assert!(
+            [403, 404].contains(&refused.status.as_u16()),
+            "{action}: {}",
+            refused.status
+        );
+    }
+    let (_, read) = app.get(&format!("/api/v1/webhooks/{webhook}")).await;
+    assert_eq!(read["enabled"], true);
+    app.stop().await;
+}

@@ -88,6 +88,14 @@ impl WebhookBody {
             ..WebhookBody::default()
         }
     }
+
+    /// Only `enabled`, as the dashboard's enable and disable buttons change it.
+    pub(crate) fn of_enabled(enabled: bool) -> Self {
+        WebhookBody {
+            enabled: Some(enabled),
+            ..WebhookBody::default()
+        }
+    }
 }
 
 /// WHAZING's webhook filters; each defaults to true except `mediaBase64`.
@@ -332,6 +340,16 @@ async fn patch_webhook(
     Path(id): Path<i64>,
     Json(body): Json<WebhookBody>,
 ) -> ApiResult<axum::Json<Webhook>> {
+    Ok(axum::Json(change(&state, company, id, body).await?))
+}
+
+/// Applies a change to an endpoint of `company` (the API's and the dashboard's).
+pub(crate) async fn change(
+    state: &AppState,
+    company: i64,
+    id: i64,
+    body: WebhookBody,
+) -> ApiResult<Webhook> {
     if body.secret.is_some() {
         return Err(ApiError::field(
             "secret",
@@ -340,7 +358,7 @@ async fn patch_webhook(
     }
     let now = state.ingest.clock.now_ms();
     let targets = state.sender.targets().clone();
-    let webhook = store::write(&state.ingest.store, move |tx| {
+    store::write(&state.ingest.store, move |tx| {
         let current = tx
             .webhook(company, id)?
             .ok_or_else(|| webhook_not_found(id))?;
@@ -352,8 +370,7 @@ async fn patch_webhook(
         tx.webhook_view(company, id)?
             .ok_or_else(|| webhook_not_found(id))
     })
-    .await?;
-    Ok(axum::Json(webhook))
+    .await
 }
 
 /// Removes an endpoint and its delivery log.
@@ -380,10 +397,10 @@ async fn delete_webhook(
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TestResult {
-    delivered: bool,
-    status_code: Option<u16>,
-    latency_ms: i64,
-    error: Option<String>,
+    pub(crate) delivered: bool,
+    pub(crate) status_code: Option<u16>,
+    pub(crate) latency_ms: i64,
+    pub(crate) error: Option<String>,
 }
 
 /// Sends `webhook.test` to the endpoint now and answers what happened.
@@ -395,6 +412,11 @@ async fn test_webhook(
     Company(company): Company,
     Path(id): Path<i64>,
 ) -> ApiResult<axum::Json<TestResult>> {
+    Ok(axum::Json(test(&state, company, id).await?))
+}
+
+/// Sends `webhook.test` to an endpoint of `company` now and answers what came of it.
+pub(crate) async fn test(state: &AppState, company: i64, id: i64) -> ApiResult<TestResult> {
     let now = state.ingest.clock.now_ms();
     let target = store::read(&state.ingest.store, move |tx| tx.target(company, id, now))
         .await
@@ -420,20 +442,20 @@ async fn test_webhook(
             )
         })
     });
-    Ok(axum::Json(TestResult {
+    Ok(TestResult {
         delivered,
         status_code: outcome.status,
         latency_ms: outcome.latency_ms,
         error,
-    }))
+    })
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RotatedSecret {
-    secret: String,
+    pub(crate) secret: String,
     /// Until when the previous secret also signs.
-    previous_valid_until: String,
+    pub(crate) previous_valid_until: String,
 }
 
 /// Replaces the signing secret; the old one keeps signing alongside for 24 hours.
@@ -445,6 +467,11 @@ async fn rotate_secret(
     Company(company): Company,
     Path(id): Path<i64>,
 ) -> ApiResult<axum::Json<RotatedSecret>> {
+    Ok(axum::Json(rotate(&state, company, id).await?))
+}
+
+/// Gives an endpoint of `company` a new secret; the previous one signs beside it for 24 h.
+pub(crate) async fn rotate(state: &AppState, company: i64, id: i64) -> ApiResult<RotatedSecret> {
     let secret = sign::generate_secret();
     let until = state.ingest.clock.now_ms() + ROTATION_OVERLAP_MS;
     let stored = secret.clone();
@@ -456,10 +483,10 @@ async fn rotate_secret(
     if !rotated {
         return Err(webhook_not_found(id));
     }
-    Ok(axum::Json(RotatedSecret {
+    Ok(RotatedSecret {
         secret,
         previous_valid_until: rfc3339::format(until),
-    }))
+    })
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

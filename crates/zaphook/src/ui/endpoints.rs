@@ -110,8 +110,11 @@ pub async fn create(State(state): State<AppState>, signed: Signed, body: Bytes) 
     );
     match webhooks::create(&state, signed.company_id, request).await {
         Ok(created) => {
-            let secret = created.secret.clone();
-            endpoint_page(&state, &signed, created.id, secret, StatusCode::CREATED).await
+            let shown = Shown {
+                secret: created.secret.clone(),
+                ..Shown::default()
+            };
+            endpoint_page(&state, &signed, created.id, shown, StatusCode::CREATED).await
         }
         Err(ApiError::Validation(errors)) => {
             let errors = errors
@@ -130,9 +133,26 @@ pub async fn create(State(state): State<AppState>, signed: Signed, body: Bytes) 
 pub struct EndpointPage {
     pub page: Layout,
     pub endpoint: Webhook,
-    /// Shown once, right after the endpoint was added.
+    /// Shown once, right after the endpoint was added or its secret rotated.
     pub secret: Option<String>,
+    /// What came of a test event just sent.
+    pub test: Option<TestShown>,
     pub deliveries: Vec<DeliveryRow>,
+}
+
+/// A test event's outcome, as the page says it.
+pub struct TestShown {
+    pub delivered: bool,
+    pub status_code: Option<u16>,
+    pub latency_ms: i64,
+    pub error: Option<String>,
+}
+
+/// What an endpoint's page shows above the endpoint, after one of its buttons.
+#[derive(Default)]
+struct Shown {
+    secret: Option<String>,
+    test: Option<TestShown>,
 }
 
 /// A delivery as the lists show it.
@@ -162,7 +182,7 @@ async fn endpoint_page(
     state: &AppState,
     signed: &Signed,
     id: i64,
-    secret: Option<String>,
+    shown: Shown,
     status: StatusCode,
 ) -> Response {
     let company = signed.company_id;
@@ -180,7 +200,8 @@ async fn endpoint_page(
             &EndpointPage {
                 page: signed.layout("/ui/endpoints"),
                 endpoint,
-                secret,
+                secret: shown.secret,
+                test: shown.test,
                 deliveries: deliveries.iter().map(DeliveryRow::of).collect(),
             },
         ),
@@ -196,8 +217,58 @@ pub async fn show(
     Path(id): Path<String>,
 ) -> Response {
     match id.parse() {
-        Ok(id) => endpoint_page(&state, &signed, id, None, StatusCode::OK).await,
+        Ok(id) => endpoint_page(&state, &signed, id, Shown::default(), StatusCode::OK).await,
         Err(_) => pages::not_found(signed.lang),
+    }
+}
+
+/// `POST /ui/endpoints/{id}/{action}`: enable, disable, rotate (the new secret is shown
+/// once), test (its outcome is shown).
+pub async fn act(
+    State(state): State<AppState>,
+    signed: Signed,
+    Path((id, action)): Path<(String, String)>,
+    body: Bytes,
+) -> Response {
+    let sent: super::session::CsrfForm = super::session::form(&body);
+    if !signed.check(&sent.csrf) {
+        return pages::form_expired(signed.lang);
+    }
+    let Ok(id) = id.parse::<i64>() else {
+        return pages::not_found(signed.lang);
+    };
+    let company = signed.company_id;
+    let done = match action.as_str() {
+        "enable" | "disable" => {
+            let body = WebhookBody::of_enabled(action == "enable");
+            webhooks::change(&state, company, id, body)
+                .await
+                .map(|_| Shown::default())
+        }
+        "rotate" => webhooks::rotate(&state, company, id)
+            .await
+            .map(|rotated| Shown {
+                secret: Some(rotated.secret),
+                ..Shown::default()
+            }),
+        "test" => webhooks::test(&state, company, id).await.map(|t| Shown {
+            test: Some(TestShown {
+                delivered: t.delivered,
+                status_code: t.status_code,
+                latency_ms: t.latency_ms,
+                error: t.error,
+            }),
+            ..Shown::default()
+        }),
+        _ => return pages::not_found(signed.lang),
+    };
+    match done {
+        Ok(shown) if shown.secret.is_none() && shown.test.is_none() => {
+            Redirect::to(&format!("/ui/endpoints/{id}")).into_response()
+        }
+        Ok(shown) => endpoint_page(&state, &signed, id, shown, StatusCode::OK).await,
+        Err(ApiError::NotFound(_)) => pages::not_found(signed.lang),
+        Err(e) => pages::failed(signed.lang, &e),
     }
 }
 

@@ -32,6 +32,7 @@ pub fn router() -> Router<AppState> {
             get(endpoints::list).post(endpoints::create),
         )
         .route("/ui/endpoints/{id}", get(endpoints::show))
+        .route("/ui/endpoints/{id}/{action}", post(endpoints::act))
         .route("/ui/deliveries/{id}", get(endpoints::delivery))
         .route("/ui/deliveries/{id}/retry", post(endpoints::retry))
         .route("/ui/static/app.css", get(stylesheet))

@@ -82,7 +82,9 @@ async fn screenshot(browser: &Browser, name: &str) {
 async fn sign_in(browser: &Browser, app: &TestApp, token: &str) {
     browser.goto(&app.url("/ui/signin")).await;
     browser.type_into("#token", token).await;
-    browser.click("form.stack button[type=submit]").await;
+    browser
+        .click_to_load("form.stack button[type=submit]")
+        .await;
 }
 
 #[tokio::test]
@@ -130,7 +132,7 @@ async fn the_dashboard_signs_in_shows_connections_in_both_languages_and_refuses_
     screenshot(&browser, "connections-en").await;
 
     // The switch is remembered: the next page is Portuguese too.
-    browser.click("a[hreflang=pt-BR]").await;
+    browser.click_to_load("a[hreflang=pt-BR]").await;
     let text = browser.text().await;
     assert!(
         text.contains("Conexões") && text.contains("Token de verificação"),
@@ -157,7 +159,9 @@ async fn the_dashboard_signs_in_shows_connections_in_both_languages_and_refuses_
     browser.goto(&app.url("/ui/connections")).await;
     assert!(browser.url().await.ends_with("/ui/connections"));
 
-    browser.click("form[action=\"/ui/signout\"] button").await;
+    browser
+        .click_to_load("form[action=\"/ui/signout\"] button")
+        .await;
     assert!(browser.url().await.ends_with("/ui/signin"));
     browser.goto(&app.url("/ui/connections")).await;
     assert!(browser.url().await.ends_with("/ui/signin"), "signed out");
@@ -185,14 +189,14 @@ async fn a_delivery_that_failed_is_seen_and_sent_again_from_the_dashboard() {
     // A wrong address is refused with the API's reason, and the form keeps what was typed.
     browser.type_into("#url", "ftp://example.com/hook").await;
     browser
-        .click("form[action=\"/ui/endpoints\"] button[type=submit]")
+        .click_to_load("form[action=\"/ui/endpoints\"] button[type=submit]")
         .await;
     let text = browser.text().await;
     assert!(text.contains("url:"), "{text}");
     browser.type_into("#url", &receiver.url()).await;
     browser.type_into("#description", "CRM").await;
     browser
-        .click("form[action=\"/ui/endpoints\"] button[type=submit]")
+        .click_to_load("form[action=\"/ui/endpoints\"] button[type=submit]")
         .await;
     let text = browser.text().await;
     assert!(text.contains("whsec_"), "the secret, once: {text}");
@@ -206,7 +210,7 @@ async fn a_delivery_that_failed_is_seen_and_sent_again_from_the_dashboard() {
         "the form posts to the list: {endpoint}"
     );
     browser.goto(&app.url("/ui/endpoints")).await;
-    browser.click(".cards h2 a").await;
+    browser.click_to_load(".cards h2 a").await;
     let endpoint_page = browser.url().await;
     eventually("the failed delivery on the endpoint's page", || async {
         browser.goto(&endpoint_page).await;
@@ -216,7 +220,7 @@ async fn a_delivery_that_failed_is_seen_and_sent_again_from_the_dashboard() {
     accessible(&browser, "endpoint").await;
     screenshot(&browser, "endpoint-en").await;
 
-    browser.click("table tbody a").await;
+    browser.click_to_load("table tbody a").await;
     let delivery_page = browser.url().await;
     let text = browser.text().await;
     assert!(text.contains("failed") && text.contains("500"), "{text}");
@@ -225,7 +229,9 @@ async fn a_delivery_that_failed_is_seen_and_sent_again_from_the_dashboard() {
     screenshot(&browser, "delivery-failed-en").await;
 
     answer.store(200, Ordering::SeqCst);
-    browser.click("form[action$=\"/retry\"] button").await;
+    browser
+        .click_to_load("form[action$=\"/retry\"] button")
+        .await;
     assert_eq!(browser.url().await, delivery_page);
     eventually("the delivery to succeed", || async {
         browser.goto(&delivery_page).await;
@@ -243,7 +249,9 @@ async fn a_delivery_that_failed_is_seen_and_sent_again_from_the_dashboard() {
     assert_eq!(receiver.all().len(), 2);
 
     // Another company sees nothing of it.
-    browser.click("form[action=\"/ui/signout\"] button").await;
+    browser
+        .click_to_load("form[action=\"/ui/signout\"] button")
+        .await;
     let (_, other) = zaphook::app::create_company(&app.store, "Outra")
         .await
         .unwrap();

@@ -155,6 +155,23 @@ impl Browser {
         self.post(&format!("/element/{id}/click"), json!({})).await;
     }
 
+    /// Clicks what leads to another page (a link, a form's button) and waits until that page
+    /// has loaded: the old document's mark is gone and the new one is complete.
+    pub async fn click_to_load(&self, css: &str) {
+        self.script("window.__zaphook_old_page = true;", json!([]))
+            .await;
+        self.click(css).await;
+        super::eventually(&format!("the page after clicking {css}"), || async {
+            self.script(
+                "return !window.__zaphook_old_page && document.readyState === 'complete';",
+                json!([]),
+            )
+            .await
+                == json!(true)
+        })
+        .await;
+    }
+
     pub async fn type_into(&self, css: &str, text: &str) {
         let Element(id) = self.find(css).await;
         self.post(&format!("/element/{id}/clear"), json!({})).await;

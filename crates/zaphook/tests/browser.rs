@@ -202,8 +202,6 @@ async fn a_delivery_that_failed_is_seen_and_sent_again_from_the_dashboard() {
     assert!(text.contains("whsec_"), "the secret, once: {text}");
     assert!(text.contains(&receiver.url()), "{text}");
 
-    app.inbound(connection, "5511955550009", "Chegou o pedido?")
-        .await;
     let endpoint = browser.url().await;
     assert!(
         endpoint.ends_with("/ui/endpoints"),
@@ -211,12 +209,21 @@ async fn a_delivery_that_failed_is_seen_and_sent_again_from_the_dashboard() {
     );
     browser.goto(&app.url("/ui/endpoints")).await;
     browser.click_to_load(".cards h2 a").await;
-    let endpoint_page = browser.url().await;
-    eventually("the failed delivery on the endpoint's page", || async {
-        browser.goto(&endpoint_page).await;
+    assert!(browser.text().await.contains("No deliveries yet"));
+    // The message comes while the page is open: it shows the failed delivery without a reload.
+    browser
+        .script("window.__zaphook_not_reloaded = true;", json!([]))
+        .await;
+    app.inbound(connection, "5511955550009", "Chegou o pedido?")
+        .await;
+    eventually("the failed delivery on the open endpoint page", || async {
         browser.text().await.contains("failed (500)")
     })
     .await;
+    let kept = browser
+        .script("return window.__zaphook_not_reloaded === true;", json!([]))
+        .await;
+    assert_eq!(kept, json!(true), "updated in place, not reloaded");
     accessible(&browser, "endpoint").await;
     screenshot(&browser, "endpoint-en").await;
 
@@ -233,8 +240,7 @@ async fn a_delivery_that_failed_is_seen_and_sent_again_from_the_dashboard() {
         .click_to_load("form[action$=\"/retry\"] button")
         .await;
     assert_eq!(browser.url().await, delivery_page);
-    eventually("the delivery to succeed", || async {
-        browser.goto(&delivery_page).await;
+    eventually("the delivery to succeed, on the open page", || async {
         browser
             .script(
                 "return document.getElementById('delivery-status').textContent;",

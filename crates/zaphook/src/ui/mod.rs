@@ -1,6 +1,7 @@
 //! The dashboard at `/ui`, served by `zaphook serve` from the binary: server-rendered pages
 //! (templates in `templates/ui/`, compiled in), in English and Portuguese, behind a sign-in
-//! with an API token. Nothing is fetched from elsewhere: the stylesheet is served here too.
+//! with an API token. Nothing is fetched from elsewhere: the stylesheet and the one script
+//! (live updates of the pages that show changing state) are served here too.
 
 mod endpoints;
 mod i18n;
@@ -36,6 +37,17 @@ pub fn router() -> Router<AppState> {
         .route("/ui/deliveries/{id}", get(endpoints::delivery))
         .route("/ui/deliveries/{id}/retry", post(endpoints::retry))
         .route("/ui/static/app.css", get(stylesheet))
+        .route("/ui/static/app.js", get(script))
+}
+
+async fn script() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        include_str!("../../templates/ui/app.js"),
+    )
 }
 
 async fn stylesheet() -> impl IntoResponse {

@@ -378,6 +378,53 @@ async fn a_user_known_only_by_bsuid_gets_a_contact_and_replies_go_to_the_bsuid()
 }
 
 #[tokio::test]
+async fn a_message_under_a_new_bsuid_waits_for_the_earlier_body_that_announces_it() {
+    let cloud = Cloud::start().await;
+    let (old, new) = ("BR.1111222233334444", "BR.5555666677778888");
+    let contacts = json!([{"profile": {"name": "Sheena"}, "user_id": old}]);
+    let first = json!([{"from_user_id": old, "id": "wamid.n1", "timestamp": "1796000000",
+                        "type": "text", "text": {"body": "oi"}}]);
+    assert_eq!(
+        cloud
+            .callback(&body(contacts.clone(), first, Value::Null))
+            .await,
+        200
+    );
+    let created = cloud
+        .event("message.created", |v| v["messageId"] == "wamid.n1")
+        .await;
+
+    // The body announcing the change also carries a photo whose download fails a few times,
+    // so it is still being read when the next body, under the new BSUID, arrives.
+    let bytes = b"\x89PNG photo".to_vec();
+    cloud.graph.add_media("img7", bytes.clone(), "image/png");
+    cloud.graph.fail_next_downloads(3, 500);
+    let change = json!([
+        {"from_user_id": old, "id": "wamid.n2", "timestamp": "1796000100", "type": "image",
+         "image": {"id": "img7", "mime_type": "image/png", "sha256": sha256_base64(&bytes)}},
+        {"from_user_id": old, "id": "wamid.nsys", "timestamp": "1796000101", "type": "system",
+         "system": {"body": "User Sheena changed", "type": "user_changed_user_id", "user_id": new}}]);
+    assert_eq!(
+        cloud.callback(&body(contacts, change, Value::Null)).await,
+        200
+    );
+    let later = json!([{"from_user_id": new, "id": "wamid.n3", "timestamp": "1796000200",
+                        "type": "text", "text": {"body": "de novo"}}]);
+    let later_contacts = json!([{"profile": {"name": "Sheena"}, "user_id": new}]);
+    assert_eq!(
+        cloud
+            .callback(&body(later_contacts, later, Value::Null))
+            .await,
+        200
+    );
+    let again = cloud
+        .event("message.created", |v| v["messageId"] == "wamid.n3")
+        .await;
+    assert_eq!(again["contact"]["id"], created["contact"]["id"], "{again}");
+    assert_eq!(again["contact"]["bsuid"], new);
+}
+
+#[tokio::test]
 async fn echoes_edits_and_revokes_of_a_coexistence_number() {
     let cloud = Cloud::start().await;
     let from = "5511987654321";

@@ -209,9 +209,10 @@ async fn process(channels: &Channels, item: InboxItem, lease: i64) -> IngestResu
         connections,
         known,
         missing_target,
+        unknown_user,
     } = resolve(channels, connection_id, &notifications).await?;
     let media = fetch_media(channels, company_id, &connections, &known, &notifications).await;
-    if missing_target {
+    if missing_target || unknown_user {
         wait_for_older_bodies(channels, connection_id, id).await?;
     }
     let public_url = channels.config.public_url.clone();
@@ -255,6 +256,9 @@ struct Resolved {
     known: Vec<String>,
     /// A reaction, edit or revoke of the body names a message neither stored nor in the body.
     missing_target: bool,
+    /// A message of the body is from a user known only by a BSUID no contact has: a new
+    /// contact, unless an earlier body still being read says the user's BSUID changed.
+    unknown_user: bool,
 }
 
 async fn resolve(
@@ -279,6 +283,13 @@ async fn resolve(
         .iter()
         .filter_map(|n| Some((phone_number_of(n).to_string(), target_of(n)?.to_string())))
         .filter(|(_, target)| !ids.iter().any(|(_, id)| id == target))
+        .collect();
+    let users: Vec<Identity> = notifications
+        .iter()
+        .filter_map(|n| match n {
+            Notification::Message(m) if m.party.user_id.is_some() => Some(identity(&m.party)),
+            _ => None,
+        })
         .collect();
     store::read(&channels.ingest.store, move |tx| {
         let (company_id, own) = tx
@@ -317,11 +328,24 @@ async fn resolve(
         for (number, target) in targets {
             missing_target |= !stored(tx, &number, &target)?;
         }
+        let mut unknown_user = false;
+        for user in users {
+            let by_number = match &user.number {
+                Some(number) => tx.contact_by_number(company_id, number)?.is_some(),
+                None => false,
+            };
+            let by_bsuid = match &user.bsuid {
+                Some(bsuid) => tx.contact_by_bsuid(company_id, bsuid)?.is_some(),
+                None => false,
+            };
+            unknown_user |= !by_number && !by_bsuid;
+        }
         Ok(Resolved {
             company_id,
             connections,
             known,
             missing_target,
+            unknown_user,
         })
     })
     .await

@@ -13,8 +13,8 @@ use zaphook::domain::{
 };
 use zaphook::store::sqlite::Durability;
 use zaphook::store::{
-    self, AttemptRecord, Claimed, EventScope, MessageScope, NewDelivery, NextStep, Store,
-    StoreError, Tx, WriteJob,
+    self, AttemptRecord, AttemptTally, Claimed, EventScope, MessageScope, NewDelivery, NextStep,
+    Store, StoreError, Tx, WriteJob,
 };
 
 /// Each conformance test, once per backend: `sqlite::name` and `postgres::name`.
@@ -54,6 +54,7 @@ conformance!(
     api_configs_are_found_by_token_until_revoked,
     subscribers_follow_scope_and_filters,
     housekeeping_on_two_nodes_at_once_takes_each_row_once,
+    attempts_are_counted_per_endpoint_and_minute,
 );
 
 fn spec(url: &str, ordering: Ordering) -> WebhookSpec {
@@ -1205,8 +1206,9 @@ async fn housekeeping_on_two_nodes_at_once_takes_each_row_once(db: backend::Test
     let ((pruned_a, freed_a), (pruned_b, freed_b)) = (a.await.unwrap(), b.await.unwrap());
     assert_eq!(
         pruned_a + pruned_b,
-        2 * OLD as usize,
-        "every old delivery and its event, once: {pruned_a} + {pruned_b}"
+        2 * OLD as usize + 1,
+        "every old delivery and its event, and the old minute's attempt counts, once: \
+         {pruned_a} + {pruned_b}"
     );
     assert_eq!(freed_a + freed_b, ORPHANS as usize, "{freed_a} + {freed_b}");
     assert_eq!(db.count("deliveries"), PENDING + ORPHANS);
@@ -1216,4 +1218,120 @@ async fn housekeeping_on_two_nodes_at_once_takes_each_row_once(db: backend::Test
         .await
         .unwrap();
     assert_eq!(due.len(), 1, "the orphans can be claimed again: {due:?}");
+}
+
+async fn attempts_are_counted_per_endpoint_and_minute(db: backend::TestDb) {
+    const MINUTE: i64 = 60_000;
+    let store = db.open();
+    let (a, b, other) = run(&store, |tx| {
+        let hooks = setup(tx, &[Ordering::None, Ordering::None])?;
+        let other = tx.insert_company("Other", 0)?;
+        let theirs = tx.insert_webhook(other, &spec("http://example.com/x", Ordering::None), 0)?;
+        for ticket in 0..6 {
+            event(tx, ticket, 10)?;
+        }
+        Ok((hooks[0], hooks[1], theirs.id))
+    })
+    .await;
+    let claimed = run(&store, |tx| claim_all(tx, 100, 10 * MINUTE)).await;
+    assert_eq!(claimed.len(), 12);
+    let of = |hook: i64| -> Vec<Claimed> {
+        claimed
+            .iter()
+            .filter(|c| c.target.webhook_id == hook)
+            .cloned()
+            .collect()
+    };
+    let (of_a, of_b) = (of(a), of(b));
+    // Endpoint a, minute 1: three in one commit and one in another; minute 2: one dead.
+    let attempt = |c: &Claimed, at: i64, next: NextStep, latency_ms: i64| AttemptRecord {
+        latency_ms,
+        ..record(c, at, next)
+    };
+    let first: Vec<AttemptRecord> = vec![
+        attempt(&of_a[0], MINUTE + 1, NextStep::Delivered, 40),
+        attempt(&of_a[1], MINUTE + 2, NextStep::Delivered, 120),
+        attempt(&of_a[2], MINUTE + 3, NextStep::RetryAt(9 * MINUTE), 3_000),
+    ];
+    run(&store, move |tx| {
+        for r in &first {
+            assert!(tx.record_attempt(r)?.applied);
+        }
+        Ok(())
+    })
+    .await;
+    let (late, dead, stolen) = (
+        attempt(&of_a[3], 2 * MINUTE - 1, NextStep::Delivered, 60),
+        attempt(&of_a[4], 2 * MINUTE + 5, NextStep::Dead, 20_000),
+        AttemptRecord {
+            lease: of_a[5].lease + 1,
+            ..attempt(&of_a[5], 2 * MINUTE + 6, NextStep::Delivered, 1)
+        },
+    );
+    let on_b = attempt(&of_b[0], MINUTE + 30, NextStep::Delivered, 10);
+    run(&store, move |tx| {
+        tx.record_attempt(&late)?;
+        tx.record_attempt(&dead)?;
+        assert!(
+            !tx.record_attempt(&stolen)?.applied,
+            "not our lease: not counted"
+        );
+        tx.record_attempt(&on_b)?;
+        Ok(())
+    })
+    .await;
+
+    let (whole, recent, minutes, of_b_only, theirs, backlog) = store::read(&store, move |tx| {
+        Ok::<_, StoreError>((
+            tx.attempt_tally(a, 0)?,
+            tx.attempt_tally(a, 2)?,
+            tx.attempt_minutes(1, None, 0)?,
+            tx.attempt_minutes(1, Some(b), 0)?,
+            tx.attempt_minutes(2, None, 0)?,
+            tx.backlog(a)?,
+        ))
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        (whole.delivered, whole.failed, whole.dead, whole.attempts()),
+        (3, 1, 1, 5)
+    );
+    assert_eq!(whole.latency_ms_sum, 40 + 120 + 3_000 + 60 + 20_000);
+    assert_eq!(whole.latency, [1, 1, 1, 0, 0, 0, 1, 0, 1]);
+    assert_eq!((recent.dead, recent.attempts()), (1, 1));
+    let by_minute: Vec<(i64, i64, i64)> = minutes
+        .iter()
+        .map(|(m, t)| (*m, t.delivered, t.attempts()))
+        .collect();
+    assert_eq!(
+        by_minute,
+        vec![(1, 4, 5), (2, 0, 1)],
+        "both endpoints of the company, per minute"
+    );
+    assert_eq!(of_b_only.len(), 1);
+    assert_eq!(of_b_only[0].1.latency[0], 1);
+    assert!(
+        theirs.is_empty(),
+        "another company's endpoint has no attempts: {theirs:?}"
+    );
+    let _ = other;
+    // a's failed one waits for its retry and the stolen one is still out under its lease.
+    let backlog = backlog.expect("a has waiting deliveries");
+    assert_eq!((backlog.pending, backlog.oldest_created_at), (2, 10));
+    let none = store::read(&store, move |tx| tx.backlog(b)).await.unwrap();
+    assert_eq!(none.map(|n| n.pending), Some(5));
+    // Retention takes the counts of the minutes before its cutoff.
+    run(&store, |tx| tx.prune(2 * MINUTE, 100)).await;
+    let left = store::read(&store, |tx| tx.attempt_minutes(1, None, 0))
+        .await
+        .unwrap();
+    assert_eq!(left.iter().map(|(m, _)| *m).collect::<Vec<_>>(), vec![2]);
+    let total = left
+        .iter()
+        .fold(AttemptTally::default(), |mut sum, (_, t)| {
+            sum.add(t);
+            sum
+        });
+    assert_eq!(total.dead, 1);
 }

@@ -216,7 +216,8 @@ pub trait DeliveryTx {
         recovered_at: i64,
     ) -> StoreResult<RecoveryProgress>;
     /// Deletes up to `batch` finished (delivered or dead) deliveries created before `before`,
-    /// with their attempts, and events no delivery refers to any more. Answers how many rows.
+    /// with their attempts, events no delivery refers to any more, and attempt counts of the
+    /// minutes before `before`. Answers how many rows.
     fn prune(&mut self, before: i64, batch: i64) -> StoreResult<usize>;
     /// Frees blocked deliveries that have no older unfinished one left to wait for (the
     /// finishing path never leaves one behind; this is the safety net). Answers how many.

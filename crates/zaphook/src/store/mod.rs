@@ -10,6 +10,7 @@ pub mod deliveries;
 pub mod postgres;
 mod sealed;
 pub mod sqlite;
+pub mod stats;
 pub mod webhooks;
 
 pub use channels::{ChannelTx, Claim, InboxItem, MediaJob, SendJob, SendKind, StoredMedia};
@@ -19,6 +20,7 @@ pub use deliveries::{
     AttemptRecord, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope, Handoffs,
     MessageScope, NewDelivery, NextStep, Recorded, RecoveryProgress, Subscriber,
 };
+pub use stats::{AttemptTally, StatsTx};
 pub use webhooks::{Target, WebhookTx};
 
 use std::sync::Arc;
@@ -359,6 +361,9 @@ where
 
 /// Every repository operation of a transaction, by subject. Company-scoped lookups take the
 /// company id and find nothing that belongs to another company.
-pub trait Tx: CompanyTx + ConversationTx + WebhookTx + DeliveryTx + ChannelTx {}
+pub trait Tx: CompanyTx + ConversationTx + WebhookTx + DeliveryTx + ChannelTx + StatsTx {}
 
-impl<T: CompanyTx + ConversationTx + WebhookTx + DeliveryTx + ChannelTx + ?Sized> Tx for T {}
+impl<T: CompanyTx + ConversationTx + WebhookTx + DeliveryTx + ChannelTx + StatsTx + ?Sized> Tx
+    for T
+{
+}

@@ -14,10 +14,11 @@ use std::sync::Arc;
 use super::rows::*;
 use super::tx::PgTx;
 use crate::domain::{Attempt, Delivery, DeliveryDetail, DeliveryStatus, EventType, Ordering};
+use crate::store::stats::minute_of;
 use crate::store::{
-    AttemptRecord, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope, Handoffs,
-    NewDelivery, NextStep, Recorded, RecoveryProgress, StoreError, StoreResult, Subscriber, Target,
-    Topic,
+    AttemptRecord, AttemptTally, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope,
+    Handoffs, NewDelivery, NextStep, Recorded, RecoveryProgress, StoreError, StoreResult,
+    Subscriber, Target, Topic,
 };
 
 impl PgTx<'_> {
@@ -290,6 +291,10 @@ impl DeliveryTx for PgTx<'_> {
             disabled: None,
             unblocked: false,
         };
+        if changed > 0 {
+            self.counts
+                .add(a.webhook_id, minute_of(a.at), &AttemptTally::of(a));
+        }
         if changed > 0
             && finishes
             && let Some(key) = a.ordering_key
@@ -521,7 +526,13 @@ impl DeliveryTx for PgTx<'_> {
                 FOR UPDATE SKIP LOCKED)",
             &[&before, &batch],
         )?;
-        Ok((deliveries + events) as usize)
+        let counts = self.execute(
+            "DELETE FROM attempt_minutes WHERE ctid = ANY(ARRAY(
+                SELECT ctid FROM attempt_minutes WHERE minute < $1 LIMIT $2
+                FOR UPDATE SKIP LOCKED))",
+            &[&minute_of(before), &batch],
+        )?;
+        Ok((deliveries + events + counts) as usize)
     }
 
     fn free_orphaned(&mut self) -> StoreResult<usize> {

@@ -13,6 +13,7 @@ mod conversations;
 mod deliveries;
 mod listener;
 mod rows;
+mod stats;
 mod tx;
 mod webhooks;
 
@@ -59,6 +60,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         7,
         include_str!("../../../migrations/postgres/0007_ui_sessions.sql"),
+    ),
+    (
+        10,
+        include_str!("../../../migrations/postgres/0010_attempt_minutes.sql"),
     ),
 ];
 
@@ -457,16 +462,18 @@ fn run_together(
         let batch_len = batch.len();
         let mut kept = Vec::with_capacity(batch_len);
         let mut topics = Topics::default();
+        let mut counts = stats::Counts::default();
         let mut jobs = batch.into_iter();
         let mut undone = false;
         while let Some((mut job, reruns)) = jobs.next() {
             let mut tx = PgTx::new(conn, secrets);
             let outcome = catch_unwind(AssertUnwindSafe(|| job.run(&mut tx)));
             let (wrote, raced) = (tx.wrote, tx.raced);
-            let (failed, job_topics) = (tx.failed.take(), tx.topics);
+            let (failed, job_topics, job_counts) = (tx.failed.take(), tx.topics, tx.counts);
             match (outcome, failed) {
                 (Ok(true), None) => {
                     topics.extend(job_topics);
+                    counts.extend(job_counts);
                     kept.push((job, reruns));
                     continue;
                 }
@@ -518,6 +525,14 @@ fn run_together(
             }
             batch = kept;
             continue;
+        }
+        if let Err(e) = stats::write_counts(conn, &counts) {
+            let e = StoreError::from(e);
+            tracing::error!(error = %e, "cannot count a batch's attempts");
+            let _ = conn.client.batch_execute("ROLLBACK");
+            kept.into_iter()
+                .for_each(|(job, _)| job.reply(Err(e.clone())));
+            return None;
         }
         // The notification reaches the other processes when (and only if) the transaction
         // commits; sent with the COMMIT, it costs no round trip of its own. The payload is

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use postgres::types::ToSql;
 use postgres::{Client, Row, Statement};
 
+use super::stats::Counts;
 use crate::secrets::SecretBox;
 use crate::store::{Handoffs, StoreError, StoreResult, Topic, Topics};
 
@@ -20,6 +21,9 @@ pub(super) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 pub struct PgConn {
     pub(super) client: Client,
     statements: HashMap<String, Statement>,
+    /// This connection's own rows of the attempt counters: one transaction at a time writes
+    /// them, so no two wait on each other for a counter.
+    pub(super) shard: i64,
 }
 
 impl PgConn {
@@ -27,7 +31,18 @@ impl PgConn {
         PgConn {
             client,
             statements: HashMap::new(),
+            shard: rand::random(),
         }
+    }
+
+    /// `sql`, prepared once per connection.
+    pub(super) fn statement(&mut self, sql: &str) -> Result<Statement, postgres::Error> {
+        if let Some(statement) = self.statements.get(sql) {
+            return Ok(statement.clone());
+        }
+        let statement = self.client.prepare(sql)?;
+        self.statements.insert(sql.to_string(), statement.clone());
+        Ok(statement)
     }
 }
 
@@ -43,6 +58,8 @@ pub struct PgTx<'c> {
     pub(super) topics: Topics,
     /// A key the job needed was taken by another transaction meanwhile: run it again.
     pub(super) raced: bool,
+    /// The attempts the job recorded, counted into the batch's counters if the job is kept.
+    pub(super) counts: Counts,
 }
 
 impl<'c> PgTx<'c> {
@@ -55,6 +72,7 @@ impl<'c> PgTx<'c> {
             failed: None,
             topics: Topics::default(),
             raced: false,
+            counts: Counts::default(),
         }
     }
 
@@ -71,14 +89,7 @@ impl<'c> PgTx<'c> {
     }
 
     fn prepared(&mut self, sql: &str) -> StoreResult<Statement> {
-        if let Some(statement) = self.conn.statements.get(sql) {
-            return Ok(statement.clone());
-        }
-        let statement = self.conn.client.prepare(sql).map_err(|e| self.fail(e))?;
-        self.conn
-            .statements
-            .insert(sql.to_string(), statement.clone());
-        Ok(statement)
+        self.conn.statement(sql).map_err(|e| self.fail(e))
     }
 
     fn fail(&mut self, e: postgres::Error) -> StoreError {

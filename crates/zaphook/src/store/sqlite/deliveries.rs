@@ -7,10 +7,11 @@ use rusqlite::{OptionalExtension, params};
 use super::rows::*;
 use super::tx::SqliteTx;
 use crate::domain::{Attempt, Delivery, DeliveryDetail, DeliveryStatus, EventType, Ordering};
+use crate::store::stats::minute_of;
 use crate::store::{
-    AttemptRecord, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope, Handoffs,
-    NewDelivery, NextStep, Recorded, RecoveryProgress, StoreError, StoreResult, Subscriber, Target,
-    Topic,
+    AttemptRecord, AttemptTally, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope,
+    Handoffs, NewDelivery, NextStep, Recorded, RecoveryProgress, StoreError, StoreResult,
+    Subscriber, Target, Topic,
 };
 
 impl DeliveryTx for SqliteTx<'_> {
@@ -245,6 +246,9 @@ impl DeliveryTx for SqliteTx<'_> {
             disabled: None,
             unblocked: false,
         };
+        if changed > 0 {
+            self.count_attempt(a.webhook_id, minute_of(a.at), &AttemptTally::of(a))?;
+        }
         if changed > 0
             && let Some(key) = a.ordering_key
             && matches!(a.next, NextStep::Delivered | NextStep::Dead)
@@ -469,7 +473,14 @@ impl DeliveryTx for SqliteTx<'_> {
                     LIMIT ?2)",
             )?
             .execute(params![before, batch])?;
-        Ok(deliveries + events)
+        let counts = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM attempt_minutes WHERE rowid IN (
+                    SELECT rowid FROM attempt_minutes WHERE minute < ?1 LIMIT ?2)",
+            )?
+            .execute(params![minute_of(before), batch])?;
+        Ok(deliveries + events + counts)
     }
 
     fn free_orphaned(&mut self) -> StoreResult<usize> {

@@ -9,6 +9,7 @@ mod conversations;
 mod deliveries;
 pub mod files;
 mod rows;
+mod stats;
 mod tx;
 mod webhooks;
 
@@ -63,6 +64,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (
         10,
         include_str!("../../../migrations/sqlite/0010_ui_sessions.sql"),
+    ),
+    (
+        13,
+        include_str!("../../../migrations/sqlite/0013_attempt_minutes.sql"),
     ),
 ];
 

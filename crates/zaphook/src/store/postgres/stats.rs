@@ -1,0 +1,141 @@
+//! Attempt counts per endpoint and minute, and an endpoint's backlog, in PostgreSQL. A job
+//! counts its attempts in memory; the batch adds up the counts of the jobs it keeps and writes
+//! them with one statement before it commits, into its connection's own rows.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use postgres::types::ToSql;
+
+use super::rows::col;
+use super::tx::{PgConn, PgTx};
+use crate::store::stats::{AttemptTally, StatsTx, TALLY_COLUMNS};
+use crate::store::{EndpointBacklog, StoreResult};
+
+/// Attempts by (endpoint, minute).
+#[derive(Debug, Default)]
+pub(super) struct Counts(HashMap<(i64, i64), AttemptTally>);
+
+impl Counts {
+    pub(super) fn add(&mut self, webhook_id: i64, minute: i64, tally: &AttemptTally) {
+        self.0.entry((webhook_id, minute)).or_default().add(tally);
+    }
+
+    pub(super) fn extend(&mut self, other: Counts) {
+        for ((webhook_id, minute), tally) in other.0 {
+            self.add(webhook_id, minute, &tally);
+        }
+    }
+}
+
+/// Adds arrays of counts (one element per endpoint and minute) to the connection's rows.
+static WRITE_COUNTS: LazyLock<String> = LazyLock::new(|| {
+    let arrays = (0..2 + TALLY_COLUMNS.len())
+        .map(|i| format!("${}::bigint[]", i + 2))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let adds = TALLY_COLUMNS
+        .iter()
+        .map(|c| format!("{c} = attempt_minutes.{c} + excluded.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "INSERT INTO attempt_minutes (webhook_id, minute, {names}, shard)
+         SELECT *, $1::bigint FROM unnest({arrays})
+         ON CONFLICT (webhook_id, minute, shard) DO UPDATE SET {adds}",
+        names = TALLY_COLUMNS.join(", ")
+    )
+});
+
+/// Writes a batch's counts, inside its transaction.
+pub(super) fn write_counts(conn: &mut PgConn, counts: &Counts) -> Result<(), postgres::Error> {
+    if counts.0.is_empty() {
+        return Ok(());
+    }
+    let mut keys: Vec<&(i64, i64)> = counts.0.keys().collect();
+    keys.sort();
+    let mut arrays: Vec<Vec<i64>> = vec![Vec::with_capacity(keys.len()); 2 + TALLY_COLUMNS.len()];
+    for key in keys {
+        arrays[0].push(key.0);
+        arrays[1].push(key.1);
+        for (array, value) in arrays[2..].iter_mut().zip(counts.0[key].columns()) {
+            array.push(value);
+        }
+    }
+    let shard = conn.shard;
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&shard];
+    params.extend(arrays.iter().map(|a| a as &(dyn ToSql + Sync)));
+    let statement = conn.statement(&WRITE_COUNTS)?;
+    conn.client.execute(&statement, &params)?;
+    Ok(())
+}
+
+/// `sum(delivered), sum(failed), …` over the counters.
+static SUMS: LazyLock<String> = LazyLock::new(|| {
+    TALLY_COLUMNS
+        .iter()
+        .map(|c| format!("coalesce(sum({c}), 0)::bigint"))
+        .collect::<Vec<_>>()
+        .join(", ")
+});
+
+fn tally(row: &postgres::Row, from: usize) -> StoreResult<AttemptTally> {
+    let mut columns = [0; TALLY_COLUMNS.len()];
+    for (i, c) in columns.iter_mut().enumerate() {
+        *c = col(row, from + i)?;
+    }
+    Ok(AttemptTally::from_columns(columns))
+}
+
+impl StatsTx for PgTx<'_> {
+    fn attempt_tally(&mut self, webhook_id: i64, since: i64) -> StoreResult<AttemptTally> {
+        let sql = format!(
+            "SELECT {} FROM attempt_minutes WHERE webhook_id = $1 AND minute >= $2",
+            *SUMS
+        );
+        let row = self.query_one(&sql, &[&webhook_id, &since])?;
+        tally(&row, 0)
+    }
+
+    fn attempt_minutes(
+        &mut self,
+        company_id: i64,
+        webhook_id: Option<i64>,
+        since: i64,
+    ) -> StoreResult<Vec<(i64, AttemptTally)>> {
+        let sql = format!(
+            "SELECT m.minute, {} FROM attempt_minutes m JOIN webhooks w ON w.id = m.webhook_id
+             WHERE w.company_id = $1 AND ($2::bigint IS NULL OR m.webhook_id = $2)
+               AND m.minute >= $3
+             GROUP BY m.minute ORDER BY m.minute",
+            *SUMS
+        );
+        self.query(&sql, &[&company_id, &webhook_id, &since])?
+            .iter()
+            .map(|row| Ok((col(row, 0)?, tally(row, 1)?)))
+            .collect()
+    }
+
+    fn backlog(&mut self, webhook_id: i64) -> StoreResult<Option<EndpointBacklog>> {
+        // As `backlogs`, for one endpoint: its part of the two partial indexes.
+        let row = self.query_one(
+            "SELECT count(*), min(created_at) FROM (
+                SELECT created_at FROM deliveries
+                WHERE webhook_id = $1 AND state IN ('pending', 'delivering', 'failed')
+                  AND NOT blocked
+                UNION ALL
+                SELECT created_at FROM deliveries
+                WHERE webhook_id = $1 AND state IN ('pending', 'delivering', 'failed')
+                  AND ordering_key IS NOT NULL AND blocked) AS backlog",
+            &[&webhook_id],
+        )?;
+        let (pending, oldest): (i64, Option<i64>) = (col(&row, 0)?, col(&row, 1)?);
+        Ok(oldest
+            .filter(|_| pending > 0)
+            .map(|oldest_created_at| EndpointBacklog {
+                webhook_id,
+                pending,
+                oldest_created_at,
+            }))
+    }
+}

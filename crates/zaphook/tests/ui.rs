@@ -489,3 +489,57 @@ async fn an_endpoint_is_disabled_enabled_tested_and_given_a_new_secret_from_its_
     assert_eq!(read["enabled"], true);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_endpoints_page_counts_its_attempts_and_draws_them() {
+    let app = spawn_app().await;
+    let receiver = common::TestReceiver::start().await;
+    let (webhook, _) = app.webhook(&receiver.url(), &["message.created"]).await;
+    let connection = app.sandbox_connection("Comercial").await;
+    let (session, _) = sign_in(&app, &app.token).await;
+    let page = format!("/ui/endpoints/{webhook}");
+    let empty = get(&app, &page, &session, "en").await;
+    assert!(
+        empty.body.contains("0 attempts") && !empty.body.contains("<rect"),
+        "{}",
+        empty.body
+    );
+
+    // Delivered at the third attempt; then one given up after all six.
+    receiver.answer(&[500, 500]);
+    app.inbound(connection, "5511955550011", "primeira").await;
+    app.settled_log(webhook).await;
+    receiver.answer(&[500; 6]);
+    app.inbound(connection, "5511955550012", "segunda").await;
+    let log = app.settled_log(webhook).await;
+    assert_eq!(log.len(), 2);
+
+    let shown = get(&app, &page, &session, "en").await;
+    assert_eq!(shown.status, 200);
+    let body = &shown.body;
+    // The hour and the day: 9 attempts, 1 delivered.
+    assert_eq!(body.matches("9 attempts").count(), 2, "{body}");
+    assert_eq!(body.matches("11.1 %").count(), 2, "{body}");
+    assert!(body.contains("≤ 50 ms"), "local answers are fast: {body}");
+    assert!(body.contains("<dd id=\"waiting\">0</dd>"), "{body}");
+    for class in ["delivered", "failed", "dead"] {
+        assert!(
+            body.contains(&format!("<rect class=\"{class}\"")),
+            "a {class} bar: {body}"
+        );
+    }
+    assert!(
+        body.contains("1 delivered, 7 failed, to be retried, 1 given up"),
+        "{body}"
+    );
+    assert!(body.contains("<polyline class=\"p95\""), "{body}");
+
+    // In Portuguese too.
+    let pt = get(&app, &page, &session, "pt-BR").await;
+    assert!(
+        pt.body.contains("Taxa de sucesso") && pt.body.contains("9 tentativas"),
+        "{}",
+        pt.body
+    );
+    app.stop().await;
+}

@@ -7,6 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
+use super::charts::{self, Health};
 use super::pages::{self, Layout, html};
 use super::session::Signed;
 use crate::api::ApiError;
@@ -137,6 +138,7 @@ pub struct EndpointPage {
     pub secret: Option<String>,
     /// What came of a test event just sent.
     pub test: Option<TestShown>,
+    pub health: Health,
     pub deliveries: Vec<DeliveryRow>,
 }
 
@@ -186,22 +188,25 @@ async fn endpoint_page(
     status: StatusCode,
 ) -> Response {
     let company = signed.company_id;
+    let (texts, now) = (signed.lang.texts(), state.ingest.clock.now_ms());
     let found = store::read(&state.ingest.store, move |tx| {
         let Some(endpoint) = tx.webhook_view(company, id)? else {
             return Ok(None);
         };
         let deliveries = tx.deliveries(id, None, None, LATEST)?;
-        Ok::<_, StoreError>(Some((endpoint, deliveries)))
+        let health = charts::health(tx, texts, company, id, now)?;
+        Ok::<_, StoreError>(Some((endpoint, deliveries, health)))
     })
     .await;
     match found {
-        Ok(Some((endpoint, deliveries))) => html(
+        Ok(Some((endpoint, deliveries, health))) => html(
             status,
             &EndpointPage {
                 page: signed.layout("/ui/endpoints"),
                 endpoint,
                 secret: shown.secret,
                 test: shown.test,
+                health,
                 deliveries: deliveries.iter().map(DeliveryRow::of).collect(),
             },
         ),

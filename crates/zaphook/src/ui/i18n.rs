@@ -136,6 +136,20 @@ pub struct Texts {
     pub callback_url: &'static str,
     pub verify_token: &'static str,
     pub for_meta: &'static str,
+    pub health: &'static str,
+    pub last_hour: &'static str,
+    pub last_day: &'static str,
+    pub success_rate: &'static str,
+    pub latency_p50: &'static str,
+    pub latency_p95: &'static str,
+    pub waiting: &'static str,
+    pub oldest_waiting: &'static str,
+    pub chart_outcomes: &'static str,
+    pub chart_latency: &'static str,
+    pub chart_peak: &'static str,
+    pub outcome_delivered: &'static str,
+    pub outcome_failed: &'static str,
+    pub outcome_dead: &'static str,
 }
 
 const EN: Texts = Texts {
@@ -200,6 +214,20 @@ const EN: Texts = Texts {
     callback_url: "Callback URL",
     verify_token: "Verify token",
     for_meta: "Paste both into Meta's console (WhatsApp › Configuration › Webhook).",
+    health: "How it fares",
+    last_hour: "Last hour",
+    last_day: "Last 24 hours",
+    success_rate: "Success rate",
+    latency_p50: "Median latency",
+    latency_p95: "95th percentile latency",
+    waiting: "Waiting deliveries",
+    oldest_waiting: "Oldest waiting for",
+    chart_outcomes: "Attempts per 5 minutes over the last 6 hours",
+    chart_latency: "Attempt latency per 5 minutes over the last 6 hours (median and 95th percentile)",
+    chart_peak: "peak",
+    outcome_delivered: "delivered",
+    outcome_failed: "failed, to be retried",
+    outcome_dead: "given up",
 };
 
 const PT_BR: Texts = Texts {
@@ -264,6 +292,20 @@ const PT_BR: Texts = Texts {
     callback_url: "URL de callback",
     verify_token: "Token de verificação",
     for_meta: "Cole os dois no painel da Meta (WhatsApp › Configuração › Webhook).",
+    health: "Como está indo",
+    last_hour: "Última hora",
+    last_day: "Últimas 24 horas",
+    success_rate: "Taxa de sucesso",
+    latency_p50: "Latência mediana",
+    latency_p95: "Latência do percentil 95",
+    waiting: "Entregas na fila",
+    oldest_waiting: "A mais antiga espera há",
+    chart_outcomes: "Tentativas a cada 5 minutos nas últimas 6 horas",
+    chart_latency: "Latência das tentativas a cada 5 minutos nas últimas 6 horas (mediana e percentil 95)",
+    chart_peak: "pico",
+    outcome_delivered: "entregues",
+    outcome_failed: "falharam, serão repetidas",
+    outcome_dead: "abandonadas",
 };
 
 #[derive(Debug, Deserialize)]

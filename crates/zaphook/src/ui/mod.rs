@@ -3,6 +3,7 @@
 //! with an API token. Nothing is fetched from elsewhere: the stylesheet and the one script
 //! (live updates of the pages that show changing state) are served here too.
 
+mod charts;
 mod endpoints;
 mod i18n;
 mod pages;

@@ -543,3 +543,101 @@ async fn an_endpoints_page_counts_its_attempts_and_draws_them() {
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn an_endpoints_scope_filters_and_ordering_are_changed_from_its_form() {
+    let app = spawn_app().await;
+    let (webhook, _) = app
+        .webhook("http://127.0.0.1:9/hook", &["message.created"])
+        .await;
+    let queue = app
+        .ok("/api/v1/queues", json!({"name": "Suporte"}), 201)
+        .await;
+    let queue = queue["id"].as_i64().unwrap().to_string();
+    let (session, csrf) = sign_in(&app, &app.token).await;
+    let edit = format!("/ui/endpoints/{webhook}/edit");
+
+    let form = get(&app, &edit, &session, "en").await;
+    assert_eq!(form.status, 200);
+    for control in ["url", "connectionId", "queueId", "description"] {
+        assert!(
+            form.body.contains(&format!("<label for=\"{control}\">")),
+            "{control} has a label: {}",
+            form.body
+        );
+    }
+    assert!(form.body.contains(">Suporte</option>"), "{}", form.body);
+    assert!(
+        form.body.contains("name=\"received\" value=\"on\" checked"),
+        "filters start as the endpoint has them: {}",
+        form.body
+    );
+
+    let changed = [
+        ("csrf", csrf.as_str()),
+        ("url", "http://127.0.0.1:9/other"),
+        ("events", "message.created"),
+        ("events", "ticket.closed"),
+        ("connectionId", ""),
+        ("queueId", queue.as_str()),
+        ("startOnTransfer", "on"),
+        ("sent", "on"),
+        ("ticketOpen", "on"),
+        ("mediaBase64", "on"),
+        ("description", "CRM"),
+    ];
+    let saved = post(&app, &edit, &session, &changed).await;
+    assert_eq!(
+        (saved.status.as_u16(), saved.location()),
+        (303, format!("/ui/endpoints/{webhook}").as_str())
+    );
+    let (_, read) = app.get(&format!("/api/v1/webhooks/{webhook}")).await;
+    assert_eq!(read["url"], "http://127.0.0.1:9/other");
+    assert_eq!(read["events"], json!(["message.created", "ticket.closed"]));
+    assert_eq!(read["queueId"].to_string(), queue);
+    assert_eq!(read["startOnTransfer"], true);
+    assert_eq!(read["ordering"], "none");
+    assert_eq!(read["description"], "CRM");
+    assert_eq!(
+        read["filters"],
+        json!({"received": false, "sent": true, "includeGroups": false, "ticketOpen": true,
+               "ticketPending": false, "mediaBase64": true})
+    );
+    assert_eq!(
+        read["enabled"], true,
+        "what the form does not show keeps its value"
+    );
+
+    // What the API refuses is shown beside the form, which keeps what was typed.
+    let mut bad = changed.to_vec();
+    bad[1] = ("url", "ftp://example.com/x");
+    let refused = post(&app, &edit, &session, &bad).await;
+    assert_eq!(refused.status, 422);
+    assert!(
+        refused.body.contains("role=\"alert\"") && refused.body.contains("ftp://example.com/x"),
+        "{}",
+        refused.body
+    );
+    let mut no_queue = changed.to_vec();
+    no_queue[5] = ("queueId", "");
+    let refused = post(&app, &edit, &session, &no_queue).await;
+    assert_eq!(
+        refused.status, 422,
+        "startOnTransfer needs a queue: {}",
+        refused.body
+    );
+    let (_, read) = app.get(&format!("/api/v1/webhooks/{webhook}")).await;
+    assert_eq!(read["url"], "http://127.0.0.1:9/other", "nothing changed");
+
+    bad[0] = ("csrf", "forged");
+    assert_eq!(post(&app, &edit, &session, &bad).await.status, 403);
+    let (_, other) = zaphook::app::create_company(&app.store, "Outra")
+        .await
+        .unwrap();
+    let (other_session, other_csrf) = sign_in(&app, &other).await;
+    assert_eq!(get(&app, &edit, &other_session, "en").await.status, 404);
+    let mut theirs = changed.to_vec();
+    theirs[0] = ("csrf", other_csrf.as_str());
+    assert_eq!(post(&app, &edit, &other_session, &theirs).await.status, 404);
+    app.stop().await;
+}

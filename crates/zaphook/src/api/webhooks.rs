@@ -89,6 +89,30 @@ impl WebhookBody {
         }
     }
 
+    /// What the dashboard's edit form gives: all but the secret, the token, the rate limit and
+    /// `enabled`, which keep their values.
+    pub(crate) fn of_edit(edit: EditForm) -> Self {
+        let f = edit.filters;
+        WebhookBody {
+            url: Some(edit.url),
+            events: Some(edit.events),
+            connection_id: Some(edit.connection_id),
+            queue_id: Some(edit.queue_id),
+            start_on_transfer: Some(edit.start_on_transfer),
+            filters: Some(FiltersBody {
+                received: Some(f.received),
+                sent: Some(f.sent),
+                include_groups: Some(f.include_groups),
+                ticket_open: Some(f.ticket_open),
+                ticket_pending: Some(f.ticket_pending),
+                media_base64: Some(f.media_base64),
+            }),
+            ordering: Some(edit.ordering),
+            description: Some(edit.description),
+            ..WebhookBody::default()
+        }
+    }
+
     /// Only `enabled`, as the dashboard's enable and disable buttons change it.
     pub(crate) fn of_enabled(enabled: bool) -> Self {
         WebhookBody {
@@ -96,6 +120,19 @@ impl WebhookBody {
             ..WebhookBody::default()
         }
     }
+}
+
+/// An endpoint as the dashboard's edit form sends it.
+#[derive(Clone)]
+pub(crate) struct EditForm {
+    pub url: String,
+    pub events: Vec<EventType>,
+    pub description: Option<String>,
+    pub connection_id: Option<i64>,
+    pub queue_id: Option<i64>,
+    pub start_on_transfer: bool,
+    pub filters: domain::Filters,
+    pub ordering: Ordering,
 }
 
 /// WHAZING's webhook filters; each defaults to true except `mediaBase64`.

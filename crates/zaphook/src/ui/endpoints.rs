@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
 use super::charts::{self, Health};
+use super::edit::{FilterChoice, filter_choices};
 use super::pages::{self, Layout, html};
 use super::session::Signed;
 use crate::api::ApiError;
@@ -25,7 +26,7 @@ pub struct EventChoice {
     pub checked: bool,
 }
 
-fn choices(checked: &[EventType]) -> Vec<EventChoice> {
+pub fn choices(checked: &[EventType]) -> Vec<EventChoice> {
     EventType::ALL
         .iter()
         .filter(|e| **e != EventType::WebhookTest)
@@ -139,6 +140,7 @@ pub struct EndpointPage {
     /// What came of a test event just sent.
     pub test: Option<TestShown>,
     pub health: Health,
+    pub filters: Vec<FilterChoice>,
     pub deliveries: Vec<DeliveryRow>,
 }
 
@@ -203,10 +205,11 @@ async fn endpoint_page(
             status,
             &EndpointPage {
                 page: signed.layout("/ui/endpoints"),
-                endpoint,
                 secret: shown.secret,
                 test: shown.test,
                 health,
+                filters: filter_choices(signed.lang.texts(), &endpoint.filters),
+                endpoint,
                 deliveries: deliveries.iter().map(DeliveryRow::of).collect(),
             },
         ),

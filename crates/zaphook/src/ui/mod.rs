@@ -4,6 +4,7 @@
 //! (live updates of the pages that show changing state) are served here too.
 
 mod charts;
+mod edit;
 mod endpoints;
 mod i18n;
 mod pages;
@@ -34,6 +35,7 @@ pub fn router() -> Router<AppState> {
             get(endpoints::list).post(endpoints::create),
         )
         .route("/ui/endpoints/{id}", get(endpoints::show))
+        .route("/ui/endpoints/{id}/edit", get(edit::show).post(edit::save))
         .route("/ui/endpoints/{id}/{action}", post(endpoints::act))
         .route("/ui/deliveries/{id}", get(endpoints::delivery))
         .route("/ui/deliveries/{id}/retry", post(endpoints::retry))

@@ -641,3 +641,101 @@ async fn an_endpoints_scope_filters_and_ordering_are_changed_from_its_form() {
     assert_eq!(post(&app, &edit, &other_session, &theirs).await.status, 404);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_tickets_timeline_shows_its_messages_and_events_with_their_deliveries() {
+    let app = spawn_app().await;
+    let receiver = common::TestReceiver::start().await;
+    let (webhook, _) = app
+        .webhook(
+            &receiver.url(),
+            &["message.created", "ticket.transferred", "ticket.closed"],
+        )
+        .await;
+    let connection = app.sandbox_connection("Comercial").await;
+    let queue = app
+        .ok("/api/v1/queues", json!({"name": "Suporte"}), 201)
+        .await;
+    let agent = json!({"name": "Ana", "email": "ana@example.com"});
+    let agent = app.ok("/api/v1/users", agent, 201).await["id"].clone();
+    let created = app
+        .inbound(connection, "5511955550013", "quero ajuda")
+        .await;
+    let message = created["id"].as_str().unwrap().to_string();
+    let (_, tickets) = app.get("/api/v1/tickets").await;
+    let ticket = tickets["items"][0]["id"].as_i64().unwrap();
+    app.ok(
+        "/api/v1/messages",
+        json!({"ticketId": ticket, "body": "já vamos ver"}),
+        202,
+    )
+    .await;
+    let (status, patched) = app
+        .patch(
+            &format!("/api/v1/tickets/{ticket}"),
+            json!({"queueId": queue["id"], "userId": agent}),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    app.settled_log(webhook).await;
+    receiver.wait_for(3).await;
+
+    let (session, _) = sign_in(&app, &app.token).await;
+    let list = get(&app, "/ui/conversations", &session, "en").await;
+    assert_eq!(list.status, 200);
+    for shown in [
+        format!("/ui/conversations/{ticket}"),
+        "Contact".into(),
+        "5511955550013".into(),
+        "Suporte".into(),
+        format!("#{agent}"),
+    ] {
+        assert!(list.body.contains(&shown), "{shown}: {}", list.body);
+    }
+    let closed = get(&app, "/ui/conversations?status=closed", &session, "en").await;
+    assert!(
+        !closed
+            .body
+            .contains(&format!("/ui/conversations/{ticket}\"")),
+        "{}",
+        closed.body
+    );
+
+    let page = get(&app, &format!("/ui/conversations/{ticket}"), &session, "en").await;
+    assert_eq!(page.status, 200);
+    let body = &page.body;
+    let (asked, answered) = (
+        body.find("quero ajuda").expect("the contact's message"),
+        body.find("já vamos ver").expect("the reply"),
+    );
+    assert!(asked < answered, "in time order");
+    assert!(body.contains(&format!("id=\"{message}\"")), "{body}");
+    let log = app.delivery_log(webhook).await;
+    assert_eq!(log.len(), 3, "two messages and the transfer: {log:?}");
+    for d in &log {
+        let id = d["id"].as_str().unwrap();
+        assert!(
+            body.contains(&format!("/ui/deliveries/{id}")),
+            "{} links to {id}: {body}",
+            d["eventType"]
+        );
+    }
+    let transfer = body.find("ticket.transferred").expect("the transfer");
+    assert!(transfer > answered, "{body}");
+
+    let (_, other) = zaphook::app::create_company(&app.store, "Outra")
+        .await
+        .unwrap();
+    let (other_session, _) = sign_in(&app, &other).await;
+    let theirs = get(
+        &app,
+        &format!("/ui/conversations/{ticket}"),
+        &other_session,
+        "en",
+    )
+    .await;
+    assert_eq!(theirs.status, 404);
+    let their_list = get(&app, "/ui/conversations", &other_session, "en").await;
+    assert!(!their_list.body.contains("quero ajuda"));
+    app.stop().await;
+}

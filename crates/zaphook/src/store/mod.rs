@@ -6,21 +6,21 @@
 pub mod channels;
 pub mod companies;
 pub mod conversations;
+pub mod dashboard;
 pub mod deliveries;
 pub mod postgres;
 mod sealed;
 pub mod sqlite;
-pub mod stats;
 pub mod webhooks;
 
 pub use channels::{ChannelTx, Claim, InboxItem, MediaJob, SendJob, SendKind, StoredMedia};
 pub use companies::{CompanyTx, UiSession};
 pub use conversations::{ConversationTx, NewContact, NewTicket, Reactor, TicketFilter};
+pub use dashboard::{AttemptTally, DashboardTx};
 pub use deliveries::{
     AttemptRecord, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope, Handoffs,
     MessageScope, NewDelivery, NextStep, Recorded, RecoveryProgress, Subscriber,
 };
-pub use stats::{AttemptTally, StatsTx};
 pub use webhooks::{Target, WebhookTx};
 
 use std::sync::Arc;
@@ -361,9 +361,12 @@ where
 
 /// Every repository operation of a transaction, by subject. Company-scoped lookups take the
 /// company id and find nothing that belongs to another company.
-pub trait Tx: CompanyTx + ConversationTx + WebhookTx + DeliveryTx + ChannelTx + StatsTx {}
+pub trait Tx:
+    CompanyTx + ConversationTx + WebhookTx + DeliveryTx + ChannelTx + DashboardTx
+{
+}
 
-impl<T: CompanyTx + ConversationTx + WebhookTx + DeliveryTx + ChannelTx + StatsTx + ?Sized> Tx
+impl<T: CompanyTx + ConversationTx + WebhookTx + DeliveryTx + ChannelTx + DashboardTx + ?Sized> Tx
     for T
 {
 }

@@ -5,8 +5,8 @@
 use std::fmt::Write;
 
 use super::i18n::Texts;
-use crate::store::stats::minute_of;
-use crate::store::stats::{AttemptTally, LATENCY_BOUNDS_MS};
+use crate::store::dashboard::minute_of;
+use crate::store::dashboard::{AttemptTally, LATENCY_BOUNDS_MS};
 use crate::store::{EndpointBacklog, StoreError, Tx};
 
 /// Minutes the charts cover, and the minutes each bar adds up.

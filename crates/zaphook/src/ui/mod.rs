@@ -4,6 +4,7 @@
 //! (live updates of the pages that show changing state) are served here too.
 
 mod charts;
+mod conversations;
 mod edit;
 mod endpoints;
 mod i18n;
@@ -30,6 +31,8 @@ pub fn router() -> Router<AppState> {
         .route("/ui/signout", post(session::sign_out))
         .route("/ui/lang", get(i18n::switch))
         .route("/ui/connections", get(pages::connections))
+        .route("/ui/conversations", get(conversations::list))
+        .route("/ui/conversations/{id}", get(conversations::show))
         .route(
             "/ui/endpoints",
             get(endpoints::list).post(endpoints::create),

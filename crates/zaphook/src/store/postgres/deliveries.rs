@@ -14,7 +14,7 @@ use std::sync::Arc;
 use super::rows::*;
 use super::tx::PgTx;
 use crate::domain::{Attempt, Delivery, DeliveryDetail, DeliveryStatus, EventType, Ordering};
-use crate::store::stats::minute_of;
+use crate::store::dashboard::minute_of;
 use crate::store::{
     AttemptRecord, AttemptTally, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope,
     Handoffs, NewDelivery, NextStep, Recorded, RecoveryProgress, StoreError, StoreResult,

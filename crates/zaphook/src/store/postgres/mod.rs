@@ -10,10 +10,10 @@
 mod channels;
 mod companies;
 mod conversations;
+mod dashboard;
 mod deliveries;
 mod listener;
 mod rows;
-mod stats;
 mod tx;
 mod webhooks;
 
@@ -63,7 +63,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (
         10,
-        include_str!("../../../migrations/postgres/0010_attempt_minutes.sql"),
+        include_str!("../../../migrations/postgres/0010_dashboard_reads.sql"),
     ),
 ];
 
@@ -462,7 +462,7 @@ fn run_together(
         let batch_len = batch.len();
         let mut kept = Vec::with_capacity(batch_len);
         let mut topics = Topics::default();
-        let mut counts = stats::Counts::default();
+        let mut counts = dashboard::Counts::default();
         let mut jobs = batch.into_iter();
         let mut undone = false;
         while let Some((mut job, reruns)) = jobs.next() {
@@ -526,7 +526,7 @@ fn run_together(
             batch = kept;
             continue;
         }
-        if let Err(e) = stats::write_counts(conn, &counts) {
+        if let Err(e) = dashboard::write_counts(conn, &counts) {
             let e = StoreError::from(e);
             tracing::error!(error = %e, "cannot count a batch's attempts");
             let _ = conn.client.batch_execute("ROLLBACK");

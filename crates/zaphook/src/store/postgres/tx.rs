@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use postgres::types::ToSql;
 use postgres::{Client, Row, Statement};
 
-use super::stats::Counts;
+use super::dashboard::Counts;
 use crate::secrets::SecretBox;
 use crate::store::{Handoffs, StoreError, StoreResult, Topic, Topics};
 

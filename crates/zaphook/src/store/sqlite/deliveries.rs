@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, params};
 use super::rows::*;
 use super::tx::SqliteTx;
 use crate::domain::{Attempt, Delivery, DeliveryDetail, DeliveryStatus, EventType, Ordering};
-use crate::store::stats::minute_of;
+use crate::store::dashboard::minute_of;
 use crate::store::{
     AttemptRecord, AttemptTally, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope,
     Handoffs, NewDelivery, NextStep, Recorded, RecoveryProgress, StoreError, StoreResult,

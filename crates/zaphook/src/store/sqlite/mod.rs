@@ -6,10 +6,10 @@
 mod channels;
 mod companies;
 mod conversations;
+mod dashboard;
 mod deliveries;
 pub mod files;
 mod rows;
-mod stats;
 mod tx;
 mod webhooks;
 
@@ -67,7 +67,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     ),
     (
         13,
-        include_str!("../../../migrations/sqlite/0013_attempt_minutes.sql"),
+        include_str!("../../../migrations/sqlite/0013_dashboard_reads.sql"),
     ),
 ];
 

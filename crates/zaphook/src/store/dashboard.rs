@@ -1,9 +1,64 @@
-//! What the dashboard reads about how endpoints fare: attempts counted per endpoint and minute
-//! (by outcome, with their latencies in buckets), and an endpoint's waiting deliveries. The
-//! counts are kept as attempts are recorded, so a day of them is a few thousand rows to add
-//! up, whatever the traffic.
+//! What the dashboard reads beyond the API: attempts counted per endpoint and minute (by
+//! outcome, with their latencies in buckets), an endpoint's waiting deliveries, and a
+//! ticket's events with where each of their deliveries stands. The counts are kept as
+//! attempts are recorded, so a day of them is a few thousand rows to add up, whatever the
+//! traffic.
 
 use super::{AttemptRecord, EndpointBacklog, NextStep, StoreResult};
+use crate::domain::{DeliveryStatus, EventType};
+
+/// An event of a ticket, with its deliveries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TicketEvent {
+    pub id: String,
+    pub event_type: EventType,
+    pub created_at: i64,
+    /// The message a message event is about (its payload's `id`).
+    pub message_id: Option<String>,
+    pub deliveries: Vec<EventDelivery>,
+}
+
+/// Where one delivery of an event stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventDelivery {
+    pub id: String,
+    pub webhook_id: i64,
+    pub status: DeliveryStatus,
+    pub attempts: i64,
+}
+
+/// Most events a ticket's timeline reads (with their deliveries, rows of both).
+pub const TICKET_EVENT_ROWS: i64 = 2_000;
+
+/// The message id of a message event's payload.
+pub fn message_of(event_type: EventType, payload: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        id: Option<String>,
+    }
+    matches!(
+        event_type,
+        EventType::MessageCreated | EventType::MessageUpdated
+    )
+    .then(|| serde_json::from_str::<Head>(payload).ok()?.id)
+    .flatten()
+}
+
+/// Rows of (event, delivery) joined, in order, as tickets' events.
+pub fn group_events(
+    rows: impl IntoIterator<Item = (TicketEvent, Option<EventDelivery>)>,
+) -> Vec<TicketEvent> {
+    let mut events: Vec<TicketEvent> = Vec::new();
+    for (event, delivery) in rows {
+        if events.last().is_none_or(|last| last.id != event.id) {
+            events.push(event);
+        }
+        if let (Some(last), Some(d)) = (events.last_mut(), delivery) {
+            last.deliveries.push(d);
+        }
+    }
+    events
+}
 
 /// Upper bounds (inclusive, in milliseconds) of the latency buckets; a last bucket holds the
 /// attempts slower than the last bound.
@@ -127,7 +182,7 @@ pub fn minute_of(ms: i64) -> i64 {
     ms.div_euclid(60_000)
 }
 
-pub trait StatsTx {
+pub trait DashboardTx {
     /// One endpoint's attempts from minute `since` on.
     fn attempt_tally(&mut self, webhook_id: i64, since: i64) -> StoreResult<AttemptTally>;
     /// The company's attempts (or one endpoint's) per minute from minute `since` on, oldest
@@ -140,6 +195,9 @@ pub trait StatsTx {
     ) -> StoreResult<Vec<(i64, AttemptTally)>>;
     /// One endpoint's waiting deliveries, if it has any.
     fn backlog(&mut self, webhook_id: i64) -> StoreResult<Option<EndpointBacklog>>;
+    /// A ticket's events, oldest first, each with its deliveries (at most
+    /// [`TICKET_EVENT_ROWS`] of both).
+    fn ticket_events(&mut self, company_id: i64, ticket_id: i64) -> StoreResult<Vec<TicketEvent>>;
 }
 
 #[cfg(test)]

@@ -4,8 +4,13 @@ use std::sync::LazyLock;
 
 use rusqlite::{OptionalExtension, ToSql, params};
 
+use super::rows::wire;
 use super::tx::SqliteTx;
-use crate::store::stats::{AttemptTally, StatsTx, TALLY_COLUMNS};
+use crate::domain::{DeliveryStatus, EventType};
+use crate::store::dashboard::{
+    AttemptTally, DashboardTx, EventDelivery, TALLY_COLUMNS, TICKET_EVENT_ROWS, TicketEvent,
+    group_events, message_of,
+};
 use crate::store::{EndpointBacklog, StoreResult};
 
 /// `sum(delivered), sum(failed), …` over the counters.
@@ -63,7 +68,7 @@ impl SqliteTx<'_> {
     }
 }
 
-impl StatsTx for SqliteTx<'_> {
+impl DashboardTx for SqliteTx<'_> {
     fn attempt_tally(&mut self, webhook_id: i64, since: i64) -> StoreResult<AttemptTally> {
         let sql = format!(
             "SELECT {} FROM attempt_minutes WHERE webhook_id = ?1 AND minute >= ?2",
@@ -117,5 +122,38 @@ impl StatsTx for SqliteTx<'_> {
             }),
             _ => None,
         })
+    }
+
+    fn ticket_events(&mut self, company_id: i64, ticket_id: i64) -> StoreResult<Vec<TicketEvent>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT e.id, e.event_type, e.created_at, e.payload, d.id, d.webhook_id, d.state,
+                    d.attempts
+             FROM events e LEFT JOIN deliveries d ON d.event_id = e.id
+             WHERE e.ticket_id = ?2 AND e.company_id = ?1
+             ORDER BY e.created_at, e.id, d.seq
+             LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![company_id, ticket_id, TICKET_EVENT_ROWS], |r| {
+            let event_type = wire(r, 1, EventType::parse)?;
+            let payload: String = r.get(3)?;
+            let event = TicketEvent {
+                id: r.get(0)?,
+                event_type,
+                created_at: r.get(2)?,
+                message_id: message_of(event_type, &payload),
+                deliveries: Vec::new(),
+            };
+            let delivery = match r.get::<_, Option<String>>(4)? {
+                Some(id) => Some(EventDelivery {
+                    id,
+                    webhook_id: r.get(5)?,
+                    status: wire(r, 6, DeliveryStatus::parse)?,
+                    attempts: r.get(7)?,
+                }),
+                None => None,
+            };
+            Ok((event, delivery))
+        })?;
+        Ok(group_events(rows.collect::<Result<Vec<_>, _>>()?))
     }
 }

@@ -7,9 +7,13 @@ use std::sync::LazyLock;
 
 use postgres::types::ToSql;
 
-use super::rows::col;
+use super::rows::{col, wire};
 use super::tx::{PgConn, PgTx};
-use crate::store::stats::{AttemptTally, StatsTx, TALLY_COLUMNS};
+use crate::domain::{DeliveryStatus, EventType};
+use crate::store::dashboard::{
+    AttemptTally, DashboardTx, EventDelivery, TALLY_COLUMNS, TICKET_EVENT_ROWS, TicketEvent,
+    group_events, message_of,
+};
 use crate::store::{EndpointBacklog, StoreResult};
 
 /// Attempts by (endpoint, minute).
@@ -87,7 +91,7 @@ fn tally(row: &postgres::Row, from: usize) -> StoreResult<AttemptTally> {
     Ok(AttemptTally::from_columns(columns))
 }
 
-impl StatsTx for PgTx<'_> {
+impl DashboardTx for PgTx<'_> {
     fn attempt_tally(&mut self, webhook_id: i64, since: i64) -> StoreResult<AttemptTally> {
         let sql = format!(
             "SELECT {} FROM attempt_minutes WHERE webhook_id = $1 AND minute >= $2",
@@ -137,5 +141,40 @@ impl StatsTx for PgTx<'_> {
                 pending,
                 oldest_created_at,
             }))
+    }
+
+    fn ticket_events(&mut self, company_id: i64, ticket_id: i64) -> StoreResult<Vec<TicketEvent>> {
+        let rows = self.query(
+            "SELECT e.id, e.event_type, e.created_at, e.payload, d.id, d.webhook_id, d.state,
+                    d.attempts
+             FROM events e LEFT JOIN deliveries d ON d.event_id = e.id
+             WHERE e.ticket_id = $2 AND e.company_id = $1
+             ORDER BY e.created_at, e.id, d.seq
+             LIMIT $3",
+            &[&company_id, &ticket_id, &TICKET_EVENT_ROWS],
+        )?;
+        let mut joined = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let event_type = wire(r, 1, EventType::parse)?;
+            let payload: String = col(r, 3)?;
+            let event = TicketEvent {
+                id: col(r, 0)?,
+                event_type,
+                created_at: col(r, 2)?,
+                message_id: message_of(event_type, &payload),
+                deliveries: Vec::new(),
+            };
+            let delivery = match col::<Option<String>>(r, 4)? {
+                Some(id) => Some(EventDelivery {
+                    id,
+                    webhook_id: col(r, 5)?,
+                    status: wire(r, 6, DeliveryStatus::parse)?,
+                    attempts: col(r, 7)?,
+                }),
+                None => None,
+            };
+            joined.push((event, delivery));
+        }
+        Ok(group_events(joined))
     }
 }

@@ -70,6 +70,13 @@ async fn accessible(browser: &Browser, page: &str) {
 
 /// Writes the page's screenshot to `docs/screenshots/<name>.png` when asked to.
 async fn screenshot(browser: &Browser, name: &str) {
+    // Without the focus ring the checks above leave on some control.
+    browser
+        .script(
+            "document.activeElement && document.activeElement.blur();",
+            json!([]),
+        )
+        .await;
     let png = browser.screenshot().await;
     assert!(png.starts_with(b"\x89PNG"), "{name}: a PNG");
     if std::env::var("UPDATE_SCREENSHOTS").is_ok() {
@@ -266,6 +273,91 @@ async fn a_delivery_that_failed_is_seen_and_sent_again_from_the_dashboard() {
     let text = browser.text().await;
     assert!(
         text.contains("Not found") && !text.contains("Chegou"),
+        "{text}"
+    );
+    browser.quit().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn an_endpoint_is_changed_and_a_conversation_followed_from_the_dashboard() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let app = spawn_app().await;
+    let receiver = TestReceiver::start().await;
+    let (webhook, _) = app
+        .webhook(&receiver.url(), &["message.created", "ticket.transferred"])
+        .await;
+    let connection = app.sandbox_connection("Comercial").await;
+    app.ok("/api/v1/queues", json!({"name": "Suporte"}), 201)
+        .await;
+    app.inbound(connection, "5511955550014", "Bom dia, meu pedido atrasou")
+        .await;
+    let (_, tickets) = app.get("/api/v1/tickets").await;
+    let ticket = tickets["items"][0]["id"].as_i64().unwrap();
+    app.ok(
+        "/api/v1/messages",
+        json!({"ticketId": ticket, "body": "Vamos verificar agora mesmo."}),
+        202,
+    )
+    .await;
+    app.settled_log(webhook).await;
+
+    sign_in(&browser, &app, &app.token).await;
+    browser
+        .goto(&app.url(&format!("/ui/endpoints/{webhook}")))
+        .await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("100.0 %") && text.contains("2 attempts"),
+        "{text}"
+    );
+    browser.click_to_load("a[href$=\"/edit\"]").await;
+    accessible(&browser, "edit").await;
+    // Messages received no longer go to it; tickets of queue Suporte only.
+    browser.click("input[name=received]").await;
+    browser
+        .script(
+            "const s = document.getElementById('queueId'); s.value = s.options[1].value;",
+            json!([]),
+        )
+        .await;
+    screenshot(&browser, "endpoint-edit-en").await;
+    browser
+        .click_to_load("form[action$=\"/edit\"] button[type=submit]")
+        .await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("✗ Messages received") && text.contains("Queue"),
+        "{text}"
+    );
+    let (_, read) = app.get(&format!("/api/v1/webhooks/{webhook}")).await;
+    assert_eq!(read["filters"]["received"], false);
+    assert!(read["queueId"].is_i64(), "{read}");
+
+    browser.goto(&app.url("/ui/conversations")).await;
+    let text = browser.text().await;
+    assert!(text.contains("5511955550014"), "{text}");
+    accessible(&browser, "conversations").await;
+    screenshot(&browser, "conversations-en").await;
+    browser
+        .click_to_load(&format!("a[href=\"/ui/conversations/{ticket}\"]"))
+        .await;
+    let text = browser.text().await;
+    let (asked, answered) = (
+        text.find("meu pedido atrasou")
+            .expect("the contact's message"),
+        text.find("Vamos verificar").expect("the reply"),
+    );
+    assert!(asked < answered, "{text}");
+    accessible(&browser, "ticket").await;
+    screenshot(&browser, "ticket-en").await;
+    // The reply's delivery, from its place on the timeline.
+    browser.click_to_load(".from-me .event a").await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("delivered") && text.contains("Vamos verificar"),
         "{text}"
     );
     browser.quit().await;

@@ -4,6 +4,8 @@
 
 use serde::Serialize;
 
+pub mod hooks;
+
 use crate::domain::{
     Contact, EventType, Message, MessageError, MessageStatus, SendType, Ticket, TicketEventKind,
     TicketStatus, User,

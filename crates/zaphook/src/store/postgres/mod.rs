@@ -60,6 +60,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../../migrations/postgres/0007_ui_sessions.sql"),
     ),
+    (
+        8,
+        include_str!("../../../migrations/postgres/0008_api_config_hooks.sql"),
+    ),
 ];
 
 /// Most jobs one commit carries.

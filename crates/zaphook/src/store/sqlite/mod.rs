@@ -64,6 +64,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("../../../migrations/sqlite/0010_ui_sessions.sql"),
     ),
+    (
+        11,
+        include_str!("../../../migrations/sqlite/0011_api_config_hooks.sql"),
+    ),
 ];
 
 /// Most jobs one commit carries; bounds the latency a large burst adds to its first job.

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use zaphook::domain::{
-    Channel, DeliveryStatus, EventType, Filters, Ordering, TicketStatus, WebhookFormat,
-    WebhookSpec,
+    Channel, DeliveryStatus, EventType, Filters, Ordering, TicketStatus, WebhookFormat, WebhookSpec,
 };
 use zaphook::store::sqlite::Durability;
 use zaphook::store::{
@@ -1250,7 +1249,10 @@ async fn api_config_hooks_are_endpoints_of_their_config(db: backend::TestDb) {
         api_config_id: Some(api_config.to_string()),
         connection_id: Some(1),
         token: Some(format!("secret of {api_config}")),
-        ..spec(&format!("http://example.com/{api_config}"), Ordering::Ticket)
+        ..spec(
+            &format!("http://example.com/{api_config}"),
+            Ordering::Ticket,
+        )
     };
     let (a, b) = (config("a"), config("b"));
     let stored = (a.clone(), b.clone());

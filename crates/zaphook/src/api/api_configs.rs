@@ -295,7 +295,8 @@ async fn create_api_config(
         view(tx, config.clone(), secrets).map(Some)
     })
     .await?;
-    let config = created.ok_or_else(|| ApiError::NotFound(format!("connection {connection_id}")))?;
+    let config =
+        created.ok_or_else(|| ApiError::NotFound(format!("connection {connection_id}")))?;
     Ok((
         StatusCode::CREATED,
         axum::Json(CreatedApiConfig { config, token }),

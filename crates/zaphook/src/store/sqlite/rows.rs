@@ -6,7 +6,8 @@ use rusqlite::types::Type;
 use crate::channels::cloud::graph;
 use crate::domain::{
     Channel, CloudState, Connection as Conn, Contact, Delivery, DeliveryStatus, EventType,
-    ExtraInfo, Filters, Message, MessageError, Ordering, Ticket, Webhook, WebhookFormat, WebhookSpec,
+    ExtraInfo, Filters, Message, MessageError, Ordering, Ticket, Webhook, WebhookFormat,
+    WebhookSpec,
 };
 
 /// Reads a text column holding a wire name of an enum.

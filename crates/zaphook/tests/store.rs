@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use zaphook::domain::{
-    Channel, DeliveryStatus, EventType, Filters, Ordering, TicketStatus, WebhookSpec,
+    Channel, DeliveryStatus, EventType, Filters, Ordering, TicketStatus, WebhookFormat, WebhookSpec,
 };
 use zaphook::store::sqlite::Durability;
 use zaphook::store::{
@@ -54,6 +54,8 @@ conformance!(
     api_configs_are_found_by_token_until_revoked,
     subscribers_follow_scope_and_filters,
     housekeeping_on_two_nodes_at_once_takes_each_row_once,
+    api_config_hooks_are_endpoints_of_their_config,
+    a_refused_token_changes_state_once,
     attempts_are_counted_per_endpoint_and_minute,
 );
 
@@ -61,6 +63,8 @@ fn spec(url: &str, ordering: Ordering) -> WebhookSpec {
     WebhookSpec {
         url: url.to_string(),
         events: vec![EventType::MessageCreated],
+        format: WebhookFormat::Whazing,
+        api_config_id: None,
         connection_id: None,
         queue_id: None,
         start_on_transfer: false,
@@ -100,6 +104,7 @@ fn event(tx: &mut dyn Tx, ticket: i64, now: i64) -> Result<String, StoreError> {
         message: None,
         previous_queue_id: None,
         transfer_start: false,
+        api_config: None,
     };
     let id = zaphook::domain::new_event_id();
     tx.insert_event(
@@ -655,6 +660,7 @@ async fn a_second_active_ticket_of_a_contact_is_a_conflict(db: backend::TestDb) 
         user_id: None,
         is_group: false,
         external_key: None,
+        api_config_id: None,
     };
     store::write(&store, move |tx| {
         let company = tx.insert_company("Acme", 0)?;
@@ -770,6 +776,7 @@ async fn conversations_read_back_what_was_written(db: backend::TestDb) {
                 user_id: None,
                 is_group: false,
                 external_key: Some("PEDIDO-1".into()),
+                api_config_id: Some("cfg-1".into()),
             },
             10,
         )?;
@@ -783,6 +790,7 @@ async fn conversations_read_back_what_was_written(db: backend::TestDb) {
         ticket.user_id = Some(user);
         ticket.last_message = "oi".into();
         ticket.updated_at = 20;
+        ticket.api_config_id = Some("cfg-2".into());
         tx.update_ticket(&ticket)?;
         assert_eq!(tx.ticket(company, ticket.id)?, Some(ticket.clone()));
         assert_eq!(tx.ticket(other, ticket.id)?, None);
@@ -906,6 +914,7 @@ async fn api_configs_are_found_by_token_until_revoked(db: backend::TestDb) {
         name: format!("n8n {id}"),
         token_prefix: format!("zx_{id}"),
         created_at: at,
+        auth_token: (id == "b").then(|| "Bearer of b".to_string()),
     };
     let (a, b, other) = (config("a", 1, 10), config("b", 1, 20), config("c", 2, 30));
     let stored = (a.clone(), b.clone(), other.clone());
@@ -1018,6 +1027,7 @@ async fn subscribers_follow_scope_and_filters(db: backend::TestDb) {
         }),
         previous_queue_id: None,
         transfer_start: false,
+        api_config: None,
     };
     let message = |from_me: bool, ticket_status: TicketStatus| EventScope {
         message: Some(MessageScope {
@@ -1218,6 +1228,191 @@ async fn housekeeping_on_two_nodes_at_once_takes_each_row_once(db: backend::Test
         .await
         .unwrap();
     assert_eq!(due.len(), 1, "the orphans can be claimed again: {due:?}");
+}
+
+/// An API config keeps its `authToken` and changes it; its hook endpoints carry their format
+/// and owner, take only their config's hook events (and the token in the header of their
+/// format), and one config has at most one endpoint of each hook.
+async fn api_config_hooks_are_endpoints_of_their_config(db: backend::TestDb) {
+    use zaphook::domain::ApiConfig;
+    let store = db.open();
+    let config = |id: &str| ApiConfig {
+        id: id.to_string(),
+        company_id: 1,
+        connection_id: 1,
+        name: format!("n8n {id}"),
+        token_prefix: format!("zx_{id}"),
+        created_at: 10,
+        auth_token: Some(format!("secret of {id}")),
+    };
+    let hook = |api_config: &str, format: WebhookFormat| WebhookSpec {
+        events: format.hook_event().into_iter().collect(),
+        format,
+        api_config_id: Some(api_config.to_string()),
+        connection_id: Some(1),
+        token: Some(format!("secret of {api_config}")),
+        ..spec(
+            &format!("http://example.com/{api_config}"),
+            Ordering::Ticket,
+        )
+    };
+    let (a, b) = (config("a"), config("b"));
+    let stored = (a.clone(), b.clone());
+    let ids = run(&store, move |tx| {
+        tx.insert_company("Acme", 0)?;
+        tx.insert_connection(1, "A", Channel::Sandbox, None, 0)?;
+        tx.insert_api_config(&stored.0, "hash-a")?;
+        tx.insert_api_config(&stored.1, "hash-b")?;
+        let plain = tx.insert_webhook(1, &spec("http://example.com/", Ordering::Ticket), 0)?;
+        let a_acks = tx.insert_webhook(1, &hook("a", WebhookFormat::HookMessageStatus), 0)?;
+        let b_acks = tx.insert_webhook(1, &hook("b", WebhookFormat::HookMessageStatus), 0)?;
+        let a_state = tx.insert_webhook(1, &hook("a", WebhookFormat::HookSessionStatus), 0)?;
+        Ok((plain.id, a_acks.id, b_acks.id, a_state.id))
+    })
+    .await;
+    let (plain, a_acks, b_acks, a_state) = ids;
+    let (found, view, spec_of, target) = store::read(&store, move |tx| {
+        Ok::<_, StoreError>((
+            tx.api_config(1, "a")?,
+            tx.webhook_view(1, a_acks)?,
+            tx.webhook(1, a_state)?,
+            tx.target(1, a_acks, 0)?,
+        ))
+    })
+    .await
+    .unwrap();
+    assert_eq!(found, Some(a.clone()));
+    let view = view.unwrap();
+    assert_eq!(
+        (view.format, view.api_config_id.as_deref(), view.has_token),
+        (WebhookFormat::HookMessageStatus, Some("a"), true)
+    );
+    let spec_of = spec_of.unwrap();
+    assert_eq!(
+        (spec_of.format, spec_of.api_config_id.as_deref()),
+        (WebhookFormat::HookSessionStatus, Some("a"))
+    );
+    let target = target.unwrap();
+    assert_eq!(target.format, WebhookFormat::HookMessageStatus);
+    assert_eq!(target.token.as_deref(), Some("secret of a"));
+
+    // Who hears what: a ticket's ack reaches its own config's hook only, a connection's
+    // state its configs' session hooks, and the plain endpoint neither.
+    let scope = |event_type, api_config| EventScope {
+        company_id: 1,
+        event_type,
+        connection_id: Some(1),
+        queue_id: None,
+        is_group: false,
+        ticket_id: Some(1),
+        message: None,
+        previous_queue_id: None,
+        transfer_start: false,
+        api_config,
+    };
+    let heard = |scope: EventScope<'static>| {
+        let store = Arc::clone(&store);
+        async move {
+            store::read(&store, move |tx| tx.subscribers(&scope, 0))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|s| (s.target.webhook_id, s.target.format))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        heard(scope(EventType::HookMessageStatus, Some("b"))).await,
+        [(b_acks, WebhookFormat::HookMessageStatus)]
+    );
+    assert_eq!(
+        heard(scope(EventType::HookMessageStatus, Some("z"))).await,
+        []
+    );
+    assert_eq!(
+        heard(scope(EventType::HookSessionStatus, None)).await,
+        [(a_state, WebhookFormat::HookSessionStatus)]
+    );
+    assert_eq!(
+        heard(scope(EventType::MessageCreated, None)).await,
+        [(plain, WebhookFormat::Whazing)]
+    );
+
+    // A second hook of one kind for a config is a conflict; its name and token change.
+    let taken = store::write(&store, move |tx| {
+        tx.insert_webhook(1, &hook("a", WebhookFormat::HookMessageStatus), 0)
+    })
+    .await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
+    let (changed, missing, after) = run(&store, |tx| {
+        Ok((
+            tx.update_api_config(1, "a", "renamed", None)?,
+            tx.update_api_config(2, "a", "intruder", Some("x"))?,
+            tx.api_config(1, "a")?,
+        ))
+    })
+    .await;
+    assert!(changed && !missing);
+    let after = after.unwrap();
+    assert_eq!((after.name.as_str(), after.auth_token), ("renamed", None));
+    run(&store, |tx| {
+        tx.revoke_api_config(1, "b", 20)?;
+        Ok(())
+    })
+    .await;
+    let revoked = store::read(&store, |tx| tx.api_config(1, "b"))
+        .await
+        .unwrap();
+    assert_eq!(revoked, None, "a revoked config is not found");
+}
+
+/// A cloud connection's refused token is set and cleared once each, however often the same
+/// change is asked for; a sandbox connection has no token to refuse.
+async fn a_refused_token_changes_state_once(db: backend::TestDb) {
+    use zaphook::domain::CloudConfig;
+    let store = db.open();
+    let cloud = CloudConfig {
+        phone_number_id: "106540352242922".into(),
+        access_token: "EAAG".into(),
+        app_secret: "app-secret".into(),
+        verify_token: "verify".into(),
+        graph_base_url: None,
+        graph_version: None,
+    };
+    let (cloud_id, sandbox_id) = run(&store, move |tx| {
+        let company = tx.insert_company("Acme", 0)?;
+        let c = tx.insert_connection(company, "Cloud", Channel::Cloud, Some(&cloud), 0)?;
+        let s = tx.insert_connection(company, "Sandbox", Channel::Sandbox, None, 0)?;
+        Ok((c.id, s.id))
+    })
+    .await;
+    let changes = run(&store, move |tx| {
+        Ok(vec![
+            tx.set_token_refused(cloud_id, Some(10))?,
+            tx.set_token_refused(cloud_id, Some(20))?,
+            tx.set_token_refused(sandbox_id, Some(10))?,
+        ])
+    })
+    .await;
+    assert_eq!(changes, [true, false, false]);
+    let refused = store::read(&store, move |tx| tx.connection(1, cloud_id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(refused.cloud.unwrap().token_refused);
+    let changes = run(&store, move |tx| {
+        Ok(vec![
+            tx.set_token_refused(cloud_id, None)?,
+            tx.set_token_refused(cloud_id, None)?,
+        ])
+    })
+    .await;
+    assert_eq!(changes, [true, false]);
+    let cleared = store::read(&store, move |tx| tx.connection(1, cloud_id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cleared.session_status(), "CONNECTED");
 }
 
 async fn attempts_are_counted_per_endpoint_and_minute(db: backend::TestDb) {

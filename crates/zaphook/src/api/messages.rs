@@ -324,6 +324,7 @@ async fn send_message(
         media_url: body.media_url.map(|u| u.trim().to_string()),
         quoted_message_id: quoted,
         external_key,
+        api_config_id: None,
         user_id: body.user_id,
         send_type,
         file_name,

@@ -11,6 +11,7 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, Checks};
 use super::extract::{Company, Json, Path, Query};
 use crate::domain::{Channel, CloudConfig, Connection, Contact, Queue, User};
+use crate::ingest;
 use crate::store::{self, NewContact};
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -142,6 +143,7 @@ async fn update_connection(
     let name = body.name.map(|n| checks.text("name", &n, 100));
     checks.done()?;
     let patch = body.cloud;
+    let now = state.ingest.clock.now_ms();
     let connection = store::write(&state.ingest.store, move |tx| {
         let current = tx
             .connection(company, id)?
@@ -174,9 +176,16 @@ async fn update_connection(
         };
         let name = name.clone().unwrap_or(current.name);
         let new_token = patch.as_ref().is_some_and(|p| p.access_token.is_some());
+        // A new token ends a refusal: the connection is connected again.
+        let reconnected = new_token && tx.set_token_refused(id, None)?;
         tx.update_connection(company, id, &name, cloud.as_ref(), new_token)?;
-        tx.connection(company, id)?
-            .ok_or_else(|| ApiError::NotFound(format!("connection {id}")))
+        let connection = tx
+            .connection(company, id)?
+            .ok_or_else(|| ApiError::NotFound(format!("connection {id}")))?;
+        if reconnected {
+            ingest::emit_session_status(tx, company, now, &connection)?;
+        }
+        Ok(connection)
     })
     .await?;
     Ok(axum::Json(connection))

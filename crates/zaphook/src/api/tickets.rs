@@ -96,6 +96,7 @@ async fn create_ticket(
         user_id: body.user_id,
         status,
         external_key,
+        api_config_id: None,
     };
     let (ticket, contact, created) = state
         .ingest

@@ -14,8 +14,8 @@ use super::{AppState, Page, page_limit};
 use crate::delivery::sign;
 use crate::delivery::ssrf::TargetPolicy;
 use crate::domain::{
-    self, Delivery, DeliveryDetail, DeliveryStatus, EventType, Ordering, Webhook, WebhookSpec,
-    rfc3339,
+    self, Delivery, DeliveryDetail, DeliveryStatus, EventType, Ordering, Webhook, WebhookFormat,
+    WebhookSpec, rfc3339,
 };
 use crate::store::{self, Tx};
 
@@ -153,13 +153,19 @@ pub struct FiltersBody {
     media_base64: Option<bool>,
 }
 
-fn check_target(checks: &mut Checks, url: &str, targets: &TargetPolicy) -> String {
-    let url = checks.url("url", url);
+/// An endpoint's address in `field`: an http(s) URL that the operator lets webhooks reach.
+pub(crate) fn check_target(
+    checks: &mut Checks,
+    field: &str,
+    url: &str,
+    targets: &TargetPolicy,
+) -> String {
+    let url = checks.url(field, url);
     if let Ok(parsed) = reqwest::Url::parse(&url)
         && targets.check_literal(&parsed).is_err()
     {
         checks.fail(
-            "url",
+            field,
             "points to a private or internal address; allow it with --allow-private-targets or --allow-private-cidrs",
         );
     }
@@ -174,7 +180,7 @@ fn merge(
     targets: &TargetPolicy,
 ) -> WebhookSpec {
     if let Some(url) = body.url {
-        spec.url = check_target(checks, &url, targets);
+        spec.url = check_target(checks, "url", &url, targets);
     }
     if let Some(events) = body.events {
         if events.is_empty() {
@@ -184,6 +190,14 @@ fn merge(
             checks.fail(
                 "events",
                 "webhook.test is sent by the test route, not subscribed to",
+            );
+        }
+        if let Some(hook) = events.iter().find(|e| e.is_hook()) {
+            checks.fail(
+                "events",
+                format!(
+                    "{hook} is sent to an API config's hook URL: set urlMessageStatus or urlServiceStatus on the API config"
+                ),
             );
         }
         // Each type once, where it was first named.
@@ -310,6 +324,8 @@ pub(crate) async fn create(
     let defaults = WebhookSpec {
         url: String::new(),
         events: EventType::DEFAULT_SUBSCRIPTION.to_vec(),
+        format: WebhookFormat::Whazing,
+        api_config_id: None,
         connection_id: None,
         queue_id: None,
         start_on_transfer: false,
@@ -350,6 +366,17 @@ fn webhook_not_found(id: i64) -> ApiError {
     ApiError::NotFound(format!("webhook {id}"))
 }
 
+/// An endpoint an API config owns (one of izing's hooks) changes with its config only.
+fn refuse_owned(id: i64, spec: &WebhookSpec) -> ApiResult<()> {
+    match &spec.api_config_id {
+        Some(api_id) => Err(ApiError::Conflict(format!(
+            "webhook {id} is the {} hook of API config {api_id}: change or remove it with PATCH /api/v1/api-configs/{api_id}",
+            spec.format
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// One endpoint.
 #[utoipa::path(get, path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = i64, Path)),
     responses((status = 200, body = Webhook), (status = 404, body = super::Problem)))]
@@ -366,11 +393,12 @@ async fn get_webhook(
 }
 
 /// Changes an endpoint; keys left out keep their value, `null` clears an optional one.
-/// Enabling a disabled endpoint resumes its deliveries where they stopped.
+/// Enabling a disabled endpoint resumes its deliveries where they stopped. An API config's
+/// hook endpoint (`apiConfigId` set) changes with its config only: 409 here.
 #[utoipa::path(patch, path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = i64, Path)),
     request_body = WebhookBody,
     responses((status = 200, body = Webhook), (status = 404, body = super::Problem),
-        (status = 422, body = super::Problem)))]
+        (status = 409, body = super::Problem), (status = 422, body = super::Problem)))]
 async fn patch_webhook(
     State(state): State<AppState>,
     Company(company): Company,
@@ -399,6 +427,7 @@ pub(crate) async fn change(
         let current = tx
             .webhook(company, id)?
             .ok_or_else(|| webhook_not_found(id))?;
+        refuse_owned(id, &current)?;
         let mut checks = Checks::default();
         let spec = merge(&mut checks, current, body.clone(), &targets);
         checks.done()?;
@@ -410,19 +439,24 @@ pub(crate) async fn change(
     .await
 }
 
-/// Removes an endpoint and its delivery log.
+/// Removes an endpoint and its delivery log. An API config's hook endpoint is removed with its
+/// config's URL only: 409 here.
 #[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "webhooks", params(("id" = i64, Path)),
-    responses((status = 204), (status = 404, body = super::Problem)))]
+    responses((status = 204), (status = 404, body = super::Problem),
+        (status = 409, body = super::Problem)))]
 async fn delete_webhook(
     State(state): State<AppState>,
     Company(company): Company,
     Path(id): Path<i64>,
 ) -> ApiResult<StatusCode> {
     let deleted = store::write(&state.ingest.store, move |tx| {
-        tx.delete_webhook(company, id)
+        match tx.webhook(company, id)? {
+            Some(spec) => refuse_owned(id, &spec)?,
+            None => return Ok(false),
+        }
+        Ok::<_, ApiError>(tx.delete_webhook(company, id)?)
     })
-    .await
-    .map_err(ApiError::from)?;
+    .await?;
     if deleted {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -133,7 +133,7 @@ impl HttpSender {
             .header("x-zaphook-event", event_type.as_str())
             .body(payload.to_string());
         if let Some(token) = &target.token {
-            request = request.header("X-N8N-API-KEY", token);
+            request = request.header(target.format.token_header(), token);
         }
         let mut response = request.send().await.map_err(describe)?;
         let status = response.status().as_u16();

@@ -109,6 +109,19 @@ wire_enum!(
         TicketTransferred => "ticket.transferred",
         TicketClosed => "ticket.closed",
         WebhookTest => "webhook.test",
+        HookMessageStatus => "hookMessageStatus",
+        HookSessionStatus => "hookSessionStatus",
+    }
+);
+
+wire_enum!(
+    /// The body an endpoint takes: WHAZING's webhook payloads (every endpoint of
+    /// `/api/v1/webhooks`), or one of izing's older per-API-config hooks, whose endpoints an
+    /// API config owns (its `urlMessageStatus` and `urlServiceStatus`).
+    WebhookFormat {
+        Whazing => "whazing",
+        HookMessageStatus => "hook_message_status",
+        HookSessionStatus => "hook_session_status",
     }
 );
 
@@ -142,6 +155,20 @@ impl MessageStatus {
         }
     }
 
+    /// The status as WHAZING/whaticket number a message's ack (whatsapp-web.js `MessageAck`):
+    /// -1 failed, 0 pending, 1 sent (the server took it), 2 delivered, 3 read, 4 played; a
+    /// received message has no ack and is 0.
+    pub fn ack(self) -> i64 {
+        match self {
+            MessageStatus::Failed => -1,
+            MessageStatus::Received | MessageStatus::Pending => 0,
+            MessageStatus::Sended => 1,
+            MessageStatus::Delivered => 2,
+            MessageStatus::Read => 3,
+            MessageStatus::Played => 4,
+        }
+    }
+
     /// Whether an outbound message in status `self` may move to `next`. Status only moves
     /// forward; `failed` is reachable only before the message was delivered, and is final.
     pub fn can_advance_to(self, next: MessageStatus) -> bool {
@@ -161,6 +188,44 @@ impl MessageStatus {
 impl EventType {
     /// The types an endpoint subscribes to when it names none: what WHAZING promises.
     pub const DEFAULT_SUBSCRIPTION: &'static [EventType] = &[EventType::MessageCreated];
+
+    /// The types of izing's per-API-config hooks: sent to an API config's hook URLs only,
+    /// never subscribed to.
+    pub fn is_hook(self) -> bool {
+        matches!(
+            self,
+            EventType::HookMessageStatus | EventType::HookSessionStatus
+        )
+    }
+
+    /// The types an endpoint of `/api/v1/webhooks` may subscribe to.
+    pub fn subscribable() -> impl Iterator<Item = EventType> {
+        EventType::ALL
+            .iter()
+            .copied()
+            .filter(|e| *e != EventType::WebhookTest && !e.is_hook())
+    }
+}
+
+impl WebhookFormat {
+    /// The header an endpoint's token goes in: WHAZING's `X-N8N-API-KEY`, or for izing's
+    /// hooks the API config's `authToken` as a raw `authorization` header.
+    pub fn token_header(self) -> &'static str {
+        match self {
+            WebhookFormat::Whazing => "X-N8N-API-KEY",
+            WebhookFormat::HookMessageStatus | WebhookFormat::HookSessionStatus => "authorization",
+        }
+    }
+
+    /// The one event type a hook endpoint receives; `None` for WHAZING endpoints, which
+    /// subscribe to the types they name.
+    pub fn hook_event(self) -> Option<EventType> {
+        match self {
+            WebhookFormat::Whazing => None,
+            WebhookFormat::HookMessageStatus => Some(EventType::HookMessageStatus),
+            WebhookFormat::HookSessionStatus => Some(EventType::HookSessionStatus),
+        }
+    }
 }
 
 /// WHAZING's `Type` discriminator of a ticket event.
@@ -204,6 +269,20 @@ mod tests {
         }
         assert_eq!(SendType::Api.as_str(), "API");
         assert_eq!(MediaType::parse("gif"), None);
+        for f in WebhookFormat::ALL {
+            assert_eq!(WebhookFormat::parse(f.as_str()), Some(*f));
+        }
+        assert!(EventType::subscribable().all(|e| !e.is_hook() && e != EventType::WebhookTest));
+    }
+
+    #[test]
+    fn acks_are_whazings_numbers() {
+        use MessageStatus::*;
+        let acks: Vec<i64> = [Failed, Pending, Sended, Delivered, Read, Played]
+            .iter()
+            .map(|s| s.ack())
+            .collect();
+        assert_eq!(acks, [-1, 0, 1, 2, 3, 4]);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 
 use super::{
     Channel, DeliveryStatus, EventType, MediaType, MessageStatus, Ordering, SendType, TicketStatus,
+    WebhookFormat,
 };
 
 /// Serialises Unix milliseconds as an RFC 3339 string.
@@ -98,6 +99,19 @@ pub struct Connection {
     pub created_at: i64,
 }
 
+impl Connection {
+    /// The connection's state as WHAZING names it (`/statuschannel`, izing's
+    /// `hookSessionStatus`): a sandbox connection is always `CONNECTED`; a Cloud API one is
+    /// `DISCONNECTED` while Meta refuses its access token.
+    pub fn session_status(&self) -> &'static str {
+        if self.cloud.as_ref().is_some_and(|c| c.token_refused) {
+            "DISCONNECTED"
+        } else {
+            "CONNECTED"
+        }
+    }
+}
+
 /// A key to the WHAZING external API (`/v1/api/external/{apiId}`) of one connection; its
 /// token is stored hashed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -115,6 +129,10 @@ pub struct ApiConfig {
     #[serde(serialize_with = "rfc3339::serialize")]
     #[schema(value_type = String, format = DateTime)]
     pub created_at: i64,
+    /// The integrator's `authToken`, sent as a raw `authorization` header with every request
+    /// to the config's hooks; never shown.
+    #[serde(skip)]
+    pub auth_token: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -198,6 +216,9 @@ pub struct Ticket {
     pub is_group: bool,
     /// The integrator's key, from ticket creation or an API send; sent as `apiConfig`.
     pub external_key: Option<String>,
+    /// The external API config (`apiId`) that last created or sent to the ticket: its
+    /// `urlMessageStatus` hears the acks of the ticket's messages.
+    pub api_config_id: Option<String>,
     /// Text of the latest message of the ticket.
     pub last_message: String,
     #[serde(serialize_with = "rfc3339::serialize")]
@@ -271,6 +292,12 @@ pub struct Webhook {
     pub id: i64,
     pub url: String,
     pub events: Vec<EventType>,
+    /// The body it takes: `whazing` (WHAZING's payloads), or one of izing's hooks
+    /// (`hook_message_status`, `hook_session_status`) of the API config `apiConfigId`.
+    pub format: WebhookFormat,
+    /// The API config that owns this endpoint (its `urlMessageStatus` or `urlServiceStatus`),
+    /// which alone changes or removes it.
+    pub api_config_id: Option<String>,
     pub connection_id: Option<i64>,
     pub queue_id: Option<i64>,
     /// With `queueId`: the ticket's last message is sent when the ticket enters the queue.
@@ -330,6 +357,9 @@ impl Default for Filters {
 pub struct WebhookSpec {
     pub url: String,
     pub events: Vec<EventType>,
+    pub format: WebhookFormat,
+    /// The API config that owns a hook endpoint.
+    pub api_config_id: Option<String>,
     pub connection_id: Option<i64>,
     pub queue_id: Option<i64>,
     pub start_on_transfer: bool,

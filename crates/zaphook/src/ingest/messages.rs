@@ -162,6 +162,9 @@ pub fn send(
     if cmd.external_key.is_some() {
         ticket.external_key = cmd.external_key.clone();
     }
+    if cmd.api_config_id.is_some() {
+        ticket.api_config_id = cmd.api_config_id.clone();
+    }
     ticket.last_message = summary(&cmd.body, cmd.media_type);
     ticket.updated_at = now;
     tx.update_ticket(&ticket)?;
@@ -245,7 +248,8 @@ pub fn accept_outbound(
     }
     let ticket = ticket_of(tx, company_id, &message)?;
     message.message_id = Some(channel_id.to_string());
-    if message.status.can_advance_to(MessageStatus::Sended) {
+    let sent = message.status.can_advance_to(MessageStatus::Sended);
+    if sent {
         message.status = MessageStatus::Sended;
     }
     tx.update_message(&message)?;
@@ -258,6 +262,9 @@ pub fn accept_outbound(
         &ticket,
         Known::default(),
     )?;
+    if sent {
+        emit_ack(tx, company_id, now, &message, &ticket)?;
+    }
     Ok(Some(message))
 }
 
@@ -282,7 +289,7 @@ pub fn fail_outbound(
     message.status = MessageStatus::Failed;
     message.error = Some(error);
     tx.update_message(&message)?;
-    announce_update(tx, company_id, now, &message)?;
+    announce_status(tx, company_id, now, &message)?;
     Ok(Some(message))
 }
 
@@ -356,6 +363,27 @@ fn announce_update(
     )
 }
 
+/// Appends `message.updated` for a message whose status changed, and its ack for the hook of
+/// the API config that last used its ticket.
+fn announce_status(
+    tx: &mut dyn Tx,
+    company_id: i64,
+    now: i64,
+    message: &Message,
+) -> IngestResult<()> {
+    let ticket = ticket_of(tx, company_id, message)?;
+    emit_message(
+        tx,
+        company_id,
+        now,
+        EventType::MessageUpdated,
+        message,
+        &ticket,
+        Known::default(),
+    )?;
+    emit_ack(tx, company_id, now, message, &ticket)
+}
+
 fn ticket_of(tx: &mut dyn Tx, company_id: i64, message: &Message) -> IngestResult<Ticket> {
     tx.ticket(company_id, message.ticket_id)?
         .ok_or_else(|| not_found(format!("ticket {}", message.ticket_id)))
@@ -384,7 +412,7 @@ pub fn status_update(
         message.error = error;
     }
     tx.update_message(&message)?;
-    announce_update(tx, company_id, now, &message)?;
+    announce_status(tx, company_id, now, &message)?;
     Ok(message)
 }
 

@@ -29,7 +29,9 @@ pub use messages::{
     contact_revoke, delete_message, edit_message, fail_outbound, inbound, react, resolve_message,
     send, set_media, status_update,
 };
-pub use outbox::{Known, emit_message, emit_ticket, emit_transfer_start};
+pub use outbox::{
+    Known, emit_ack, emit_message, emit_session_status, emit_ticket, emit_transfer_start,
+};
 pub use tickets::{create_ticket, update_ticket};
 
 #[derive(Debug, thiserror::Error)]
@@ -140,6 +142,9 @@ pub struct SendMessage {
     pub media_url: Option<String>,
     pub quoted_message_id: Option<String>,
     pub external_key: Option<String>,
+    /// The external API config (`apiId`) the send came through: the ticket's acks go to its
+    /// `urlMessageStatus` from now on.
+    pub api_config_id: Option<String>,
     pub user_id: Option<i64>,
     pub send_type: SendType,
     /// A document's file name, for the channel.
@@ -166,6 +171,7 @@ impl SendMessage {
             media_url: None,
             quoted_message_id: None,
             external_key: None,
+            api_config_id: None,
             user_id: None,
             send_type: SendType::Api,
             file_name: None,
@@ -196,6 +202,8 @@ pub struct CreateTicket {
     pub user_id: Option<i64>,
     pub status: TicketStatus,
     pub external_key: Option<String>,
+    /// The external API config (`apiId`) that opens it, if one does.
+    pub api_config_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -381,6 +389,7 @@ fn find_or_create_ticket(
             user_id: None,
             is_group: contact.is_group,
             external_key: None,
+            api_config_id: None,
         },
         now,
     )?;
@@ -403,4 +412,18 @@ fn require_queue(tx: &mut dyn Tx, company_id: i64, queue_id: Option<i64>) -> Ing
         return Err(invalid("queueId", format!("queue {id} does not exist")));
     }
     Ok(())
+}
+
+/// The state of connection `connection_id` changed (the writer that changed it was told so by
+/// the store): izing's `hookSessionStatus` for its API configs' `urlServiceStatus`.
+pub fn connection_state_changed(
+    tx: &mut dyn Tx,
+    company_id: i64,
+    now: i64,
+    connection_id: i64,
+) -> IngestResult<()> {
+    let connection = tx
+        .connection(company_id, connection_id)?
+        .ok_or_else(|| not_found(format!("connection {connection_id}")))?;
+    emit_session_status(tx, company_id, now, &connection)
 }

@@ -1,5 +1,7 @@
 //! Appending events to the outbox: the payload rendered from the state in the transaction,
 //! one delivery per subscribed endpoint, leased for a hand-off when nothing holds it back.
+//! izing's per-API-config hooks are events of their own, rendered in izing's shape for the
+//! hook endpoints alone (a message's ack, a connection's state).
 
 use super::*;
 
@@ -14,7 +16,7 @@ pub struct Known<'a> {
 /// `media_url` is the message's, whose file goes in `mediaBase64` for the endpoints that ask.
 fn append(
     tx: &mut dyn Tx,
-    scope: EventScope,
+    scope: EventScope<'_>,
     now: i64,
     media_url: Option<&str>,
     render: impl FnOnce(&mut dyn Tx) -> IngestResult<String>,
@@ -32,6 +34,12 @@ fn append(
     };
     let event_id = domain::new_event_id();
     tx.insert_event(&event_id, &scope, &payload, media.as_deref(), now)?;
+    // A connection's states keep their order as a ticket's events do: a session hook's
+    // endpoint hears of one connection and no ticket, so the connection is its key.
+    let order_key = match scope.event_type {
+        EventType::HookSessionStatus => scope.connection_id,
+        _ => scope.ticket_id,
+    };
     let handoff = tx
         .handoffs()
         .as_ref()
@@ -42,7 +50,7 @@ fn append(
             .filter(|(_, busy)| !busy.contains(&s.target.webhook_id))
             .map(|(lease, _)| *lease);
         let ordering_key = match s.ordering {
-            domain::Ordering::Ticket => scope.ticket_id,
+            domain::Ordering::Ticket => order_key,
             domain::Ordering::None => None,
         };
         let id = domain::new_delivery_id();
@@ -91,7 +99,7 @@ fn media_for_base64(tx: &mut dyn Tx, company_id: i64, url: &str) -> IngestResult
         .map(|m| Arc::from(m.sha256)))
 }
 
-fn scope(company_id: i64, event_type: EventType, ticket: &Ticket) -> EventScope {
+fn scope(company_id: i64, event_type: EventType, ticket: &Ticket) -> EventScope<'static> {
     EventScope {
         company_id,
         event_type,
@@ -102,6 +110,7 @@ fn scope(company_id: i64, event_type: EventType, ticket: &Ticket) -> EventScope 
         message: None,
         previous_queue_id: None,
         transfer_start: false,
+        api_config: None,
     }
 }
 
@@ -110,7 +119,7 @@ fn message_scope(
     event_type: EventType,
     message: &Message,
     ticket: &Ticket,
-) -> EventScope {
+) -> EventScope<'static> {
     EventScope {
         message: Some(MessageScope {
             from_me: message.from_me,
@@ -249,5 +258,52 @@ pub fn emit_ticket(
             known,
             |snap| payload::ticket(kind, snap, previous),
         )
+    })
+}
+
+/// izing's `hookMessageStatus`: the ack of `message` (its status changed), for the
+/// `urlMessageStatus` of the API config that last used its ticket. Nothing when no API config
+/// did, or when that config has no such hook.
+pub fn emit_ack(
+    tx: &mut dyn Tx,
+    company_id: i64,
+    now: i64,
+    message: &Message,
+    ticket: &Ticket,
+) -> IngestResult<()> {
+    let Some(api_config) = ticket.api_config_id.as_deref() else {
+        return Ok(());
+    };
+    let scope = EventScope {
+        api_config: Some(api_config),
+        ..scope(company_id, EventType::HookMessageStatus, ticket)
+    };
+    append(tx, scope, now, None, |_| {
+        Ok(payload::hooks::message_status(message, ticket))
+    })
+}
+
+/// izing's `hookSessionStatus`: the state `connection` is now in, for the `urlServiceStatus`
+/// of each of its API configs that has one.
+pub fn emit_session_status(
+    tx: &mut dyn Tx,
+    company_id: i64,
+    now: i64,
+    connection: &domain::Connection,
+) -> IngestResult<()> {
+    let scope = EventScope {
+        company_id,
+        event_type: EventType::HookSessionStatus,
+        connection_id: Some(connection.id),
+        queue_id: None,
+        is_group: false,
+        ticket_id: None,
+        message: None,
+        previous_queue_id: None,
+        transfer_start: false,
+        api_config: None,
+    };
+    append(tx, scope, now, None, |_| {
+        Ok(payload::hooks::session_status(connection, now))
     })
 }

@@ -33,8 +33,15 @@ pub fn create_ticket(
         )?,
     };
     if let Some(mut ticket) = tx.active_ticket(cmd.connection_id, contact.id)? {
-        if cmd.external_key.is_some() && cmd.external_key != ticket.external_key {
+        let new_key = cmd.external_key.is_some() && cmd.external_key != ticket.external_key;
+        let new_config = cmd.api_config_id.is_some() && cmd.api_config_id != ticket.api_config_id;
+        if new_key {
             ticket.external_key = cmd.external_key.clone();
+        }
+        if new_config {
+            ticket.api_config_id = cmd.api_config_id.clone();
+        }
+        if new_key || new_config {
             ticket.updated_at = now;
             tx.update_ticket(&ticket)?;
         }
@@ -50,6 +57,7 @@ pub fn create_ticket(
             user_id: cmd.user_id,
             is_group: contact.is_group,
             external_key: cmd.external_key.clone(),
+            api_config_id: cmd.api_config_id.clone(),
         },
         now,
     )?;

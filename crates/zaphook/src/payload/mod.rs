@@ -1,8 +1,11 @@
 //! Rendering of the webhook bodies of `spec/webhooks.md`: the message payload, the ticket
-//! payload (with WHAZING's `Type`) and the test event. Pure: the same state renders the same
-//! bytes, so payloads are rendered once, when the event is committed.
+//! payload (with WHAZING's `Type`), the test event, and (in `hooks`) the bodies of izing's
+//! per-API-config hooks. Pure: the same state renders the same bytes, so payloads are rendered
+//! once, when the event is committed.
 
 use serde::Serialize;
+
+pub mod hooks;
 
 use crate::domain::{
     Contact, EventType, Message, MessageError, MessageStatus, SendType, Ticket, TicketEventKind,

@@ -35,6 +35,7 @@ fn a_ticket() -> Ticket {
         user_id: None,
         is_group: false,
         external_key: Some("PEDIDO-123".into()),
+        api_config_id: None,
         last_message: "Does it come in another color?".into(),
         created_at: 0,
         updated_at: 0,

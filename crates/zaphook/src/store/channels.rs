@@ -130,6 +130,11 @@ pub trait ChannelTx {
         token_refused: bool,
     ) -> StoreResult<()>;
 
+    /// Marks a cloud connection's access token refused by Meta since `at`, or (`None`) no
+    /// longer refused; answers whether that changed the connection's state (of several
+    /// writers making the same change, one is told it did).
+    fn set_token_refused(&mut self, connection_id: i64, at: Option<i64>) -> StoreResult<bool>;
+
     // The inbox of verified callbacks.
     /// Keeps a verified body, due at once, and notes the callback on the connection.
     fn insert_inbox(

@@ -54,6 +54,16 @@ pub trait CompanyTx {
     fn connections(&mut self, company_id: i64) -> StoreResult<Vec<Connection>>;
     /// Stores `config` (its id and token hash new) with the token's hash.
     fn insert_api_config(&mut self, config: &ApiConfig, token_hash: &str) -> StoreResult<()>;
+    /// A live external API config of the company.
+    fn api_config(&mut self, company_id: i64, id: &str) -> StoreResult<Option<ApiConfig>>;
+    /// Changes a live API config's name and `authToken`; answers whether one was found.
+    fn update_api_config(
+        &mut self,
+        company_id: i64,
+        id: &str,
+        name: &str,
+        auth_token: Option<&str>,
+    ) -> StoreResult<bool>;
     /// The live external API configs of a connection, oldest first.
     fn api_configs(&mut self, company_id: i64, connection_id: i64) -> StoreResult<Vec<ApiConfig>>;
     /// The live external API config of a token, by the token's hash.

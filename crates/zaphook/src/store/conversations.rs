@@ -26,6 +26,8 @@ pub struct NewTicket {
     pub user_id: Option<i64>,
     pub is_group: bool,
     pub external_key: Option<String>,
+    /// The external API config that opened it.
+    pub api_config_id: Option<String>,
 }
 
 #[derive(Debug, Default, Clone)]

@@ -40,7 +40,7 @@ pub struct Handoffs {
 
 /// What decides which endpoints receive an event.
 #[derive(Debug, Clone, Copy)]
-pub struct EventScope {
+pub struct EventScope<'a> {
     pub company_id: i64,
     pub event_type: EventType,
     pub connection_id: Option<i64>,
@@ -54,6 +54,8 @@ pub struct EventScope {
     /// Only for the endpoints of `queue_id` that start on transfer: the ticket's last message,
     /// sent as the ticket enters their queue.
     pub transfer_start: bool,
+    /// Only for the endpoints this API config (`apiId`) owns: its hooks.
+    pub api_config: Option<&'a str>,
 }
 
 /// What the message filters of an endpoint look at.
@@ -157,12 +159,12 @@ pub enum NextStep {
 
 pub trait DeliveryTx {
     /// The endpoints that want an event, with what it takes to send it to them at `now`.
-    fn subscribers(&mut self, scope: &EventScope, now: i64) -> StoreResult<Vec<Subscriber>>;
+    fn subscribers(&mut self, scope: &EventScope<'_>, now: i64) -> StoreResult<Vec<Subscriber>>;
     /// Appends an event; `media` is the stored file (SHA-256) behind its `mediaBase64`.
     fn insert_event(
         &mut self,
         id: &str,
-        scope: &EventScope,
+        scope: &EventScope<'_>,
         payload: &str,
         media: Option<&str>,
         now: i64,

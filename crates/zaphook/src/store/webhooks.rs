@@ -1,7 +1,7 @@
 //! Webhook endpoints, their settings, secrets and health: the repository operations every
 //! backend implements for them.
 
-use crate::domain::{Webhook, WebhookSpec};
+use crate::domain::{Webhook, WebhookFormat, WebhookSpec};
 
 use super::StoreResult;
 
@@ -14,6 +14,8 @@ pub struct Target {
     /// The secret being rotated out, while it still signs alongside the new one.
     pub previous_secret: Option<String>,
     pub token: Option<String>,
+    /// The body the endpoint takes, which decides the header `token` goes in.
+    pub format: WebhookFormat,
     /// Most attempts per second, when limited.
     pub rate_limit: Option<i64>,
 }

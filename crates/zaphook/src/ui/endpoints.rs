@@ -27,12 +27,10 @@ pub struct EventChoice {
 }
 
 pub fn choices(checked: &[EventType]) -> Vec<EventChoice> {
-    EventType::ALL
-        .iter()
-        .filter(|e| **e != EventType::WebhookTest)
+    EventType::subscribable()
         .map(|e| EventChoice {
             name: e.as_str(),
-            checked: checked.contains(e),
+            checked: checked.contains(&e),
         })
         .collect()
 }

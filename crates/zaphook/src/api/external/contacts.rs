@@ -275,7 +275,6 @@ pub async fn status_channel(
     let connection = store::read(&state.ingest.store, move |tx| tx.connection(company, id))
         .await?
         .ok_or_else(|| ExternalError::not_found("ERR_NO_WAPP_FOUND"))?;
-    let connected = connection.cloud.as_ref().is_none_or(|c| !c.token_refused);
     Ok(axum::Json(json!({
         "id": connection.id,
         "name": connection.name,
@@ -284,6 +283,6 @@ pub async fn status_channel(
             Channel::Cloud => "waba",
         },
         "number": connection.phone_number_id,
-        "status": if connected { "CONNECTED" } else { "DISCONNECTED" },
+        "status": connection.session_status(),
     })))
 }

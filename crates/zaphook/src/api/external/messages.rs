@@ -312,12 +312,14 @@ pub(super) fn recipient(
 }
 
 /// Stores and queues a send of the external API (its ticket found or created, `externalKey`
-/// set on it) and answers as WHAZING: "Message add queue".
+/// set on it) and answers as WHAZING: "Message add queue". The ticket's acks go to `config`'s
+/// `urlMessageStatus` from now on.
 pub(super) async fn enqueue(
     state: &AppState,
     config: &ApiConfig,
-    cmd: SendMessage,
+    mut cmd: SendMessage,
 ) -> ExternalResult<axum::Json<Value>> {
+    cmd.api_config_id = Some(config.id.clone());
     state
         .ingest
         .send(config.company_id, cmd)

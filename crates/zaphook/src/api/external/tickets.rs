@@ -94,6 +94,7 @@ pub async fn create(
         user_id: body.user_id,
         status,
         external_key,
+        api_config_id: Some(config.id.clone()),
     };
     let (ticket, contact) = state
         .ingest

@@ -3,7 +3,9 @@
 //! it is, reply, reaction), then, in one transaction, what
 //! came of it: `sended` with Meta's id and `message.created`, a retry later for a transient
 //! error, or `failed` with Meta's code and title and `message.updated` for a permanent one.
-//! The connection's health keeps the last error and whether Meta refused the token.
+//! The connection's health keeps the last error and whether Meta refused the token; a refusal,
+//! and the first send that succeeds after one, change the connection's state, which izing's
+//! `hookSessionStatus` reports.
 
 use super::graph::{ErrorKind, GraphError, GraphTarget, Outbound, OutboundMessage, To};
 use crate::channels::Channels;
@@ -155,6 +157,9 @@ pub async fn send(channels: &Channels, job: SendJob) -> IngestResult<()> {
             metrics::counter!("zaphook_cloud_sends_total", "outcome" => "sent").increment(1);
             ingest
                 .run(company_id, move |tx, company, now| {
+                    if tx.set_token_refused(connection_id, None)? {
+                        ingest::connection_state_changed(tx, company, now, connection_id)?;
+                    }
                     tx.record_send_outcome(connection_id, now, None, false)?;
                     ingest::accept_outbound(tx, company, now, &job, &wamid)
                 })
@@ -221,6 +226,9 @@ async fn fail(channels: &Channels, job: SendJob, e: GraphError) -> IngestResult<
     channels
         .ingest
         .run(company_id, move |tx, company, now| {
+            if e.token_refused && tx.set_token_refused(connection_id, Some(now))? {
+                ingest::connection_state_changed(tx, company, now, connection_id)?;
+            }
             tx.record_send_outcome(connection_id, now, Some(&text), e.token_refused)?;
             ingest::fail_outbound(tx, company, now, &job, error.clone())
         })

@@ -178,6 +178,24 @@ impl ChannelTx for PgTx<'_> {
         Ok(())
     }
 
+    fn set_token_refused(&mut self, connection_id: i64, at: Option<i64>) -> StoreResult<bool> {
+        // Under READ COMMITTED a second writer's UPDATE waits for the first and then sees the
+        // row as it left it: only one of them changes it.
+        let changed = match at {
+            Some(at) => self.execute(
+                "UPDATE connections SET token_refused_at = $2
+                 WHERE id = $1 AND channel = 'cloud' AND token_refused_at IS NULL",
+                &[&connection_id, &at],
+            )?,
+            None => self.execute(
+                "UPDATE connections SET token_refused_at = NULL
+                 WHERE id = $1 AND token_refused_at IS NOT NULL",
+                &[&connection_id],
+            )?,
+        };
+        Ok(changed > 0)
+    }
+
     fn insert_inbox(
         &mut self,
         company_id: i64,

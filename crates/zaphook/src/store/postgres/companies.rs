@@ -16,7 +16,8 @@ fn queue_row(row: &Row) -> StoreResult<Queue> {
     })
 }
 
-const API_CONFIG_COLUMNS: &str = "id, company_id, connection_id, name, token_prefix, created_at";
+const API_CONFIG_COLUMNS: &str =
+    "id, company_id, connection_id, name, token_prefix, created_at, auth_token";
 
 fn api_config_row(row: &Row) -> StoreResult<ApiConfig> {
     Ok(ApiConfig {
@@ -26,6 +27,7 @@ fn api_config_row(row: &Row) -> StoreResult<ApiConfig> {
         name: col(row, 3)?,
         token_prefix: col(row, 4)?,
         created_at: col(row, 5)?,
+        auth_token: col(row, 6)?,
     })
 }
 
@@ -189,8 +191,9 @@ impl CompanyTx for PgTx<'_> {
 
     fn insert_api_config(&mut self, config: &ApiConfig, token_hash: &str) -> StoreResult<()> {
         self.execute(
-            "INSERT INTO api_configs (id, company_id, connection_id, name, token_prefix, token_hash, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO api_configs (id, company_id, connection_id, name, token_prefix, token_hash,
+                created_at, auth_token)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
                 &config.id,
                 &config.company_id,
@@ -199,9 +202,36 @@ impl CompanyTx for PgTx<'_> {
                 &config.token_prefix,
                 &token_hash,
                 &config.created_at,
+                &config.auth_token,
             ],
         )?;
         Ok(())
+    }
+
+    fn api_config(&mut self, company_id: i64, id: &str) -> StoreResult<Option<ApiConfig>> {
+        self.query_opt(
+            &format!(
+                "SELECT {API_CONFIG_COLUMNS} FROM api_configs
+                 WHERE company_id = $1 AND id = $2 AND revoked_at IS NULL"
+            ),
+            &[&company_id, &id],
+        )?
+        .map(|row| api_config_row(&row))
+        .transpose()
+    }
+
+    fn update_api_config(
+        &mut self,
+        company_id: i64,
+        id: &str,
+        name: &str,
+        auth_token: Option<&str>,
+    ) -> StoreResult<bool> {
+        Ok(self.execute(
+            "UPDATE api_configs SET name = $3, auth_token = $4
+             WHERE company_id = $1 AND id = $2 AND revoked_at IS NULL",
+            &[&company_id, &id, &name, &auth_token],
+        )? > 0)
     }
 
     fn api_configs(&mut self, company_id: i64, connection_id: i64) -> StoreResult<Vec<ApiConfig>> {

@@ -195,8 +195,8 @@ impl ConversationTx for PgTx<'_> {
     fn insert_ticket(&mut self, company_id: i64, t: &NewTicket, now: i64) -> StoreResult<Ticket> {
         let inserted = self.write_opt(
             "INSERT INTO tickets (company_id, connection_id, contact_id, status, protocol,
-                queue_id, user_id, is_group, external_key, created_at, updated_at)
-             VALUES ($1, $2, $3, $4, '', $5, $6, $7, $8, $9, $9)
+                queue_id, user_id, is_group, external_key, created_at, updated_at, api_config_id)
+             VALUES ($1, $2, $3, $4, '', $5, $6, $7, $8, $9, $9, $10)
              ON CONFLICT (connection_id, contact_id) WHERE status IN ('pending', 'open')
                 DO NOTHING
              RETURNING id",
@@ -210,6 +210,7 @@ impl ConversationTx for PgTx<'_> {
                 &t.is_group,
                 &t.external_key,
                 &now,
+                &t.api_config_id,
             ],
         )?;
         let Some(row) = inserted else {
@@ -235,6 +236,7 @@ impl ConversationTx for PgTx<'_> {
             user_id: t.user_id,
             is_group: t.is_group,
             external_key: t.external_key.clone(),
+            api_config_id: t.api_config_id.clone(),
             last_message: String::new(),
             created_at: now,
             updated_at: now,
@@ -270,7 +272,7 @@ impl ConversationTx for PgTx<'_> {
     fn update_ticket(&mut self, t: &Ticket) -> StoreResult<()> {
         self.execute(
             "UPDATE tickets SET status = $2, queue_id = $3, user_id = $4, external_key = $5,
-                last_message = $6, updated_at = $7 WHERE id = $1",
+                last_message = $6, updated_at = $7, api_config_id = $8 WHERE id = $1",
             &[
                 &t.id,
                 &t.status.as_str(),
@@ -279,6 +281,7 @@ impl ConversationTx for PgTx<'_> {
                 &t.external_key,
                 &t.last_message,
                 &t.updated_at,
+                &t.api_config_id,
             ],
         )?;
         Ok(())

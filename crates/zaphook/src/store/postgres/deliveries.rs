@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use super::rows::*;
 use super::tx::PgTx;
-use crate::domain::{Attempt, Delivery, DeliveryDetail, DeliveryStatus, EventType, Ordering};
+use crate::domain::{
+    Attempt, Delivery, DeliveryDetail, DeliveryStatus, EventType, Ordering, WebhookFormat,
+};
 use crate::store::dashboard::minute_of;
 use crate::store::{
     AttemptRecord, AttemptTally, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope,
@@ -35,11 +37,11 @@ impl PgTx<'_> {
 }
 
 impl DeliveryTx for PgTx<'_> {
-    fn subscribers(&mut self, s: &EventScope, now: i64) -> StoreResult<Vec<Subscriber>> {
+    fn subscribers(&mut self, s: &EventScope<'_>, now: i64) -> StoreResult<Vec<Subscriber>> {
         let rows = self.query(
             "SELECT id, ordering, url, secret,
                     CASE WHEN previous_secret_until > $6 THEN previous_secret END, token, rate_limit,
-                    media_base64
+                    media_base64, format
              FROM webhooks
              WHERE company_id = $1 AND enabled
                AND position(',' || $2::text || ',' in ',' || events || ',') > 0
@@ -52,6 +54,7 @@ impl DeliveryTx for PgTx<'_> {
                         WHEN 'pending' THEN filter_ticket_pending
                         ELSE filter_ticket_open OR filter_ticket_pending END)
                AND (NOT $10 OR (start_on_transfer AND queue_id = $4))
+               AND ($11::text IS NULL OR api_config_id = $11)
              ORDER BY id",
             &[
                 &s.company_id,
@@ -64,6 +67,7 @@ impl DeliveryTx for PgTx<'_> {
                 &s.message.map(|m| m.from_me),
                 &s.message.map(|m| m.ticket_status.as_str()),
                 &s.transfer_start,
+                &s.api_config,
             ],
         )?;
         rows.iter()
@@ -77,6 +81,7 @@ impl DeliveryTx for PgTx<'_> {
                         secret: col(r, 3)?,
                         previous_secret: col(r, 4)?,
                         token: col(r, 5)?,
+                        format: wire(r, 8, WebhookFormat::parse)?,
                         rate_limit: col(r, 6)?,
                     },
                 })
@@ -87,7 +92,7 @@ impl DeliveryTx for PgTx<'_> {
     fn insert_event(
         &mut self,
         id: &str,
-        s: &EventScope,
+        s: &EventScope<'_>,
         payload: &str,
         media: Option<&str>,
         now: i64,
@@ -212,7 +217,7 @@ impl DeliveryTx for PgTx<'_> {
                 w.id, w.url, w.secret,
                 CASE WHEN w.previous_secret_until > $1 THEN w.previous_secret END, w.token,
                 d.ordering_key, w.rate_limit, picked.next_attempt_at,
-                CASE WHEN w.media_base64 THEN e.media_sha256 END";
+                CASE WHEN w.media_base64 THEN e.media_sha256 END, w.format";
         let lease: i64 = rand::random::<u32>() as i64;
         let rows = self.write_query(sql, &[&now, &limit, &webhook_id, &lease_until, &lease])?;
         let mut claimed = rows
@@ -236,6 +241,7 @@ impl DeliveryTx for PgTx<'_> {
                         secret: col(r, 8)?,
                         previous_secret: col(r, 9)?,
                         token: col(r, 10)?,
+                        format: wire(r, 15, WebhookFormat::parse)?,
                         rate_limit: col(r, 12)?,
                     },
                 };

@@ -62,6 +62,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../../migrations/postgres/0007_ui_sessions.sql"),
     ),
     (
+        8,
+        include_str!("../../../migrations/postgres/0008_api_config_hooks.sql"),
+    ),
+    (
         10,
         include_str!("../../../migrations/postgres/0010_dashboard_reads.sql"),
     ),

@@ -8,7 +8,7 @@ use crate::channels::cloud::graph;
 use crate::domain::{
     Channel, CloudState, Connection as Conn, Contact, Delivery, DeliveryStatus, EventType,
     ExtraInfo, Filters, Message, MessageError, Ordering, SendType, Ticket, TicketStatus, Webhook,
-    WebhookSpec,
+    WebhookFormat, WebhookSpec,
 };
 use crate::store::{StoreError, StoreResult};
 
@@ -76,7 +76,7 @@ pub(super) fn contact_row(row: &Row) -> StoreResult<Contact> {
     })
 }
 
-pub(super) const TICKET_COLS: &str = "id, connection_id, contact_id, status, protocol, queue_id, user_id, is_group, external_key, last_message, created_at, updated_at";
+pub(super) const TICKET_COLS: &str = "id, connection_id, contact_id, status, protocol, queue_id, user_id, is_group, external_key, last_message, created_at, updated_at, api_config_id";
 
 pub(super) fn ticket_row(row: &Row) -> StoreResult<Ticket> {
     Ok(Ticket {
@@ -92,6 +92,7 @@ pub(super) fn ticket_row(row: &Row) -> StoreResult<Ticket> {
         last_message: col(row, 9)?,
         created_at: col(row, 10)?,
         updated_at: col(row, 11)?,
+        api_config_id: col(row, 12)?,
     })
 }
 
@@ -141,7 +142,7 @@ pub(super) fn message_row(row: &Row) -> StoreResult<Message> {
     })
 }
 
-pub(super) const WEBHOOK_COLS: &str = "id, url, events, connection_id, queue_id, include_groups, ordering, token, secret, description, enabled, disabled_reason, rate_limit, created_at, filter_received, filter_sent, filter_ticket_open, filter_ticket_pending, media_base64, start_on_transfer";
+pub(super) const WEBHOOK_COLS: &str = "id, url, events, connection_id, queue_id, include_groups, ordering, token, secret, description, enabled, disabled_reason, rate_limit, created_at, filter_received, filter_sent, filter_ticket_open, filter_ticket_pending, media_base64, start_on_transfer, format, api_config_id";
 
 pub(super) fn parse_events(text: &str) -> Vec<EventType> {
     text.split(',').filter_map(EventType::parse).collect()
@@ -173,6 +174,8 @@ pub(super) fn webhook_row(row: &Row) -> StoreResult<Webhook> {
         id: col(row, 0)?,
         url: col(row, 1)?,
         events: parse_events(&col::<String>(row, 2)?),
+        format: wire(row, 20, WebhookFormat::parse)?,
+        api_config_id: col(row, 21)?,
         connection_id: col(row, 3)?,
         queue_id: col(row, 4)?,
         start_on_transfer: col(row, 19)?,
@@ -193,6 +196,8 @@ pub(super) fn webhook_spec_row(row: &Row) -> StoreResult<WebhookSpec> {
     Ok(WebhookSpec {
         url: col(row, 1)?,
         events: parse_events(&col::<String>(row, 2)?),
+        format: wire(row, 20, WebhookFormat::parse)?,
+        api_config_id: col(row, 21)?,
         connection_id: col(row, 3)?,
         queue_id: col(row, 4)?,
         start_on_transfer: col(row, 19)?,

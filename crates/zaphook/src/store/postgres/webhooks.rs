@@ -2,7 +2,7 @@
 
 use super::rows::*;
 use super::tx::PgTx;
-use crate::domain::{Webhook, WebhookSpec};
+use crate::domain::{Webhook, WebhookFormat, WebhookSpec};
 use crate::store::{StoreError, StoreResult, Target, Topic, WebhookTx};
 
 impl WebhookTx for PgTx<'_> {
@@ -17,9 +17,9 @@ impl WebhookTx for PgTx<'_> {
                 "INSERT INTO webhooks (company_id, url, events, connection_id, queue_id,
                     include_groups, ordering, token, secret, description, enabled, rate_limit,
                     created_at, updated_at, filter_received, filter_sent, filter_ticket_open,
-                    filter_ticket_pending, media_base64, start_on_transfer)
+                    filter_ticket_pending, media_base64, start_on_transfer, format, api_config_id)
                  VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13,
-                    $14, $15, $16, $17, $18, $19)
+                    $14, $15, $16, $17, $18, $19, $20, $21)
                  RETURNING {WEBHOOK_COLS}"
             ),
             &[
@@ -42,6 +42,8 @@ impl WebhookTx for PgTx<'_> {
                 &w.filters.ticket_pending,
                 &w.filters.media_base64,
                 &w.start_on_transfer,
+                &w.format.as_str(),
+                &w.api_config_id,
             ],
         )?;
         match row {
@@ -154,7 +156,7 @@ impl WebhookTx for PgTx<'_> {
     fn target(&mut self, company_id: i64, id: i64, now: i64) -> StoreResult<Option<Target>> {
         let row = self.query_opt(
             "SELECT id, url, secret, CASE WHEN previous_secret_until > $3 THEN previous_secret END,
-                    token, rate_limit
+                    token, rate_limit, format
              FROM webhooks WHERE company_id = $1 AND id = $2",
             &[&company_id, &id, &now],
         )?;
@@ -167,6 +169,7 @@ impl WebhookTx for PgTx<'_> {
             secret: col(&row, 2)?,
             previous_secret: col(&row, 3)?,
             token: col(&row, 4)?,
+            format: wire(&row, 6, WebhookFormat::parse)?,
             rate_limit: col(&row, 5)?,
         }))
     }

@@ -192,6 +192,26 @@ impl ChannelTx for SqliteTx<'_> {
         Ok(())
     }
 
+    fn set_token_refused(&mut self, connection_id: i64, at: Option<i64>) -> StoreResult<bool> {
+        let changed = match at {
+            Some(at) => self
+                .conn
+                .prepare_cached(
+                    "UPDATE connections SET token_refused_at = ?2
+                     WHERE id = ?1 AND channel = 'cloud' AND token_refused_at IS NULL",
+                )?
+                .execute(params![connection_id, at])?,
+            None => self
+                .conn
+                .prepare_cached(
+                    "UPDATE connections SET token_refused_at = NULL
+                     WHERE id = ?1 AND token_refused_at IS NOT NULL",
+                )?
+                .execute([connection_id])?,
+        };
+        Ok(changed > 0)
+    }
+
     fn insert_inbox(
         &mut self,
         company_id: i64,

@@ -150,8 +150,9 @@ impl CompanyTx for SqliteTx<'_> {
 
     fn insert_api_config(&mut self, config: &ApiConfig, token_hash: &str) -> StoreResult<()> {
         self.conn.execute(
-            "INSERT INTO api_configs (id, company_id, connection_id, name, token_prefix, token_hash, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO api_configs (id, company_id, connection_id, name, token_prefix, token_hash,
+                created_at, auth_token)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
                 config.id,
                 config.company_id,
@@ -159,10 +160,35 @@ impl CompanyTx for SqliteTx<'_> {
                 config.name,
                 config.token_prefix,
                 token_hash,
-                config.created_at
+                config.created_at,
+                config.auth_token
             ],
         )?;
         Ok(())
+    }
+
+    fn api_config(&mut self, company_id: i64, id: &str) -> StoreResult<Option<ApiConfig>> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {API_CONFIG_COLUMNS} FROM api_configs
+             WHERE company_id = ?1 AND id = ?2 AND revoked_at IS NULL"
+        ))?;
+        Ok(stmt
+            .query_row(params![company_id, id], api_config_row)
+            .optional()?)
+    }
+
+    fn update_api_config(
+        &mut self,
+        company_id: i64,
+        id: &str,
+        name: &str,
+        auth_token: Option<&str>,
+    ) -> StoreResult<bool> {
+        Ok(self.conn.execute(
+            "UPDATE api_configs SET name = ?3, auth_token = ?4
+             WHERE company_id = ?1 AND id = ?2 AND revoked_at IS NULL",
+            params![company_id, id, name, auth_token],
+        )? > 0)
     }
 
     fn api_configs(&mut self, company_id: i64, connection_id: i64) -> StoreResult<Vec<ApiConfig>> {
@@ -283,7 +309,8 @@ impl CompanyTx for SqliteTx<'_> {
     }
 }
 
-const API_CONFIG_COLUMNS: &str = "id, company_id, connection_id, name, token_prefix, created_at";
+const API_CONFIG_COLUMNS: &str =
+    "id, company_id, connection_id, name, token_prefix, created_at, auth_token";
 
 fn api_config_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiConfig> {
     Ok(ApiConfig {
@@ -293,5 +320,6 @@ fn api_config_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiConfig> {
         name: r.get(3)?,
         token_prefix: r.get(4)?,
         created_at: r.get(5)?,
+        auth_token: r.get(6)?,
     })
 }

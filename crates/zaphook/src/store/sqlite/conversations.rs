@@ -138,8 +138,9 @@ impl ConversationTx for SqliteTx<'_> {
         self.conn
             .prepare_cached(
                 "INSERT INTO tickets (company_id, connection_id, contact_id, status, protocol,
-                    queue_id, user_id, is_group, external_key, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, '', ?5, ?6, ?7, ?8, ?9, ?9)",
+                    queue_id, user_id, is_group, external_key, created_at, updated_at,
+                    api_config_id)
+                 VALUES (?1, ?2, ?3, ?4, '', ?5, ?6, ?7, ?8, ?9, ?9, ?10)",
             )?
             .execute(params![
                 company_id,
@@ -150,7 +151,8 @@ impl ConversationTx for SqliteTx<'_> {
                 t.user_id,
                 t.is_group,
                 t.external_key,
-                now
+                now,
+                t.api_config_id
             ])?;
         let id = self.conn.last_insert_rowid();
         let protocol = crate::domain::protocol_for(now, id);
@@ -167,6 +169,7 @@ impl ConversationTx for SqliteTx<'_> {
             user_id: t.user_id,
             is_group: t.is_group,
             external_key: t.external_key.clone(),
+            api_config_id: t.api_config_id.clone(),
             last_message: String::new(),
             created_at: now,
             updated_at: now,
@@ -199,7 +202,7 @@ impl ConversationTx for SqliteTx<'_> {
         self.conn
             .prepare_cached(
                 "UPDATE tickets SET status = ?2, queue_id = ?3, user_id = ?4, external_key = ?5,
-                    last_message = ?6, updated_at = ?7 WHERE id = ?1",
+                    last_message = ?6, updated_at = ?7, api_config_id = ?8 WHERE id = ?1",
             )?
             .execute(params![
                 t.id,
@@ -208,7 +211,8 @@ impl ConversationTx for SqliteTx<'_> {
                 t.user_id,
                 t.external_key,
                 t.last_message,
-                t.updated_at
+                t.updated_at,
+                t.api_config_id
             ])?;
         Ok(())
     }

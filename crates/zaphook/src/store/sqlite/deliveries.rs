@@ -6,7 +6,9 @@ use rusqlite::{OptionalExtension, params};
 
 use super::rows::*;
 use super::tx::SqliteTx;
-use crate::domain::{Attempt, Delivery, DeliveryDetail, DeliveryStatus, EventType, Ordering};
+use crate::domain::{
+    Attempt, Delivery, DeliveryDetail, DeliveryStatus, EventType, Ordering, WebhookFormat,
+};
 use crate::store::dashboard::minute_of;
 use crate::store::{
     AttemptRecord, AttemptTally, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope,
@@ -15,11 +17,11 @@ use crate::store::{
 };
 
 impl DeliveryTx for SqliteTx<'_> {
-    fn subscribers(&mut self, s: &EventScope, now: i64) -> StoreResult<Vec<Subscriber>> {
+    fn subscribers(&mut self, s: &EventScope<'_>, now: i64) -> StoreResult<Vec<Subscriber>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, ordering, url, secret,
                     CASE WHEN previous_secret_until > ?6 THEN previous_secret END, token, rate_limit,
-                    media_base64
+                    media_base64, format
              FROM webhooks
              WHERE company_id = ?1 AND enabled = 1
                AND instr(',' || events || ',', ',' || ?2 || ',') > 0
@@ -32,6 +34,7 @@ impl DeliveryTx for SqliteTx<'_> {
                         WHEN 'pending' THEN filter_ticket_pending = 1
                         ELSE filter_ticket_open = 1 OR filter_ticket_pending = 1 END)
                AND (?10 = 0 OR (start_on_transfer = 1 AND queue_id = ?4))
+               AND (?11 IS NULL OR api_config_id = ?11)
              ORDER BY id",
         )?;
         let rows = stmt.query_map(
@@ -46,6 +49,7 @@ impl DeliveryTx for SqliteTx<'_> {
                 s.message.map(|m| m.from_me),
                 s.message.map(|m| m.ticket_status.as_str()),
                 s.transfer_start,
+                s.api_config,
             ],
             |r| {
                 Ok(Subscriber {
@@ -57,6 +61,7 @@ impl DeliveryTx for SqliteTx<'_> {
                         secret: r.get(3)?,
                         previous_secret: r.get(4)?,
                         token: r.get(5)?,
+                        format: wire(r, 8, WebhookFormat::parse)?,
                         rate_limit: r.get(6)?,
                     },
                 })
@@ -68,7 +73,7 @@ impl DeliveryTx for SqliteTx<'_> {
     fn insert_event(
         &mut self,
         id: &str,
-        s: &EventScope,
+        s: &EventScope<'_>,
         payload: &str,
         media: Option<&str>,
         now: i64,
@@ -170,7 +175,8 @@ impl DeliveryTx for SqliteTx<'_> {
         let sql = "SELECT d.seq, d.id, d.event_id, d.event_type, d.attempts, e.payload,
                     w.id, w.url, w.secret,
                     CASE WHEN w.previous_secret_until > ?1 THEN w.previous_secret END, w.token,
-                    d.ordering_key, w.rate_limit, CASE WHEN w.media_base64 = 1 THEN e.media_sha256 END
+                    d.ordering_key, w.rate_limit, CASE WHEN w.media_base64 = 1 THEN e.media_sha256 END,
+                    w.format
              FROM deliveries d
              JOIN webhooks w ON w.id = d.webhook_id
              JOIN events e ON e.id = d.event_id
@@ -199,6 +205,7 @@ impl DeliveryTx for SqliteTx<'_> {
                         secret: r.get(8)?,
                         previous_secret: r.get(9)?,
                         token: r.get(10)?,
+                        format: wire(r, 14, WebhookFormat::parse)?,
                         rate_limit: r.get(12)?,
                     },
                 })

@@ -66,6 +66,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../../migrations/sqlite/0010_ui_sessions.sql"),
     ),
     (
+        11,
+        include_str!("../../../migrations/sqlite/0011_api_config_hooks.sql"),
+    ),
+    (
         13,
         include_str!("../../../migrations/sqlite/0013_dashboard_reads.sql"),
     ),

@@ -6,7 +6,8 @@ use rusqlite::types::Type;
 use crate::channels::cloud::graph;
 use crate::domain::{
     Channel, CloudState, Connection as Conn, Contact, Delivery, DeliveryStatus, EventType,
-    ExtraInfo, Filters, Message, MessageError, Ordering, Ticket, Webhook, WebhookSpec,
+    ExtraInfo, Filters, Message, MessageError, Ordering, Ticket, Webhook, WebhookFormat,
+    WebhookSpec,
 };
 
 /// Reads a text column holding a wire name of an enum.
@@ -79,7 +80,7 @@ pub(super) fn contact_row(row: &Row<'_>) -> rusqlite::Result<Contact> {
     })
 }
 
-pub(super) const TICKET_COLS: &str = "id, connection_id, contact_id, status, protocol, queue_id, user_id, is_group, external_key, last_message, created_at, updated_at";
+pub(super) const TICKET_COLS: &str = "id, connection_id, contact_id, status, protocol, queue_id, user_id, is_group, external_key, last_message, created_at, updated_at, api_config_id";
 
 pub(super) fn ticket_row(row: &Row<'_>) -> rusqlite::Result<Ticket> {
     Ok(Ticket {
@@ -95,6 +96,7 @@ pub(super) fn ticket_row(row: &Row<'_>) -> rusqlite::Result<Ticket> {
         last_message: row.get(9)?,
         created_at: row.get(10)?,
         updated_at: row.get(11)?,
+        api_config_id: row.get(12)?,
     })
 }
 
@@ -149,7 +151,7 @@ pub(super) fn message_row(row: &Row<'_>) -> rusqlite::Result<Message> {
     })
 }
 
-pub(super) const WEBHOOK_COLS: &str = "id, url, events, connection_id, queue_id, include_groups, ordering, token, secret, description, enabled, disabled_reason, rate_limit, created_at, filter_received, filter_sent, filter_ticket_open, filter_ticket_pending, media_base64, start_on_transfer";
+pub(super) const WEBHOOK_COLS: &str = "id, url, events, connection_id, queue_id, include_groups, ordering, token, secret, description, enabled, disabled_reason, rate_limit, created_at, filter_received, filter_sent, filter_ticket_open, filter_ticket_pending, media_base64, start_on_transfer, format, api_config_id";
 
 pub(super) fn parse_events(text: &str) -> Vec<EventType> {
     text.split(',').filter_map(EventType::parse).collect()
@@ -181,6 +183,8 @@ pub(super) fn webhook_row(row: &Row<'_>) -> rusqlite::Result<Webhook> {
         id: row.get(0)?,
         url: row.get(1)?,
         events: parse_events(&row.get::<_, String>(2)?),
+        format: wire(row, 20, WebhookFormat::parse)?,
+        api_config_id: row.get(21)?,
         connection_id: row.get(3)?,
         queue_id: row.get(4)?,
         start_on_transfer: row.get(19)?,
@@ -201,6 +205,8 @@ pub(super) fn webhook_spec_row(row: &Row<'_>) -> rusqlite::Result<WebhookSpec> {
     Ok(WebhookSpec {
         url: row.get(1)?,
         events: parse_events(&row.get::<_, String>(2)?),
+        format: wire(row, 20, WebhookFormat::parse)?,
+        api_config_id: row.get(21)?,
         connection_id: row.get(3)?,
         queue_id: row.get(4)?,
         start_on_transfer: row.get(19)?,

@@ -4,7 +4,7 @@ use rusqlite::{OptionalExtension, params};
 
 use super::rows::*;
 use super::tx::SqliteTx;
-use crate::domain::{Webhook, WebhookSpec};
+use crate::domain::{Webhook, WebhookFormat, WebhookSpec};
 use crate::store::{StoreError, StoreResult, Target, Topic, WebhookTx};
 
 impl WebhookTx for SqliteTx<'_> {
@@ -18,9 +18,9 @@ impl WebhookTx for SqliteTx<'_> {
             "INSERT INTO webhooks (company_id, url, events, connection_id, queue_id, include_groups,
                 ordering, token, secret, description, enabled, rate_limit, created_at, updated_at,
                 filter_received, filter_sent, filter_ticket_open, filter_ticket_pending,
-                media_base64, start_on_transfer)
+                media_base64, start_on_transfer, format, api_config_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?13,
-                ?14, ?15, ?16, ?17, ?18, ?19)",
+                ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)",
             params![
                 company_id,
                 w.url,
@@ -41,6 +41,8 @@ impl WebhookTx for SqliteTx<'_> {
                 w.filters.ticket_pending,
                 w.filters.media_base64,
                 w.start_on_transfer,
+                w.format.as_str(),
+                w.api_config_id,
             ],
         )?;
         let id = self.conn.last_insert_rowid();
@@ -149,7 +151,7 @@ impl WebhookTx for SqliteTx<'_> {
     fn target(&mut self, company_id: i64, id: i64, now: i64) -> StoreResult<Option<Target>> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, url, secret, CASE WHEN previous_secret_until > ?3 THEN previous_secret END,
-                    token, rate_limit
+                    token, rate_limit, format
              FROM webhooks WHERE company_id = ?1 AND id = ?2",
         )?;
         Ok(stmt
@@ -160,6 +162,7 @@ impl WebhookTx for SqliteTx<'_> {
                     secret: r.get(2)?,
                     previous_secret: r.get(3)?,
                     token: r.get(4)?,
+                    format: wire(r, 6, WebhookFormat::parse)?,
                     rate_limit: r.get(5)?,
                 })
             })

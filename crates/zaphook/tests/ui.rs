@@ -534,6 +534,13 @@ async fn an_endpoints_page_counts_its_attempts_and_draws_them() {
     );
     assert!(body.contains("<polyline class=\"p95\""), "{body}");
 
+    let list = get(&app, "/ui/endpoints", &session, "en").await;
+    assert!(
+        list.body.contains("9 attempts · 11.1 %") && list.body.contains("p95"),
+        "the list has each endpoint's last hour: {}",
+        list.body
+    );
+
     // In Portuguese too.
     let pt = get(&app, &page, &session, "pt-BR").await;
     assert!(

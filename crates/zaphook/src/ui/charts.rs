@@ -72,6 +72,13 @@ pub fn health(
     })
 }
 
+/// An endpoint's last hour and how many of its deliveries wait, as the list shows them.
+pub fn last_hour(tx: &mut dyn Tx, webhook_id: i64, now: i64) -> Result<(Period, i64), StoreError> {
+    let hour = tx.attempt_tally(webhook_id, minute_of(now) - 59)?;
+    let waiting = tx.backlog(webhook_id)?.map_or(0, |b| b.pending);
+    Ok((Period::of(&hour), waiting))
+}
+
 /// "≤ 250 ms", "≤ 2.5 s", "> 10 s".
 fn bound(b: Option<i64>) -> String {
     match b {

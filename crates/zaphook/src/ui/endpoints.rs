@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
-use super::charts::{self, Health};
+use super::charts::{self, Health, Period};
 use super::edit::{FilterChoice, filter_choices};
 use super::pages::{self, Layout, html};
 use super::session::Signed;
@@ -39,7 +39,8 @@ pub fn choices(checked: &[EventType]) -> Vec<EventChoice> {
 #[template(path = "ui/endpoints.html")]
 pub struct Endpoints {
     pub page: Layout,
-    pub endpoints: Vec<Webhook>,
+    /// Each endpoint with its last hour and its waiting deliveries.
+    pub endpoints: Vec<(Webhook, Period, i64)>,
     pub events: Vec<EventChoice>,
     /// What the form had, when it is shown again with its errors.
     pub url: String,
@@ -53,8 +54,17 @@ async fn endpoints_page(
     form: (String, String, Vec<EventType>, Vec<String>),
     status: StatusCode,
 ) -> Response {
-    let company = signed.company_id;
-    match store::read(&state.ingest.store, move |tx| tx.webhooks(company)).await {
+    let (company, now) = (signed.company_id, state.ingest.clock.now_ms());
+    let listed = store::read(&state.ingest.store, move |tx| {
+        let mut endpoints = Vec::new();
+        for w in tx.webhooks(company)? {
+            let (hour, waiting) = charts::last_hour(tx, w.id, now)?;
+            endpoints.push((w, hour, waiting));
+        }
+        Ok::<_, StoreError>(endpoints)
+    })
+    .await;
+    match listed {
         Ok(endpoints) => {
             let (url, description, events, errors) = form;
             html(

@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::external::External;
 use common::{TestApp, spawn_app};
 use serde_json::{Value, json};
 
@@ -94,75 +95,6 @@ async fn api_configs_are_created_listed_and_revoked_by_their_company_only() {
         .get(&format!("/api/v1/connections/{connection}/api-configs"))
         .await;
     assert_eq!(listed, json!([]));
-}
-
-/// An external API client as an n8n HTTP Request node is set up: a base URL and a bearer token.
-struct External {
-    base: String,
-    token: String,
-    client: reqwest::Client,
-}
-
-impl External {
-    fn of(app: &TestApp, api_id: &str, token: &str) -> Self {
-        External {
-            base: app.url(&format!("/v1/api/external/{api_id}")),
-            token: token.to_string(),
-            client: app.client.clone(),
-        }
-    }
-
-    async fn answer(request: reqwest::RequestBuilder) -> (u16, Value) {
-        let resp = request.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        let body: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
-        assert!(
-            content_type.starts_with("application/json"),
-            "{content_type}: never problem+json here"
-        );
-        (status, body)
-    }
-
-    /// A JSON POST.
-    async fn json(&self, route: &str, body: Value) -> (u16, Value) {
-        Self::answer(
-            self.client
-                .post(format!("{}{route}", self.base))
-                .bearer_auth(&self.token)
-                .header("content-type", "application/json")
-                .body(body.to_string()),
-        )
-        .await
-    }
-
-    /// A form POST (`application/x-www-form-urlencoded`).
-    async fn form(&self, route: &str, fields: &[(&str, &str)]) -> (u16, Value) {
-        let body: String = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(fields)
-            .finish();
-        Self::answer(
-            self.client
-                .post(format!("{}{route}", self.base))
-                .bearer_auth(&self.token)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(body),
-        )
-        .await
-    }
-
-    async fn get(&self, route: &str) -> (u16, Value) {
-        Self::answer(
-            self.client
-                .get(format!("{}{route}", self.base))
-                .bearer_auth(&self.token),
-        )
-        .await
-    }
 }
 
 #[tokio::test]

@@ -7,100 +7,11 @@ mod common;
 
 use common::TestApp;
 use common::cloud::Cloud;
+use common::external::{External, QUEUED};
 use common::graph::GraphStandIn;
 use serde_json::{Value, json};
 
 const TO: &str = "5511999990001";
-const QUEUED: &str = "Message add queue";
-
-/// An external API client, as an n8n HTTP Request node is set up.
-struct External {
-    base: String,
-    token: String,
-    client: reqwest::Client,
-}
-
-impl External {
-    /// A new API config of `connection` and a client of it.
-    async fn of(app: &TestApp, connection: i64) -> Self {
-        let created = app
-            .ok(
-                &format!("/api/v1/connections/{connection}/api-configs"),
-                json!({"name": "n8n"}),
-                201,
-            )
-            .await;
-        External {
-            base: app.url(&format!(
-                "/v1/api/external/{}",
-                created["apiId"].as_str().unwrap()
-            )),
-            token: created["token"].as_str().unwrap().to_string(),
-            client: app.client.clone(),
-        }
-    }
-
-    async fn answer(request: reqwest::RequestBuilder) -> (u16, Value) {
-        let resp = request.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_string())
-            .unwrap_or_default();
-        assert!(
-            content_type.starts_with("application/json"),
-            "{content_type}: never problem+json here"
-        );
-        (
-            status,
-            serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap(),
-        )
-    }
-
-    async fn json(&self, route: &str, body: Value) -> (u16, Value) {
-        Self::answer(
-            self.client
-                .post(format!("{}{route}", self.base))
-                .bearer_auth(&self.token)
-                .header("content-type", "application/json")
-                .body(body.to_string()),
-        )
-        .await
-    }
-
-    async fn form(&self, route: &str, fields: &[(&str, &str)]) -> (u16, Value) {
-        let body: String = url::form_urlencoded::Serializer::new(String::new())
-            .extend_pairs(fields)
-            .finish();
-        Self::answer(
-            self.client
-                .post(format!("{}{route}", self.base))
-                .bearer_auth(&self.token)
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(body),
-        )
-        .await
-    }
-
-    /// A JSON send that must be queued.
-    async fn queued(&self, route: &str, body: Value) {
-        let (status, answer) = self.json(route, body.clone()).await;
-        assert_eq!(
-            (status, answer),
-            (200, json!({ "message": QUEUED })),
-            "{route} {body}"
-        );
-    }
-
-    /// A send that must be refused with 400 and an error naming `words`.
-    fn refused(&self, route: &str, body: &Value, got: (u16, Value), words: &str) {
-        let (status, answer) = got;
-        assert_eq!(status, 400, "{route} {body}: {answer}");
-        let error = answer["error"].as_str().unwrap_or_default();
-        assert!(error.contains(words), "{route} {body}: {answer}");
-    }
-}
 
 /// The Graph request of a message to [`TO`] of `kind`.
 fn envelope(kind: &str, content: Value) -> Value {
@@ -138,7 +49,7 @@ async fn next_send(graph: &GraphStandIn, n: usize) -> Value {
 #[tokio::test]
 async fn location_contact_and_cloud_messages_reach_graph_as_meta_takes_them() {
     let cloud = Cloud::start().await;
-    let api = External::of(&cloud.app, cloud.connection).await;
+    let api = External::created(&cloud.app, cloud.connection).await;
 
     // A pin, the coordinates as JSON numbers, WHAZING's `type` in contents ignored.
     api.queued(
@@ -270,7 +181,7 @@ async fn location_contact_and_cloud_messages_reach_graph_as_meta_takes_them() {
 #[tokio::test]
 async fn refused_sends_answer_400_and_store_and_send_nothing() {
     let cloud = Cloud::start().await;
-    let api = External::of(&cloud.app, cloud.connection).await;
+    let api = External::created(&cloud.app, cloud.connection).await;
     let cases: Vec<(&str, Value, &str)> = vec![
         (
             "/location",
@@ -450,7 +361,7 @@ async fn the_sandbox_sends_pins_and_cards_and_refuses_cloud_messages() {
     app.webhook(&receiver.url(), &["message.created", "ticket.created"])
         .await;
     let connection = app.sandbox_connection("Comercial").await;
-    let api = External::of(&app, connection).await;
+    let api = External::created(&app, connection).await;
 
     api.queued(
         "/location",
@@ -518,8 +429,8 @@ async fn the_sandbox_sends_pins_and_cards_and_refuses_cloud_messages() {
 async fn the_routes_check_the_token_as_the_others_do() {
     let app = common::spawn_app().await;
     let connection = app.sandbox_connection("Comercial").await;
-    let api = External::of(&app, connection).await;
-    let other = External::of(&app, connection).await;
+    let api = External::created(&app, connection).await;
+    let other = External::created(&app, connection).await;
     for route in ["/location", "/sendcontact", "/apioficial"] {
         let url = format!("{}{route}", api.base);
         let cases = [

@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod browser;
 pub mod cloud;
+pub mod external;
 pub mod graph;
 pub mod load;
 pub mod proxy;

@@ -4,6 +4,8 @@
 //! attempts are recorded, so a day of them is a few thousand rows to add up, whatever the
 //! traffic.
 
+use std::collections::HashMap;
+
 use super::{AttemptRecord, EndpointBacklog, NextStep, StoreResult};
 use crate::domain::{DeliveryStatus, EventType};
 
@@ -174,6 +176,34 @@ impl AttemptTally {
             }
         }
         Some(None)
+    }
+}
+
+/// Attempts a batch recorded, by (endpoint, minute): each job counts its own, and the batch
+/// adds up those of the jobs it commits and writes them once, before its commit.
+#[derive(Debug, Default)]
+pub struct Counts(HashMap<(i64, i64), AttemptTally>);
+
+impl Counts {
+    pub fn add(&mut self, webhook_id: i64, minute: i64, tally: &AttemptTally) {
+        self.0.entry((webhook_id, minute)).or_default().add(tally);
+    }
+
+    pub fn extend(&mut self, other: Counts) {
+        for ((webhook_id, minute), tally) in other.0 {
+            self.add(webhook_id, minute, &tally);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// (endpoint, minute, counts), in key order, so concurrent writers lock rows alike.
+    pub fn rows(&self) -> Vec<(i64, i64, AttemptTally)> {
+        let mut rows: Vec<_> = self.0.iter().map(|((w, m), t)| (*w, *m, *t)).collect();
+        rows.sort_by_key(|(w, m, _)| (*w, *m));
+        rows
     }
 }
 

@@ -1,8 +1,6 @@
-//! Attempt counts per endpoint and minute, and an endpoint's backlog, in PostgreSQL. A job
-//! counts its attempts in memory; the batch adds up the counts of the jobs it keeps and writes
-//! them with one statement before it commits, into its connection's own rows.
+//! What the dashboard reads, in PostgreSQL, and the attempt counts a batch writes with one
+//! statement before it commits, into its connection's own rows.
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use postgres::types::ToSql;
@@ -11,26 +9,10 @@ use super::rows::{col, wire};
 use super::tx::{PgConn, PgTx};
 use crate::domain::{DeliveryStatus, EventType};
 use crate::store::dashboard::{
-    AttemptTally, DashboardTx, EventDelivery, TALLY_COLUMNS, TICKET_EVENT_ROWS, TicketEvent,
-    group_events, message_of,
+    AttemptTally, Counts, DashboardTx, EventDelivery, TALLY_COLUMNS, TICKET_EVENT_ROWS,
+    TicketEvent, group_events, message_of,
 };
 use crate::store::{EndpointBacklog, StoreResult};
-
-/// Attempts by (endpoint, minute).
-#[derive(Debug, Default)]
-pub(super) struct Counts(HashMap<(i64, i64), AttemptTally>);
-
-impl Counts {
-    pub(super) fn add(&mut self, webhook_id: i64, minute: i64, tally: &AttemptTally) {
-        self.0.entry((webhook_id, minute)).or_default().add(tally);
-    }
-
-    pub(super) fn extend(&mut self, other: Counts) {
-        for ((webhook_id, minute), tally) in other.0 {
-            self.add(webhook_id, minute, &tally);
-        }
-    }
-}
 
 /// Adds arrays of counts (one element per endpoint and minute) to the connection's rows.
 static WRITE_COUNTS: LazyLock<String> = LazyLock::new(|| {
@@ -53,16 +35,15 @@ static WRITE_COUNTS: LazyLock<String> = LazyLock::new(|| {
 
 /// Writes a batch's counts, inside its transaction.
 pub(super) fn write_counts(conn: &mut PgConn, counts: &Counts) -> Result<(), postgres::Error> {
-    if counts.0.is_empty() {
+    if counts.is_empty() {
         return Ok(());
     }
-    let mut keys: Vec<&(i64, i64)> = counts.0.keys().collect();
-    keys.sort();
-    let mut arrays: Vec<Vec<i64>> = vec![Vec::with_capacity(keys.len()); 2 + TALLY_COLUMNS.len()];
-    for key in keys {
-        arrays[0].push(key.0);
-        arrays[1].push(key.1);
-        for (array, value) in arrays[2..].iter_mut().zip(counts.0[key].columns()) {
+    let rows = counts.rows();
+    let mut arrays: Vec<Vec<i64>> = vec![Vec::with_capacity(rows.len()); 2 + TALLY_COLUMNS.len()];
+    for (webhook_id, minute, tally) in rows {
+        arrays[0].push(webhook_id);
+        arrays[1].push(minute);
+        for (array, value) in arrays[2..].iter_mut().zip(tally.columns()) {
             array.push(value);
         }
     }

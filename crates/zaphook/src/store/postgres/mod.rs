@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use postgres::error::SqlState;
 use postgres::{Client, Config, NoTls};
 
+use super::dashboard::Counts;
 use super::{Announcements, ReadJob, Store, StoreError, StoreResult, Topic, Topics, WriteJob};
 use crate::secrets::SecretBox;
 use listener::{Listener, OwnSessions};
@@ -466,7 +467,7 @@ fn run_together(
         let batch_len = batch.len();
         let mut kept = Vec::with_capacity(batch_len);
         let mut topics = Topics::default();
-        let mut counts = dashboard::Counts::default();
+        let mut counts = Counts::default();
         let mut jobs = batch.into_iter();
         let mut undone = false;
         while let Some((mut job, reruns)) = jobs.next() {

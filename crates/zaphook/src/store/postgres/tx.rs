@@ -10,8 +10,8 @@ use std::collections::HashMap;
 use postgres::types::ToSql;
 use postgres::{Client, Row, Statement};
 
-use super::dashboard::Counts;
 use crate::secrets::SecretBox;
+use crate::store::dashboard::Counts;
 use crate::store::{Handoffs, StoreError, StoreResult, Topic, Topics};
 
 /// Parameters of a statement.

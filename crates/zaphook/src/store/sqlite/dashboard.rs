@@ -1,15 +1,16 @@
-//! Attempt counts per endpoint and minute, and an endpoint's backlog, in SQLite.
+//! What the dashboard reads, in SQLite, and the attempt counts a batch writes before it
+//! commits.
 
 use std::sync::LazyLock;
 
-use rusqlite::{OptionalExtension, ToSql, params};
+use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
 use super::rows::wire;
 use super::tx::SqliteTx;
 use crate::domain::{DeliveryStatus, EventType};
 use crate::store::dashboard::{
-    AttemptTally, DashboardTx, EventDelivery, TALLY_COLUMNS, TICKET_EVENT_ROWS, TicketEvent,
-    group_events, message_of,
+    AttemptTally, Counts, DashboardTx, EventDelivery, TALLY_COLUMNS, TICKET_EVENT_ROWS,
+    TicketEvent, group_events, message_of,
 };
 use crate::store::{EndpointBacklog, StoreResult};
 
@@ -49,23 +50,19 @@ static COUNT_ATTEMPT: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-impl SqliteTx<'_> {
-    /// Counts one attempt in its endpoint's row of that minute (SQLite has one writer, so one
-    /// shard).
-    pub(super) fn count_attempt(
-        &mut self,
-        webhook_id: i64,
-        minute: i64,
-        tally: &AttemptTally,
-    ) -> StoreResult<()> {
+/// Writes a batch's counts, inside its transaction (SQLite has one writer, so one shard).
+pub(super) fn write_counts(conn: &Connection, counts: &Counts) -> rusqlite::Result<()> {
+    if counts.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = conn.prepare_cached(&COUNT_ATTEMPT)?;
+    for (webhook_id, minute, tally) in counts.rows() {
         let columns = tally.columns();
         let mut values: Vec<&dyn ToSql> = vec![&webhook_id, &minute, &0i64];
         values.extend(columns.iter().map(|c| c as &dyn ToSql));
-        self.conn
-            .prepare_cached(&COUNT_ATTEMPT)?
-            .execute(values.as_slice())?;
-        Ok(())
+        stmt.execute(values.as_slice())?;
     }
+    Ok(())
 }
 
 impl DashboardTx for SqliteTx<'_> {

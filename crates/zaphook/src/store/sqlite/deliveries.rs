@@ -254,7 +254,8 @@ impl DeliveryTx for SqliteTx<'_> {
             unblocked: false,
         };
         if changed > 0 {
-            self.count_attempt(a.webhook_id, minute_of(a.at), &AttemptTally::of(a))?;
+            self.counts
+                .add(a.webhook_id, minute_of(a.at), &AttemptTally::of(a));
         }
         if changed > 0
             && let Some(key) = a.ordering_key

@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 
+use super::dashboard::Counts;
 use super::{
     Announcements, ReadJob, Store, StoreError, StoreResult, Topics, WriteHealth, WriteJob,
 };
@@ -479,6 +480,7 @@ fn run_batch(
         let mut jobs = batch.into_iter();
         let mut undone = false;
         let mut topics = Topics::default();
+        let mut counts = Counts::default();
         while let Some(mut job) = jobs.next() {
             let before = conn.total_changes();
             let mut tx = SqliteTx::new(conn, secrets);
@@ -487,6 +489,7 @@ fn run_batch(
             match outcome {
                 Ok(true) => {
                     topics.extend(tx.topics);
+                    counts.extend(tx.counts);
                     kept.push(job);
                     continue;
                 }
@@ -507,7 +510,9 @@ fn run_batch(
             batch = kept;
             continue;
         }
-        let committed = statement(conn, "COMMIT").map_err(StoreError::from);
+        let committed = dashboard::write_counts(conn, &counts)
+            .and_then(|()| statement(conn, "COMMIT"))
+            .map_err(StoreError::from);
         health.note(&committed);
         match &committed {
             Ok(()) => announcements.announce(topics),

@@ -5,6 +5,7 @@
 use rusqlite::Connection;
 
 use crate::secrets::SecretBox;
+use crate::store::dashboard::Counts;
 use crate::store::{Handoffs, Topic, Topics};
 
 pub struct SqliteTx<'c> {
@@ -13,6 +14,8 @@ pub struct SqliteTx<'c> {
     pub(super) handoffs: Option<Handoffs>,
     /// What the job's writes made ready, announced once they commit.
     pub(super) topics: Topics,
+    /// The attempts the job recorded, counted into the batch's counters if the job is kept.
+    pub(super) counts: Counts,
 }
 
 impl<'c> SqliteTx<'c> {
@@ -22,6 +25,7 @@ impl<'c> SqliteTx<'c> {
             secrets,
             handoffs: None,
             topics: Topics::default(),
+            counts: Counts::default(),
         }
     }
 

@@ -17,7 +17,8 @@ pub use companies::{CompanyTx, UiSession};
 pub use conversations::{ConversationTx, NewContact, NewTicket, Reactor, TicketFilter};
 pub use deliveries::{
     AttemptRecord, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope, Handoffs,
-    MessageScope, NewDelivery, NextStep, Recorded, RecoveryProgress, Subscriber,
+    LogFilter, LogKey, LogPage, LogPath, LogRow, MessageScope, NewDelivery, NextStep, Recorded,
+    Recovery, RecoveryProgress, Residual, Subscriber,
 };
 pub use webhooks::{Target, WebhookTx};
 

@@ -3,6 +3,7 @@
 //! with an API token. Nothing is fetched from elsewhere: the stylesheet and the one script
 //! (live updates of the pages that show changing state) are served here too.
 
+mod deliveries;
 mod endpoints;
 mod i18n;
 mod pages;
@@ -34,8 +35,12 @@ pub fn router() -> Router<AppState> {
         )
         .route("/ui/endpoints/{id}", get(endpoints::show))
         .route("/ui/endpoints/{id}/{action}", post(endpoints::act))
-        .route("/ui/deliveries/{id}", get(endpoints::delivery))
-        .route("/ui/deliveries/{id}/retry", post(endpoints::retry))
+        // The delivery log, a delivery, and recoveries.
+        .route("/ui/deliveries", get(deliveries::log))
+        .route("/ui/deliveries/{id}", get(deliveries::delivery))
+        .route("/ui/deliveries/{id}/retry", post(deliveries::retry))
+        .route("/ui/recoveries", post(deliveries::recover))
+        .route("/ui/recoveries/{id}", get(deliveries::recovery))
         .route("/ui/static/app.css", get(stylesheet))
         .route("/ui/static/app.js", get(script))
 }

@@ -60,6 +60,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         7,
         include_str!("../../../migrations/postgres/0007_ui_sessions.sql"),
     ),
+    (
+        9,
+        include_str!("../../../migrations/postgres/0009_delivery_log.sql"),
+    ),
 ];
 
 /// Most jobs one commit carries.

@@ -64,6 +64,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("../../../migrations/sqlite/0010_ui_sessions.sql"),
     ),
+    (
+        12,
+        include_str!("../../../migrations/sqlite/0012_delivery_log.sql"),
+    ),
 ];
 
 /// Most jobs one commit carries; bounds the latency a large burst adds to its first job.

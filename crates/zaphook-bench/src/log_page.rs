@@ -152,7 +152,13 @@ pub async fn run(serve: &ServeOptions, n: u64, samples: usize) -> crate::Result<
         hooks.push(zaphook.create_webhook("http://127.0.0.1:9/hook").await?);
     }
     let started = Instant::now();
-    let (middle_at, middle_seq) = fill(&zaphook, n, hooks[0])?;
+    // The blocking clients cannot run on the runtime's threads.
+    let (middle_at, middle_seq) = std::thread::scope(|scope| {
+        scope
+            .spawn(|| fill(&zaphook, n, hooks[0]).map_err(|e| e.to_string()))
+            .join()
+            .unwrap_or_else(|_| Err("the fill panicked".into()))
+    })?;
     println!(
         "filled {} deliveries ({} events) in {:.1} s",
         thousands(n as f64),
@@ -179,8 +185,13 @@ pub async fn run(serve: &ServeOptions, n: u64, samples: usize) -> crate::Result<
     let deep = format!("before={middle_at}.{middle_seq}");
     let pages = [
         ("first page", "/ui/deliveries".to_string()),
+        // Every dead delivery is the first endpoint's (the second has none).
         (
             "endpoint + status=dead",
+            format!("/ui/deliveries?endpoint={}&status=dead", hooks[0]),
+        ),
+        (
+            "endpoint + status=dead, none there",
             format!("/ui/deliveries?endpoint={}&status=dead", hooks[1]),
         ),
         ("one ticket", "/ui/deliveries?ticket=12345".to_string()),

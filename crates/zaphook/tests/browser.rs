@@ -312,12 +312,14 @@ async fn the_delivery_log_is_filtered_and_its_failed_deliveries_recovered_from_t
     let text = browser.text().await;
     assert_eq!(text.matches("failed (500)").count(), 3, "{text}");
     accessible(&browser, "deliveries").await;
+    browser.script("window.scrollTo(0, 0);", json!([])).await;
     screenshot(&browser, "deliveries-en").await;
     browser
         .goto(&app.url("/ui/lang?to=pt-BR&back=/ui/deliveries"))
         .await;
     assert!(browser.text().await.contains("Registro de entregas"));
     accessible(&browser, "registro de entregas").await;
+    browser.script("window.scrollTo(0, 0);", json!([])).await;
     screenshot(&browser, "deliveries-pt-BR").await;
     browser
         .goto(&app.url("/ui/lang?to=en&back=/ui/deliveries"))

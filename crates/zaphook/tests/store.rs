@@ -1331,9 +1331,8 @@ async fn the_delivery_log_is_the_companys_own_narrowed_and_paged_by_key(db: back
             f(&mut filter);
             filter
         };
-        let count = |tx: &mut dyn Tx, filter: &store::LogFilter, scan: i64| {
-            whole_log(tx, filter, 4, scan).map(|(rows, bounded)| (rows, bounded))
-        };
+        let count =
+            |tx: &mut dyn Tx, filter: &store::LogFilter, scan: i64| whole_log(tx, filter, 4, scan);
         let (rows, _) = count(tx, &narrowed(|f| f.ticket_id = Some(1)), 1000)?;
         assert_eq!(rows.len(), 4 * 3);
         assert!(rows.iter().all(|r| r.ticket_id == Some(1)));

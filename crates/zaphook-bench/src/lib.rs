@@ -5,6 +5,7 @@ pub mod backup;
 pub mod cloud;
 pub mod journal;
 pub mod load;
+pub mod log_page;
 pub mod pass;
 pub mod receiver;
 pub mod relay;

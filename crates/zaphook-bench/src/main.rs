@@ -53,6 +53,13 @@ struct Args {
     /// Messages per second `soak` sends, paced (default 200).
     #[arg(long)]
     soak_rate: Option<f64>,
+    /// Instead of the scenarios: fill a fresh zaphook's delivery log with this many
+    /// deliveries (straight into its database) and time the dashboard's log pages over HTTP.
+    #[arg(long)]
+    delivery_log: Option<u64>,
+    /// Requests timed per page with --delivery-log.
+    #[arg(long, default_value_t = 50)]
+    samples: usize,
 }
 
 /// Every scenario `--scenario` takes: the default run's and the opt-in ones.
@@ -154,6 +161,19 @@ async fn run(args: Args) -> ExitCode {
     );
     if machine.clk_tck_assumed {
         println!("CPU times: `getconf CLK_TCK` did not answer; assuming 100 ticks/s");
+    }
+    if let Some(n) = args.delivery_log {
+        println!(
+            "\n== delivery log at {n} deliveries, {} requests per page",
+            args.samples
+        );
+        return match zaphook_bench::log_page::run(&serve, n, args.samples.max(1)).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("delivery log: {e}");
+                ExitCode::FAILURE
+            }
+        };
     }
     let mut names = vec!["ceiling"];
     match &args.scenario {

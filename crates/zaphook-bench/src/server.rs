@@ -435,6 +435,47 @@ impl Zaphook {
         Ok(serde_json::from_slice(&bytes)?)
     }
 
+    /// The PostgreSQL URL of the pass's scratch schema, when on PostgreSQL.
+    pub fn database_url(&self) -> Option<String> {
+        self._schema.as_ref().map(Scratch::url)
+    }
+
+    /// One request to the first process, as a browser makes it: `cookie` sent, no redirect
+    /// followed. Answers the status, the `Set-Cookie` values and the body.
+    pub async fn browse(
+        &self,
+        method: Method,
+        path: &str,
+        cookie: &str,
+        form: Option<String>,
+    ) -> crate::Result<(u16, Vec<String>, String)> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.processes[0].addr));
+        if !cookie.is_empty() {
+            request = request.header(hyper::header::COOKIE, cookie);
+        }
+        if form.is_some() {
+            request = request.header(CONTENT_TYPE, "application/x-www-form-urlencoded");
+        }
+        let request = request.body(Full::new(Bytes::from(form.unwrap_or_default())))?;
+        let response = self.client.request(request).await?;
+        let status = response.status().as_u16();
+        let cookies = response
+            .headers()
+            .get_all(hyper::header::SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::to_string)
+            .collect();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        Ok((
+            status,
+            cookies,
+            String::from_utf8_lossy(&bytes).into_owned(),
+        ))
+    }
+
     /// Kills every process and waits for them to go, then drops the schema (with `self`).
     pub async fn stop(self) {
         let Zaphook {

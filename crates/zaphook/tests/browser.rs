@@ -40,12 +40,16 @@ async fn accessible(browser: &Browser, page: &str) {
         )
         .await;
     let mut reached = Vec::new();
-    for _ in 0..focusable.len() + 2 {
+    // A date and time input takes one Tab per part (day, month, year, hours, …).
+    for _ in 0..focusable.len() * 8 + 2 {
         browser.tab().await;
         let active = browser
             .script("return document.activeElement.outerHTML;", json!([]))
             .await;
         reached.push(active.as_str().unwrap_or_default().to_string());
+        if focusable.iter().all(|c| reached.contains(c)) {
+            break;
+        }
     }
     for control in &focusable {
         assert!(
@@ -360,6 +364,114 @@ async fn an_endpoint_is_changed_and_a_conversation_followed_from_the_dashboard()
         text.contains("delivered") && text.contains("Vamos verificar"),
         "{text}"
     );
+    browser.quit().await;
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_delivery_log_is_filtered_and_its_failed_deliveries_recovered_from_the_dashboard() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    // No retry comes by itself within the test: only the recovery sends them again.
+    let app =
+        spawn_app_with(|s| s.delivery.retry.schedule = vec![Duration::from_secs(3600); 3]).await;
+    let answer = Arc::new(AtomicU16::new(500));
+    let status = Arc::clone(&answer);
+    let receiver = TestReceiver::with_responder(move |_| status.load(Ordering::SeqCst)).await;
+    let (webhook, _) = app.webhook(&receiver.url(), &["message.created"]).await;
+    let connection = app.sandbox_connection("Comercial").await;
+    for (i, body) in ["Bom dia", "Chegou o pedido 42?", "Obrigado"]
+        .iter()
+        .enumerate()
+    {
+        app.inbound(connection, &format!("551195555002{i}"), body)
+            .await;
+    }
+    eventually("every delivery to fail once", || async {
+        let log = app.delivery_log(webhook).await;
+        log.iter().filter(|d| d["status"] == "failed").count() == 3
+    })
+    .await;
+
+    sign_in(&browser, &app, &app.token).await;
+    browser
+        .goto(&app.url(&format!("/ui/endpoints/{webhook}")))
+        .await;
+    browser
+        .click_to_load(&format!("a[href=\"/ui/deliveries?endpoint={webhook}\"]"))
+        .await;
+    let text = browser.text().await;
+    assert_eq!(text.matches("failed (500)").count(), 3, "{text}");
+    accessible(&browser, "deliveries").await;
+    browser.script("window.scrollTo(0, 0);", json!([])).await;
+    screenshot(&browser, "deliveries-en").await;
+    browser
+        .goto(&app.url("/ui/lang?to=pt-BR&back=/ui/deliveries"))
+        .await;
+    assert!(browser.text().await.contains("Registro de entregas"));
+    accessible(&browser, "registro de entregas").await;
+    browser.script("window.scrollTo(0, 0);", json!([])).await;
+    screenshot(&browser, "deliveries-pt-BR").await;
+    browser
+        .goto(&app.url("/ui/lang?to=en&back=/ui/deliveries"))
+        .await;
+
+    // The text in a payload narrows the log to its one delivery.
+    browser.type_into("#f-text", "pedido 42").await;
+    browser
+        .script(
+            "document.getElementById('f-status').value = 'failed';",
+            json!([]),
+        )
+        .await;
+    browser
+        .click_to_load("form.filters button[type=submit]")
+        .await;
+    let url = browser.url().await;
+    assert!(
+        url.contains("text=pedido+42") && url.contains("status=failed"),
+        "{url}"
+    );
+    let text = browser.text().await;
+    assert_eq!(text.matches("failed (500)").count(), 1, "{text}");
+    browser.click_to_load("table.log tbody a").await;
+    assert!(browser.text().await.contains("Chegou o pedido 42?"));
+    assert!(
+        browser.text().await.contains("webhook-signature: v1,"),
+        "the headers the attempt sent"
+    );
+    browser
+        .goto(&app.url(&format!("/ui/deliveries?endpoint={webhook}")))
+        .await;
+
+    // The receiver is back: recovering since a time queues the three again, and the
+    // recovery's page shows them delivered as it happens.
+    answer.store(200, Ordering::SeqCst);
+    browser
+        .script(
+            "document.getElementById('r-since').value = '2000-01-01T00:00:00';",
+            json!([]),
+        )
+        .await;
+    browser
+        .click_to_load("form[action=\"/ui/recoveries\"] button[type=submit]")
+        .await;
+    assert!(browser.url().await.contains("/ui/recoveries/"));
+    eventually("the recovery to show every delivery delivered", || async {
+        browser
+            .text()
+            .await
+            .contains("Every delivery of this recovery was delivered.")
+    })
+    .await;
+    let text = browser.text().await;
+    assert!(
+        text.contains("Queued again\n3") || text.contains("Queued again\t3"),
+        "{text}"
+    );
+    accessible(&browser, "recovery").await;
+    assert_eq!(receiver.all().len(), 6);
     browser.quit().await;
     app.stop().await;
 }

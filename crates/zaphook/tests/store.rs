@@ -57,6 +57,8 @@ conformance!(
     api_config_hooks_are_endpoints_of_their_config,
     a_refused_token_changes_state_once,
     attempts_are_counted_per_endpoint_and_minute,
+    the_delivery_log_is_the_companys_own_narrowed_and_paged_by_key,
+    a_recovery_counts_the_deliveries_it_queued_again,
 );
 
 fn spec(url: &str, ordering: Ordering) -> WebhookSpec {
@@ -154,6 +156,7 @@ fn record(c: &Claimed, at: i64, next: NextStep) -> AttemptRecord {
         latency_ms: 1,
         error: None,
         response_body: None,
+        request_headers: Some("webhook-id: evt_x".into()),
         next,
         disable_webhook: false,
         disable_after_ms: i64::MAX / 2,
@@ -1529,4 +1532,243 @@ async fn attempts_are_counted_per_endpoint_and_minute(db: backend::TestDb) {
             sum
         });
     assert_eq!(total.dead, 1);
+}
+/// Appends one event of `company` (type `kind`, ticket `ticket`, `body` in its payload) for
+/// each of its subscribers, at `now`.
+fn event_of(
+    tx: &mut dyn Tx,
+    company: i64,
+    kind: EventType,
+    ticket: i64,
+    body: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    let scope = EventScope {
+        company_id: company,
+        event_type: kind,
+        connection_id: None,
+        queue_id: None,
+        is_group: false,
+        ticket_id: Some(ticket),
+        message: None,
+        previous_queue_id: None,
+        transfer_start: false,
+        api_config: None,
+    };
+    let id = zaphook::domain::new_event_id();
+    tx.insert_event(&id, &scope, &format!("{{\"body\":\"{body}\"}}"), None, now)?;
+    for s in tx.subscribers(&scope, now)? {
+        tx.insert_delivery(
+            &NewDelivery {
+                id: &zaphook::domain::new_delivery_id(),
+                event_id: &id,
+                event_type: kind,
+                webhook_id: s.target.webhook_id,
+                ordering_key: None,
+            },
+            now,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+/// Every page of the log for `filter`, `limit` at a time reading at most `scan` deliveries a
+/// page: the deliveries' ids in order, and how many pages stopped at their bound.
+fn whole_log(
+    tx: &mut dyn Tx,
+    filter: &store::LogFilter,
+    limit: i64,
+    scan: i64,
+) -> Result<(Vec<store::LogRow>, usize), StoreError> {
+    let (mut all, mut bounded, mut before) = (Vec::new(), 0, None);
+    for _ in 0..1000 {
+        let page = tx.delivery_log(filter, before, limit, scan)?;
+        assert!(page.rows.len() as i64 <= limit);
+        bounded += usize::from(page.searched_to.is_some());
+        all.extend(page.rows);
+        match page.next {
+            Some(next) => before = Some(next),
+            None => return Ok((all, bounded)),
+        }
+    }
+    panic!("the log never ended");
+}
+
+async fn the_delivery_log_is_the_companys_own_narrowed_and_paged_by_key(db: backend::TestDb) {
+    let store = db.open();
+    run(&store, |tx| {
+        let hooks = setup(tx, &[Ordering::None, Ordering::None])?;
+        let mut all_events = spec("http://example.com/", Ordering::None);
+        all_events.events = vec![EventType::MessageCreated, EventType::TicketClosed];
+        let wide = tx.insert_webhook(1, &all_events, 0)?.id;
+        let other = tx.insert_company("Other", 0)?;
+        let theirs = tx.insert_webhook(other, &all_events, 0)?.id;
+        // Times repeat, so the key's second part (seq) decides within a millisecond.
+        for i in 0..12i64 {
+            event_of(
+                tx,
+                1,
+                EventType::MessageCreated,
+                i % 3,
+                &format!("m{i}"),
+                100 + i / 2,
+            )?;
+            event_of(
+                tx,
+                other,
+                EventType::MessageCreated,
+                i % 3,
+                &format!("m{i}"),
+                100 + i / 2,
+            )?;
+        }
+        event_of(tx, 1, EventType::TicketClosed, 7, "closed", 200)?;
+        let company = store::LogFilter {
+            company_id: 1,
+            ..Default::default()
+        };
+        let (rows, bounded) = whole_log(tx, &company, 5, 1000)?;
+        assert_eq!((rows.len(), bounded), (12 * 3 + 1, 0));
+        let keys: Vec<_> = rows.iter().map(|r| r.key).collect();
+        let mut sorted = keys.clone();
+        sorted.sort_by(|a, b| b.cmp(a));
+        sorted.dedup();
+        assert_eq!(keys, sorted, "newest first, each once");
+        assert!(rows.iter().all(|r| r.delivery.webhook_id != theirs));
+        assert_eq!(rows[0].delivery.event_type, EventType::TicketClosed);
+        assert_eq!(rows[0].ticket_id, Some(7));
+
+        let narrowed = |f: fn(&mut store::LogFilter)| {
+            let mut filter = company.clone();
+            f(&mut filter);
+            filter
+        };
+        let count =
+            |tx: &mut dyn Tx, filter: &store::LogFilter, scan: i64| whole_log(tx, filter, 4, scan);
+        let (rows, _) = count(tx, &narrowed(|f| f.ticket_id = Some(1)), 1000)?;
+        assert_eq!(rows.len(), 4 * 3);
+        assert!(rows.iter().all(|r| r.ticket_id == Some(1)));
+        let mut by_hook = company.clone();
+        by_hook.webhook_id = Some(hooks[1]);
+        let (rows, _) = count(tx, &by_hook, 1000)?;
+        assert_eq!(rows.len(), 12);
+        assert!(rows.iter().all(|r| r.delivery.webhook_id == hooks[1]));
+        let mut theirs_filter = company.clone();
+        theirs_filter.webhook_id = Some(theirs);
+        assert_eq!(
+            count(tx, &theirs_filter, 1000)?.0.len(),
+            0,
+            "another company's endpoint"
+        );
+        let (rows, _) = count(
+            tx,
+            &narrowed(|f| f.event_type = Some(EventType::TicketClosed)),
+            1000,
+        )?;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].delivery.webhook_id, wide);
+        // From 101 to before 103: events 2 to 5, each to three endpoints.
+        let (rows, _) = count(
+            tx,
+            &narrowed(|f| {
+                f.from = Some(101);
+                f.to = Some(103);
+            }),
+            1000,
+        )?;
+        assert_eq!(rows.len(), 4 * 3);
+        assert!(
+            rows.iter()
+                .all(|r| (101..103).contains(&r.delivery.created_at))
+        );
+
+        // Text in the payload: with a bound of 5 deliveries read a page, the pages that stop
+        // there say so, and going on finds every match all the same.
+        let (rows, bounded) = count(tx, &narrowed(|f| f.text = Some("m1".into())), 5)?;
+        assert_eq!(rows.len(), 3 * 3, "m1, m10 and m11");
+        assert!(bounded > 0);
+        let (rows, _) = count(tx, &narrowed(|f| f.text = Some("nowhere".into())), 1000)?;
+        assert!(rows.is_empty());
+
+        // States: dead ones through the state index, delivered ones through the company's.
+        let claimed = claim_all(tx, 1_000, 10_000)?;
+        for (i, c) in claimed.iter().enumerate() {
+            let next = if i % 4 == 0 {
+                NextStep::Dead
+            } else {
+                NextStep::Delivered
+            };
+            tx.record_attempt(&record(c, 1_000, next))?;
+        }
+        let dead = claimed
+            .iter()
+            .step_by(4)
+            .filter(|c| c.target.webhook_id != theirs)
+            .count();
+        let (rows, _) = count(
+            tx,
+            &narrowed(|f| f.status = Some(DeliveryStatus::Dead)),
+            1000,
+        )?;
+        assert_eq!(rows.len(), dead);
+        assert!(
+            rows.iter()
+                .all(|r| r.delivery.status == DeliveryStatus::Dead)
+        );
+        let (rows, _) = count(
+            tx,
+            &narrowed(|f| f.status = Some(DeliveryStatus::Delivered)),
+            1000,
+        )?;
+        assert_eq!(rows.len(), 37 - dead);
+        let mut dead_of_hook = by_hook.clone();
+        dead_of_hook.status = Some(DeliveryStatus::Dead);
+        let (rows, _) = count(tx, &dead_of_hook, 1000)?;
+        assert!(rows.iter().all(
+            |r| r.delivery.webhook_id == hooks[1] && r.delivery.status == DeliveryStatus::Dead
+        ));
+        Ok(())
+    })
+    .await;
+}
+
+async fn a_recovery_counts_the_deliveries_it_queued_again(db: backend::TestDb) {
+    let store = db.open();
+    run(&store, |tx| {
+        let hook = setup(tx, &[Ordering::None])?[0];
+        let other = tx.insert_company("Other", 0)?;
+        for at in [10, 20, 30] {
+            event_of(tx, 1, EventType::MessageCreated, 1, "x", at)?;
+        }
+        for c in claim_all(tx, 100, 10_000)? {
+            tx.record_attempt(&record(&c, 100, NextStep::Dead))?;
+        }
+        assert_eq!(tx.start_recovery(other, hook, 0, 200)?, None, "not theirs");
+        let first = tx.start_recovery(1, hook, 15, 200)?.expect("a recovery");
+        assert_eq!(first.queued, 2, "those created since 15");
+        let (read, progress) = tx.recovery(1, first.id)?.expect("found");
+        assert_eq!(read, first);
+        assert_eq!((progress.waiting, progress.total()), (2, 2));
+        assert!(tx.recovery(other, first.id)?.is_none());
+        // One delivered, one dead again; a later recovery takes the dead one.
+        let claimed = claim_all(tx, 300, 10_000)?;
+        assert_eq!(claimed.len(), 2);
+        tx.record_attempt(&record(&claimed[0], 300, NextStep::Delivered))?;
+        tx.record_attempt(&record(&claimed[1], 300, NextStep::Dead))?;
+        let (_, progress) = tx.recovery(1, first.id)?.expect("found");
+        assert_eq!(
+            (progress.delivered, progress.dead, progress.waiting),
+            (1, 1, 0)
+        );
+        let second = tx.start_recovery(1, hook, 0, 400)?.expect("a recovery");
+        assert_eq!(second.queued, 2, "the dead one again and the oldest one");
+        let (_, progress) = tx.recovery(1, first.id)?.expect("found");
+        assert_eq!(progress.total(), 1, "the other is the later recovery's now");
+        let listed: Vec<i64> = tx.recoveries(1, 10)?.iter().map(|r| r.id).collect();
+        assert_eq!(listed, vec![second.id, first.id]);
+        assert!(tx.recoveries(other, 10)?.is_empty());
+        Ok(())
+    })
+    .await;
 }

@@ -746,3 +746,362 @@ async fn a_tickets_timeline_shows_its_messages_and_events_with_their_deliveries(
     assert!(!their_list.body.contains("quero ajuda"));
     app.stop().await;
 }
+
+/// The ids of the deliveries a log page lists, in order.
+fn listed(body: &str) -> Vec<String> {
+    body.split(r#"<tr id=""#)
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The page's link to older deliveries (or to search further back), as a path.
+fn older(body: &str) -> Option<String> {
+    let end = body.find(r#"" rel="next""#)?;
+    let start = body[..end].rfind(r#"href=""#)? + r#"href=""#.len();
+    Some(body[start..end].replace("&#38;", "&").replace("&amp;", "&"))
+}
+
+/// Every delivery id the log lists for `query`, following its links from page to page.
+async fn whole_log(app: &TestApp, session: &str, query: &str) -> Vec<String> {
+    let mut all = Vec::new();
+    let mut next = Some(format!("/ui/deliveries?{query}"));
+    while let Some(path) = next {
+        let page = get(app, &path, session, "en").await;
+        assert_eq!(page.status, 200, "{path}: {}", page.body);
+        all.extend(listed(&page.body));
+        next = older(&page.body);
+        assert!(
+            all.len() < 10_000,
+            "the log never ends: {path} {:?}",
+            older(&page.body)
+        );
+    }
+    all
+}
+
+#[tokio::test]
+async fn the_delivery_log_is_narrowed_by_each_filter_paged_by_key_and_the_companys_own() {
+    let app = spawn_app().await;
+    let receiver = common::TestReceiver::start().await;
+    let refusing = common::TestReceiver::with_responder(|_| 500).await;
+    let (first, _) = app
+        .webhook(&receiver.url(), &["message.created", "ticket.created"])
+        .await;
+    let (second, _) = app.webhook(&refusing.url(), &["message.created"]).await;
+    let connection = app.sandbox_connection("Comercial").await;
+    let mut messages = Vec::new();
+    for i in 0..30 {
+        let from = format!("55119555500{:02}", i % 3);
+        messages.push(
+            app.inbound(connection, &from, &format!("mensagem {i}"))
+                .await,
+        );
+    }
+    app.inbound(connection, "5511955550099", "palavra-unica")
+        .await;
+    let first_log = app.settled_log(first).await;
+    let second_log = app.delivery_log(second).await;
+    // Another company's deliveries, with the same words in them.
+    let (_, other) = zaphook::app::create_company(&app.store, "Outra")
+        .await
+        .unwrap();
+    let call = |path: &str, body: serde_json::Value| {
+        app.client
+            .post(app.url(path))
+            .bearer_auth(&other)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    let theirs: serde_json::Value = call(
+        "/api/v1/connections",
+        json!({"name": "Intrusa", "channel": "sandbox"}),
+    )
+    .await
+    .unwrap()
+    .json_text()
+    .await;
+    let their_hook: serde_json::Value = call(
+        "/api/v1/webhooks",
+        json!({"url": receiver.url(), "events": ["message.created"]}),
+    )
+    .await
+    .unwrap()
+    .json_text()
+    .await;
+    let inbound = format!("/api/v1/connections/{}/sandbox/inbound", theirs["id"]);
+    let sent = call(
+        &inbound,
+        json!({"from": "5511900000001", "body": "palavra-unica"}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(sent.status(), 202);
+
+    let (session, _) = sign_in(&app, &app.token).await;
+    let everything = whole_log(&app, &session, "").await;
+    let mut expected: Vec<String> = first_log
+        .iter()
+        .chain(&second_log)
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .collect();
+    let mut unique = everything.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), everything.len(), "no delivery on two pages");
+    expected.sort();
+    assert_eq!(
+        unique, expected,
+        "every delivery of the company, and no other"
+    );
+    assert!(expected.len() > 50, "more than a page: {}", expected.len());
+    let first_page = get(&app, "/ui/deliveries", &session, "en").await;
+    assert_eq!(listed(&first_page.body).len(), 50);
+    assert!(
+        first_page
+            .body
+            .contains(&format!(r#"<option value="{first}">"#))
+            && !first_page.body.contains("Intrusa"),
+    );
+    let their_hook = their_hook["id"].as_i64().unwrap();
+    assert!(
+        whole_log(&app, &session, &format!("endpoint={their_hook}"))
+            .await
+            .is_empty(),
+        "another company's endpoint shows nothing"
+    );
+
+    // Each filter narrows the log to what it names.
+    let ids_of = |log: &[serde_json::Value], keep: &dyn Fn(&serde_json::Value) -> bool| {
+        let mut ids: Vec<String> = log
+            .iter()
+            .filter(|d| keep(d))
+            .map(|d| d["id"].as_str().unwrap().to_string())
+            .collect();
+        ids.sort();
+        ids
+    };
+    let sorted = |mut ids: Vec<String>| {
+        ids.sort();
+        ids
+    };
+    let by_endpoint = whole_log(&app, &session, &format!("endpoint={second}")).await;
+    assert_eq!(sorted(by_endpoint), ids_of(&second_log, &|_| true));
+    let by_event = whole_log(&app, &session, "event=ticket.created").await;
+    assert_eq!(
+        sorted(by_event),
+        ids_of(&first_log, &|d| d["eventType"] == "ticket.created")
+    );
+    assert_eq!(
+        ids_of(&first_log, &|d| d["eventType"] == "ticket.created").len(),
+        4
+    );
+    let failing = whole_log(&app, &session, "status=failed").await;
+    let second_now = app.delivery_log(second).await;
+    assert!(!failing.is_empty());
+    assert!(
+        failing
+            .iter()
+            .all(|id| ids_of(&second_now, &|d| d["status"] == "failed").contains(id)),
+        "only failed deliveries"
+    );
+    let delivered = whole_log(&app, &session, "status=delivered").await;
+    assert_eq!(sorted(delivered), ids_of(&first_log, &|_| true));
+    let (_, message) = app
+        .get(&format!(
+            "/api/v1/messages/{}",
+            messages[0]["id"].as_str().unwrap()
+        ))
+        .await;
+    let ticket = message["ticketId"].as_i64().unwrap();
+    let by_ticket = whole_log(&app, &session, &format!("ticket={ticket}")).await;
+    assert_eq!(
+        by_ticket.len(),
+        10 * 2 + 1,
+        "ten messages to two endpoints, one ticket.created"
+    );
+    let by_text = whole_log(&app, &session, "text=palavra-unica").await;
+    // Its message to both endpoints and its new ticket (whose last message it is) to the
+    // first; never the other company's.
+    assert_eq!(by_text.len(), 3, "{by_text:?}");
+    assert!(by_text.iter().all(|id| expected.contains(id)));
+    let mut page = get(&app, "/ui/deliveries?text=palavra-unica", &session, "en").await;
+    assert!(page.body.contains(r#"value="palavra-unica""#));
+    let until_before = whole_log(&app, &session, "to=2000-01-01T00:00").await;
+    assert!(until_before.is_empty());
+    let since_then = whole_log(
+        &app,
+        &session,
+        "from=2000-01-01T00:00&endpoint=".to_string().as_str(),
+    )
+    .await;
+    assert_eq!(since_then.len(), expected.len());
+    let combined = whole_log(
+        &app,
+        &session,
+        &format!("endpoint={first}&event=message.created&ticket={ticket}&text=mensagem"),
+    )
+    .await;
+    assert_eq!(combined.len(), 10);
+
+    // What cannot be read is said, and never breaks the page.
+    page = get(
+        &app,
+        "/ui/deliveries?ticket=abc&from=yesterday&status=nope&before=x.y&text=%00%FF",
+        &session,
+        "en",
+    )
+    .await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("Ticket: is not a number")
+            && page.body.contains("From (UTC): is not a time"),
+        "{}",
+        page.body
+    );
+    // The endpoint's page leads to its log.
+    let endpoint_page = get(&app, &format!("/ui/endpoints/{first}"), &session, "en").await;
+    assert!(
+        endpoint_page
+            .body
+            .contains(&format!(r#"href="/ui/deliveries?endpoint={first}""#))
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn recovering_since_a_time_shows_its_progress_until_every_delivery_is_delivered() {
+    let app = spawn_app().await;
+    let up = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = up.clone();
+    let receiver = common::TestReceiver::with_responder(move |_| {
+        if flag.load(std::sync::atomic::Ordering::SeqCst) {
+            200
+        } else {
+            503
+        }
+    })
+    .await;
+    let (webhook, _) = app.webhook(&receiver.url(), &["message.created"]).await;
+    let connection = app.sandbox_connection("Comercial").await;
+    // Four tickets, so none waits behind another.
+    for i in 0..4 {
+        app.inbound(connection, &format!("551195555001{i}"), "m")
+            .await;
+    }
+    common::eventually("every delivery to fail once", || async {
+        let log = app.delivery_log(webhook).await;
+        log.len() == 4 && log.iter().all(|d| d["status"] == "failed")
+    })
+    .await;
+    let (session, csrf) = sign_in(&app, &app.token).await;
+    let log = get(
+        &app,
+        &format!("/ui/deliveries?endpoint={webhook}"),
+        &session,
+        "en",
+    )
+    .await;
+    assert!(
+        log.body
+            .contains(&format!(r#"<option value="{webhook}" selected>"#)),
+        "the recovery form starts with the filtered endpoint"
+    );
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("endpoint", &webhook.to_string()),
+        ("since", "2000-01-01T00:00"),
+    ];
+
+    // Without the form token nothing is queued again.
+    let mut forged = form;
+    forged[0].1 = "forged";
+    let refused = post(&app, "/ui/recoveries", &session, &forged).await;
+    assert_eq!(refused.status, 403);
+    let log = get(&app, "/ui/deliveries", &session, "en").await;
+    assert!(
+        !log.body.contains("/ui/recoveries/"),
+        "no recovery was made"
+    );
+    assert!(
+        app.delivery_log(webhook)
+            .await
+            .iter()
+            .all(|d| d["status"] == "failed")
+    );
+    let mut bad = form;
+    bad[2].1 = "soon";
+    assert_eq!(
+        post(&app, "/ui/recoveries", &session, &bad).await.status,
+        422
+    );
+
+    // The receiver is back: the recovery queues the four again, and its page follows them.
+    up.store(true, std::sync::atomic::Ordering::SeqCst);
+    let started = post(&app, "/ui/recoveries", &session, &form).await;
+    assert_eq!(started.status, 303, "{}", started.body);
+    let page_path = started.location().to_string();
+    assert!(page_path.starts_with("/ui/recoveries/"), "{page_path}");
+    let page = get(&app, &page_path, &session, "en").await;
+    assert!(
+        page.body.contains(r#"<dd id="queued">4</dd>"#),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains(r#"data-live="#));
+    common::eventually(
+        "the recovery's page to show every delivery delivered",
+        || async {
+            let page = get(&app, &page_path, &session, "en").await;
+            page.body.contains(r#"<span id="delivered">4</span>"#)
+                && page
+                    .body
+                    .contains(r#"<dd class="status-pending" id="waiting">0</dd>"#)
+                && page
+                    .body
+                    .contains("Every delivery of this recovery was delivered.")
+        },
+    )
+    .await;
+    let log = get(&app, "/ui/deliveries", &session, "en").await;
+    assert!(
+        log.body.contains(&page_path),
+        "listed among the recent recoveries"
+    );
+
+    // Another company sees nothing of it, and cannot recover this endpoint.
+    let (_, other) = zaphook::app::create_company(&app.store, "Outra")
+        .await
+        .unwrap();
+    let (other_session, other_csrf) = sign_in(&app, &other).await;
+    assert_eq!(
+        get(&app, &page_path, &other_session, "en").await.status,
+        404
+    );
+    let mut theirs = form;
+    theirs[0].1 = &other_csrf;
+    assert_eq!(
+        post(&app, "/ui/recoveries", &other_session, &theirs)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        get(&app, "/ui/recoveries/abc", &session, "en").await.status,
+        404
+    );
+    app.stop().await;
+}
+
+/// The body of a JSON answer (reqwest here has no `json` feature).
+trait JsonText {
+    async fn json_text(self) -> serde_json::Value;
+}
+
+impl JsonText for reqwest::Response {
+    async fn json_text(self) -> serde_json::Value {
+        serde_json::from_str(&self.text().await.unwrap()).unwrap()
+    }
+}

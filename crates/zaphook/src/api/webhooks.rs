@@ -586,15 +586,27 @@ async fn recover(
 ) -> ApiResult<axum::Json<Recovered>> {
     let since = rfc3339::parse(body.since.trim())
         .ok_or_else(|| ApiError::field("since", "must be an RFC 3339 time"))?;
+    let recovery = recover_since(&state, company, id, since).await?;
+    Ok(axum::Json(Recovered {
+        queued: recovery.queued as usize,
+    }))
+}
+
+/// Queues again every failed or dead delivery of an endpoint of `company` created since
+/// `since` (Unix ms), as one recovery whose progress can be followed (the API's and the
+/// dashboard's).
+pub(crate) async fn recover_since(
+    state: &AppState,
+    company: i64,
+    id: i64,
+    since: i64,
+) -> ApiResult<store::Recovery> {
     let now = state.ingest.clock.now_ms();
-    let queued = store::write(&state.ingest.store, move |tx| {
-        if tx.webhook(company, id)?.is_none() {
-            return Err(webhook_not_found(id));
-        }
-        Ok(tx.recover_deliveries(id, since, now)?)
+    store::write(&state.ingest.store, move |tx| {
+        tx.start_recovery(company, id, since, now)?
+            .ok_or_else(|| webhook_not_found(id))
     })
-    .await?;
-    Ok(axum::Json(Recovered { queued }))
+    .await
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

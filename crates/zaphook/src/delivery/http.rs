@@ -10,6 +10,9 @@ use crate::store::Target;
 use super::sign::signature_header;
 use super::ssrf;
 
+/// Who the requests say they come from.
+const USER_AGENT: &str = concat!("zaphook/", env!("CARGO_PKG_VERSION"));
+
 /// Most bytes of a response body kept in the delivery log.
 pub const RESPONSE_EXCERPT: usize = 4096;
 
@@ -38,6 +41,9 @@ pub struct Outcome {
     pub error: Option<String>,
     pub body: Option<String>,
     pub retry_after: Option<Duration>,
+    /// The request's headers, one `name: value` a line, as the delivery log keeps them: the
+    /// value of `X-N8N-API-KEY` (a secret) is not kept.
+    pub request_headers: Option<String>,
 }
 
 impl Outcome {
@@ -60,7 +66,7 @@ impl HttpSender {
             lookup: ssrf::system_lookup(),
         };
         let builder = reqwest::Client::builder()
-            .user_agent(concat!("zaphook/", env!("CARGO_PKG_VERSION")))
+            .user_agent(USER_AGENT)
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .connect_timeout(config.connect_timeout)
@@ -123,19 +129,43 @@ impl HttpSender {
             timestamp,
             payload,
         );
-        let mut request = self
-            .client
-            .post(url)
-            .header("content-type", "application/json")
-            .header("webhook-id", event_id)
-            .header("webhook-timestamp", timestamp.to_string())
-            .header("webhook-signature", signature)
-            .header("x-zaphook-event", event_type.as_str())
-            .body(payload.to_string());
+        let timestamp = timestamp.to_string();
+        let mut headers = vec![
+            ("user-agent", USER_AGENT),
+            ("content-type", "application/json"),
+            ("webhook-id", event_id),
+            ("webhook-timestamp", timestamp.as_str()),
+            ("webhook-signature", signature.as_str()),
+            ("x-zaphook-event", event_type.as_str()),
+        ];
         if let Some(token) = &target.token {
-            request = request.header(target.format.token_header(), token);
+            headers.push((target.format.token_header(), token));
         }
-        let mut response = request.send().await.map_err(describe)?;
+        let kept = headers
+            .iter()
+            .map(|(name, value)| match *name {
+                "X-N8N-API-KEY" | "authorization" => {
+                    format!("{name}: (the endpoint's token, not kept)")
+                }
+                _ => format!("{name}: {value}"),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        let mut request = self.client.post(url).body(payload.to_string());
+        // The client adds the user agent itself (and Host, Content-Length, Accept).
+        for (name, value) in headers.iter().skip(1) {
+            request = request.header(*name, *value);
+        }
+        let mut response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                return Ok(Outcome {
+                    error: Some(describe(e)),
+                    request_headers: Some(kept),
+                    ..Outcome::default()
+                });
+            }
+        };
         let status = response.status().as_u16();
         let retry_after = response
             .headers()
@@ -164,6 +194,7 @@ impl HttpSender {
             error,
             body,
             retry_after,
+            request_headers: Some(kept),
         })
     }
 }

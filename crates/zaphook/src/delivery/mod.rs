@@ -463,6 +463,7 @@ impl Dispatcher {
             latency_ms: outcome.latency_ms,
             error: outcome.error.clone(),
             response_body: outcome.body.clone(),
+            request_headers: outcome.request_headers.clone(),
             next,
             disable_webhook: outcome.status == Some(410),
             disable_after_ms: self.config.disable_after.as_millis() as i64,

@@ -404,6 +404,10 @@ pub struct Attempt {
     pub error: Option<String>,
     /// The first 4 KiB of the response body.
     pub response_body: Option<String>,
+    /// The request's headers as sent, one `name: value` a line (the API key's value left
+    /// out); `None` for attempts made before they were kept. Shown by the dashboard.
+    #[serde(skip)]
+    pub request_headers: Option<String>,
 }
 
 /// One delivery with its payload and every attempt.

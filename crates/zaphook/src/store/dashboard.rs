@@ -245,6 +245,7 @@ mod tests {
             latency_ms,
             error: None,
             response_body: None,
+            request_headers: None,
             next,
             disable_webhook: false,
             disable_after_ms: 0,

@@ -96,6 +96,8 @@ pub struct AttemptRecord {
     pub latency_ms: i64,
     pub error: Option<String>,
     pub response_body: Option<String>,
+    /// The request's headers as sent, one `name: value` a line (the API key's value left out).
+    pub request_headers: Option<String>,
     pub next: NextStep,
     /// The endpoint answered `410 Gone`: disable it.
     pub disable_webhook: bool,
@@ -131,6 +133,194 @@ impl RecoveryProgress {
     pub fn total(&self) -> i64 {
         self.waiting + self.delivered + self.failed + self.dead
     }
+}
+
+/// One recovery: the failed and dead deliveries of an endpoint created since a time, queued
+/// again at once. Each delivery it queued carries its id until a later recovery takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    pub id: i64,
+    pub webhook_id: i64,
+    pub since: i64,
+    pub started_at: i64,
+    /// How many deliveries it queued again.
+    pub queued: i64,
+}
+
+/// What the delivery log is narrowed to: the company's deliveries, and any of the rest.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogFilter {
+    pub company_id: i64,
+    pub webhook_id: Option<i64>,
+    pub event_type: Option<EventType>,
+    pub status: Option<DeliveryStatus>,
+    pub ticket_id: Option<i64>,
+    /// Created at or after (Unix ms).
+    pub from: Option<i64>,
+    /// Created before (Unix ms).
+    pub to: Option<i64>,
+    /// Contained in the payload as it is stored (case-sensitive).
+    pub text: Option<String>,
+}
+
+/// A place in the delivery log, whose order is newest first: by creation time, then by `seq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LogKey {
+    pub created_at: i64,
+    pub seq: i64,
+}
+
+impl LogKey {
+    /// As a page's link carries it: `<created_at>.<seq>`.
+    pub fn encode(self) -> String {
+        format!("{}.{}", self.created_at, self.seq)
+    }
+
+    pub fn parse(text: &str) -> Option<LogKey> {
+        let (created_at, seq) = text.trim().split_once('.')?;
+        Some(LogKey {
+            created_at: created_at.parse().ok()?,
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+/// One delivery of the log, with its place and its ticket.
+#[derive(Debug, Clone)]
+pub struct LogRow {
+    pub key: LogKey,
+    pub delivery: Delivery,
+    pub ticket_id: Option<i64>,
+}
+
+/// One page of the delivery log.
+#[derive(Debug, Clone, Default)]
+pub struct LogPage {
+    pub rows: Vec<LogRow>,
+    /// Where the next page starts, when there may be older deliveries.
+    pub next: Option<LogKey>,
+    /// The page stopped at its bound of deliveries read before it filled: the log was
+    /// searched back to this creation time, and `next` continues from there.
+    pub searched_to: Option<i64>,
+}
+
+/// How a backend reads the log: the index it walks, newest first, and which conditions it
+/// checks on each row read rather than in the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogPath {
+    /// `(company_id, ticket_id, created_at)`.
+    Ticket,
+    /// `(company_id, state, created_at)` over the deliveries not delivered.
+    State,
+    /// `(webhook_id, created_at)`.
+    Webhook,
+    /// `(company_id, created_at)`.
+    Company,
+}
+
+/// The conditions of a filter that the chosen path does not cover, checked row by row.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Residual {
+    pub webhook_id: Option<i64>,
+    pub event_type: Option<EventType>,
+    pub status: Option<DeliveryStatus>,
+    pub text: Option<String>,
+}
+
+impl Residual {
+    pub fn is_empty(&self) -> bool {
+        *self == Residual::default()
+    }
+}
+
+impl LogFilter {
+    /// The narrowest index the filter can walk, and what is left to check on each row.
+    pub fn plan(&self) -> (LogPath, Residual) {
+        let mut rest = Residual {
+            webhook_id: self.webhook_id,
+            event_type: self.event_type,
+            status: self.status,
+            text: self.text.clone().filter(|t| !t.is_empty()),
+        };
+        let path = if self.ticket_id.is_some() {
+            LogPath::Ticket
+        } else if self.status.is_some_and(|s| s != DeliveryStatus::Delivered) {
+            rest.status = None;
+            LogPath::State
+        } else if self.webhook_id.is_some() {
+            rest.webhook_id = None;
+            LogPath::Webhook
+        } else {
+            LogPath::Company
+        };
+        (path, rest)
+    }
+}
+
+/// Deliveries read per query while a page is searched row by row.
+pub const LOG_CHUNK: i64 = 500;
+
+/// Reads one page of the log through `fetch`, which answers up to `n` deliveries older than
+/// a key along the filter's path, each with whether it passes the rest of the filter. With
+/// nothing left to check, one query reads the page; otherwise at most `scan` deliveries are
+/// read, and a page that did not fill by then says how far back it searched.
+pub fn read_log_page<F>(
+    before: Option<LogKey>,
+    limit: i64,
+    scan: i64,
+    residual: bool,
+    mut fetch: F,
+) -> StoreResult<LogPage>
+where
+    F: FnMut(Option<LogKey>, i64) -> StoreResult<Vec<(LogRow, bool)>>,
+{
+    let limit = limit.max(1);
+    let (chunk, scan) = if residual {
+        (LOG_CHUNK, scan.max(1))
+    } else {
+        (limit + 1, i64::MAX)
+    };
+    let mut page = LogPage::default();
+    let (mut cursor, mut scanned) = (before, 0i64);
+    loop {
+        let n = chunk.min(scan - scanned);
+        let rows = fetch(cursor, n)?;
+        let got = rows.len() as i64;
+        for (row, hit) in rows {
+            scanned += 1;
+            cursor = Some(row.key);
+            if hit {
+                page.rows.push(row);
+                if page.rows.len() as i64 > limit {
+                    page.rows.pop();
+                    page.next = page.rows.last().map(|r| r.key);
+                    return Ok(page);
+                }
+            }
+        }
+        if got < n {
+            return Ok(page);
+        }
+        if scanned >= scan {
+            page.next = cursor;
+            page.searched_to = cursor.map(|k| k.created_at);
+            return Ok(page);
+        }
+    }
+}
+
+/// Counts of deliveries by state, summed into where a recovery stands.
+pub fn progress_of(counts: impl IntoIterator<Item = (DeliveryStatus, i64)>) -> RecoveryProgress {
+    let mut progress = RecoveryProgress::default();
+    for (state, n) in counts {
+        match state {
+            DeliveryStatus::Pending | DeliveryStatus::Delivering => progress.waiting += n,
+            DeliveryStatus::Delivered => progress.delivered += n,
+            DeliveryStatus::Failed => progress.failed += n,
+            DeliveryStatus::Dead => progress.dead += n,
+        }
+    }
+    progress
 }
 
 /// An endpoint with due deliveries.
@@ -217,6 +407,33 @@ pub trait DeliveryTx {
         webhook_id: i64,
         recovered_at: i64,
     ) -> StoreResult<RecoveryProgress>;
+    /// Queues again every failed or dead delivery of an endpoint of `company_id` created since
+    /// `since`, as one recovery whose progress can be followed; `None` when the company has no
+    /// such endpoint.
+    fn start_recovery(
+        &mut self,
+        company_id: i64,
+        webhook_id: i64,
+        since: i64,
+        now: i64,
+    ) -> StoreResult<Option<Recovery>>;
+    /// A recovery of the company, with where the deliveries it queued stand now.
+    fn recovery(
+        &mut self,
+        company_id: i64,
+        id: i64,
+    ) -> StoreResult<Option<(Recovery, RecoveryProgress)>>;
+    /// The company's latest recoveries, newest first.
+    fn recoveries(&mut self, company_id: i64, limit: i64) -> StoreResult<Vec<Recovery>>;
+    /// One page of the company's delivery log, newest first, older than `before`; reads at
+    /// most `scan` deliveries when some of the filter is checked row by row.
+    fn delivery_log(
+        &mut self,
+        filter: &LogFilter,
+        before: Option<LogKey>,
+        limit: i64,
+        scan: i64,
+    ) -> StoreResult<LogPage>;
     /// Deletes up to `batch` finished (delivered or dead) deliveries created before `before`,
     /// with their attempts, events no delivery refers to any more, and attempt counts of the
     /// minutes before `before`. Answers how many rows.

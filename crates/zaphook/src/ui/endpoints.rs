@@ -1,6 +1,6 @@
-//! The dashboard's endpoints and deliveries: the list of endpoints with a form to add one, an
-//! endpoint's page with its latest deliveries, and a delivery's page with its payload, every
-//! attempt, and a button to send it again. The checks and writes are the API's own.
+//! The dashboard's endpoints: the list of endpoints with a form to add one, and an endpoint's
+//! page with its latest deliveries (a delivery's own page is in `deliveries`). The checks and
+//! writes are the API's own.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -14,7 +14,7 @@ use super::session::Signed;
 use crate::api::ApiError;
 use crate::api::AppState;
 use crate::api::webhooks::{self, WebhookBody};
-use crate::domain::{Delivery, DeliveryDetail, EventType, Webhook, rfc3339};
+use crate::domain::{Delivery, EventType, Webhook, rfc3339};
 use crate::store::{self, StoreError};
 
 /// Deliveries shown on an endpoint's page, newest first.
@@ -285,156 +285,5 @@ pub async fn act(
         Ok(shown) => endpoint_page(&state, &signed, id, shown, StatusCode::OK).await,
         Err(ApiError::NotFound(_)) => pages::not_found(signed.lang),
         Err(e) => pages::failed(signed.lang, &e),
-    }
-}
-
-#[derive(askama::Template)]
-#[template(path = "ui/delivery.html")]
-pub struct DeliveryPage {
-    pub page: Layout,
-    pub delivery: DeliveryRow,
-    pub webhook_id: i64,
-    pub event_id: String,
-    pub next_attempt_at: Option<String>,
-    pub delivered_at: Option<String>,
-    pub payload: String,
-    pub attempts: Vec<AttemptRow>,
-}
-
-pub struct AttemptRow {
-    pub at: String,
-    pub status_code: Option<i64>,
-    pub latency_ms: i64,
-    pub error: Option<String>,
-    pub response_body: Option<String>,
-}
-
-/// Compact JSON laid out two spaces per level, keys in the order they were sent.
-fn pretty(json: &str) -> String {
-    let mut out = String::with_capacity(json.len() * 2);
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    let newline = |out: &mut String, depth: usize| {
-        out.push('\n');
-        out.push_str(&"  ".repeat(depth));
-    };
-    let mut chars = json.chars().peekable();
-    while let Some(c) = chars.next() {
-        if in_string {
-            out.push(c);
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '"' => {
-                in_string = true;
-                out.push(c);
-            }
-            '{' | '[' => {
-                out.push(c);
-                if matches!(chars.peek(), Some('}' | ']')) {
-                    out.extend(chars.next());
-                } else {
-                    depth += 1;
-                    newline(&mut out, depth);
-                }
-            }
-            '}' | ']' => {
-                depth = depth.saturating_sub(1);
-                newline(&mut out, depth);
-                out.push(c);
-            }
-            ',' => {
-                out.push(c);
-                newline(&mut out, depth);
-            }
-            ':' => out.push_str(": "),
-            c if c.is_whitespace() => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn delivery_page(signed: &Signed, detail: DeliveryDetail) -> Response {
-    let payload = pretty(detail.payload.get());
-    let d = &detail.delivery;
-    html(
-        StatusCode::OK,
-        &DeliveryPage {
-            page: signed.layout("/ui/endpoints"),
-            delivery: DeliveryRow::of(d),
-            webhook_id: d.webhook_id,
-            event_id: d.event_id.clone(),
-            next_attempt_at: d.next_attempt_at.map(rfc3339::format),
-            delivered_at: d.delivered_at.map(rfc3339::format),
-            payload,
-            attempts: detail
-                .attempts_log
-                .iter()
-                .map(|a| AttemptRow {
-                    at: rfc3339::format(a.at),
-                    status_code: a.status_code,
-                    latency_ms: a.latency_ms,
-                    error: a.error.clone(),
-                    response_body: a.response_body.clone(),
-                })
-                .collect(),
-        },
-    )
-}
-
-/// `GET /ui/deliveries/{id}`: another company's delivery is not found.
-pub async fn delivery(
-    State(state): State<AppState>,
-    signed: Signed,
-    Path(id): Path<String>,
-) -> Response {
-    let company = signed.company_id;
-    match store::read(&state.ingest.store, move |tx| tx.delivery(company, &id)).await {
-        Ok(Some(detail)) => delivery_page(&signed, detail),
-        Ok(None) => pages::not_found(signed.lang),
-        Err(e) => pages::unavailable(signed.lang, &e),
-    }
-}
-
-/// `POST /ui/deliveries/{id}/retry`: queues it again now and goes back to its page.
-pub async fn retry(
-    State(state): State<AppState>,
-    signed: Signed,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
-    let sent: super::session::CsrfForm = super::session::form(&body);
-    if !signed.check(&sent.csrf) {
-        return pages::form_expired(signed.lang);
-    }
-    match webhooks::retry(&state, signed.company_id, id.clone()).await {
-        Ok(()) => Redirect::to(&format!("/ui/deliveries/{id}")).into_response(),
-        Err(ApiError::NotFound(_)) => pages::not_found(signed.lang),
-        Err(e) => pages::failed(signed.lang, &e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::pretty;
-
-    #[test]
-    fn payloads_are_laid_out_in_their_own_key_order() {
-        let sent = r#"{"event":"message.created","body":"a, {b}: \"c\"","reactions":[],"ticket":{"id":1,"tags":[1,2]}}"#;
-        assert_eq!(
-            pretty(sent),
-            "{\n  \"event\": \"message.created\",\n  \"body\": \"a, {b}: \\\"c\\\"\",\n  \"reactions\": [],\n  \"ticket\": {\n    \"id\": 1,\n    \"tags\": [\n      1,\n      2\n    ]\n  }\n}"
-        );
-        let back: serde_json::Value = serde_json::from_str(&pretty(sent)).unwrap();
-        assert_eq!(
-            back,
-            serde_json::from_str::<serde_json::Value>(sent).unwrap()
-        );
     }
 }

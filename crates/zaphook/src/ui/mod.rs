@@ -5,6 +5,7 @@
 
 mod charts;
 mod conversations;
+mod deliveries;
 mod edit;
 mod endpoints;
 mod i18n;
@@ -40,8 +41,12 @@ pub fn router() -> Router<AppState> {
         .route("/ui/endpoints/{id}", get(endpoints::show))
         .route("/ui/endpoints/{id}/edit", get(edit::show).post(edit::save))
         .route("/ui/endpoints/{id}/{action}", post(endpoints::act))
-        .route("/ui/deliveries/{id}", get(endpoints::delivery))
-        .route("/ui/deliveries/{id}/retry", post(endpoints::retry))
+        // The delivery log, a delivery, and recoveries.
+        .route("/ui/deliveries", get(deliveries::log))
+        .route("/ui/deliveries/{id}", get(deliveries::delivery))
+        .route("/ui/deliveries/{id}/retry", post(deliveries::retry))
+        .route("/ui/recoveries", post(deliveries::recover))
+        .route("/ui/recoveries/{id}", get(deliveries::recovery))
         .route("/ui/static/app.css", get(stylesheet))
         .route("/ui/static/app.js", get(script))
 }

@@ -17,11 +17,25 @@ use crate::domain::{
     Attempt, Delivery, DeliveryDetail, DeliveryStatus, EventType, Ordering, WebhookFormat,
 };
 use crate::store::dashboard::minute_of;
+use crate::store::deliveries::{progress_of, read_log_page};
 use crate::store::{
     AttemptRecord, AttemptTally, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope,
-    Handoffs, NewDelivery, NextStep, Recorded, RecoveryProgress, StoreError, StoreResult,
-    Subscriber, Target, Topic,
+    Handoffs, LogFilter, LogKey, LogPage, LogPath, LogRow, NewDelivery, NextStep, Recorded,
+    Recovery, RecoveryProgress, StoreError, StoreResult, Subscriber, Target, Topic,
 };
+
+/// A parameter of a statement put together for its filter.
+type Arg = Box<dyn postgres::types::ToSql + Sync>;
+
+fn recovery_row(r: &postgres::Row) -> StoreResult<Recovery> {
+    Ok(Recovery {
+        id: col(r, 0)?,
+        webhook_id: col(r, 1)?,
+        since: col(r, 2)?,
+        started_at: col(r, 3)?,
+        queued: col(r, 4)?,
+    })
+}
 
 impl PgTx<'_> {
     /// Holds, until the transaction ends, the lock of one endpoint and ticket: the insert's
@@ -145,8 +159,10 @@ impl DeliveryTx for PgTx<'_> {
         let row = self
             .write_opt(
                 "INSERT INTO deliveries (id, webhook_id, event_id, event_type, ordering_key, state,
-                    blocked, lease, next_attempt_at, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                    blocked, lease, next_attempt_at, created_at, company_id, ticket_id)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
+                    (SELECT company_id FROM events WHERE id = $3),
+                    (SELECT ticket_id FROM events WHERE id = $3))
                  RETURNING seq",
                 &[
                     &d.id,
@@ -255,8 +271,9 @@ impl DeliveryTx for PgTx<'_> {
 
     fn record_attempt(&mut self, a: &AttemptRecord) -> StoreResult<Recorded> {
         self.execute(
-            "INSERT INTO attempts (delivery_seq, at, status_code, latency_ms, error, response_body)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO attempts (delivery_seq, at, status_code, latency_ms, error, response_body,
+                request_headers)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
             &[
                 &a.seq,
                 &a.at,
@@ -264,6 +281,7 @@ impl DeliveryTx for PgTx<'_> {
                 &a.latency_ms,
                 &a.error,
                 &a.response_body,
+                &a.request_headers,
             ],
         )?;
         let (state, next, delivered_at) = match a.next {
@@ -422,8 +440,8 @@ impl DeliveryTx for PgTx<'_> {
         let payload: String = col(&row, 11)?;
         let attempts_log = self
             .query(
-                "SELECT at, status_code, latency_ms, error, response_body FROM attempts
-                 WHERE delivery_seq = $1 ORDER BY id",
+                "SELECT at, status_code, latency_ms, error, response_body, request_headers
+                 FROM attempts WHERE delivery_seq = $1 ORDER BY id",
                 &[&seq],
             )?
             .iter()
@@ -434,6 +452,7 @@ impl DeliveryTx for PgTx<'_> {
                     latency_ms: col(r, 2)?,
                     error: col(r, 3)?,
                     response_body: col(r, 4)?,
+                    request_headers: col(r, 5)?,
                 })
             })
             .collect::<StoreResult<Vec<_>>>()?;
@@ -498,6 +517,212 @@ impl DeliveryTx for PgTx<'_> {
             }
         }
         Ok(progress)
+    }
+
+    fn start_recovery(
+        &mut self,
+        company_id: i64,
+        webhook_id: i64,
+        since: i64,
+        now: i64,
+    ) -> StoreResult<Option<Recovery>> {
+        // No pair lock, for the reasons of `retry_delivery`.
+        let Some(row) = self.write_opt(
+            "INSERT INTO recoveries (company_id, webhook_id, since, started_at, queued)
+             SELECT $1, id, $3, $4, 0 FROM webhooks WHERE id = $2 AND company_id = $1
+             RETURNING id",
+            &[&company_id, &webhook_id, &since, &now],
+        )?
+        else {
+            return Ok(None);
+        };
+        let id: i64 = col(&row, 0)?;
+        // Failed and dead deliveries are not delivered: the state index holds them.
+        let queued = self.execute(
+            "UPDATE deliveries SET state = 'pending', blocked = false, next_attempt_at = $4,
+                recovered_at = $4, recovery_id = $5
+             WHERE company_id = $1 AND state <> 'delivered' AND state IN ('failed', 'dead')
+               AND created_at >= $3 AND webhook_id = $2",
+            &[&company_id, &webhook_id, &since, &now, &id],
+        )? as i64;
+        self.execute(
+            "UPDATE recoveries SET queued = $2 WHERE id = $1",
+            &[&id, &queued],
+        )?;
+        self.announce_if(queued > 0, Topic::Deliveries);
+        Ok(Some(Recovery {
+            id,
+            webhook_id,
+            since,
+            started_at: now,
+            queued,
+        }))
+    }
+
+    fn recovery(
+        &mut self,
+        company_id: i64,
+        id: i64,
+    ) -> StoreResult<Option<(Recovery, RecoveryProgress)>> {
+        let Some(row) = self.query_opt(
+            "SELECT id, webhook_id, since, started_at, queued FROM recoveries
+             WHERE id = $1 AND company_id = $2",
+            &[&id, &company_id],
+        )?
+        else {
+            return Ok(None);
+        };
+        let recovery = recovery_row(&row)?;
+        let rows = self.query(
+            "SELECT state, count(*) FROM deliveries WHERE recovery_id = $1 GROUP BY state",
+            &[&id],
+        )?;
+        let counts = rows
+            .iter()
+            .map(|r| Ok((wire(r, 0, DeliveryStatus::parse)?, col::<i64>(r, 1)?)))
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Some((recovery, progress_of(counts))))
+    }
+
+    fn recoveries(&mut self, company_id: i64, limit: i64) -> StoreResult<Vec<Recovery>> {
+        self.query(
+            "SELECT id, webhook_id, since, started_at, queued FROM recoveries
+             WHERE company_id = $1 ORDER BY id DESC LIMIT $2",
+            &[&company_id, &limit],
+        )?
+        .iter()
+        .map(recovery_row)
+        .collect()
+    }
+
+    fn delivery_log(
+        &mut self,
+        filter: &LogFilter,
+        before: Option<LogKey>,
+        limit: i64,
+        scan: i64,
+    ) -> StoreResult<LogPage> {
+        if let Some(webhook_id) = filter.webhook_id {
+            let row = self.query_one(
+                "SELECT EXISTS (SELECT 1 FROM webhooks WHERE id = $1 AND company_id = $2)",
+                &[&webhook_id, &filter.company_id],
+            )?;
+            if !col::<bool>(&row, 0)? {
+                return Ok(LogPage::default());
+            }
+        }
+        let (path, rest) = filter.plan();
+        let mut args: Vec<Arg> = Vec::new();
+        let arg = |args: &mut Vec<Arg>, v: Arg| {
+            args.push(v);
+            format!("${}", args.len())
+        };
+        // What the path's index does not check, as a column: each row read counts.
+        let mut hit = Vec::new();
+        if let Some(w) = rest.webhook_id {
+            hit.push(format!("d.webhook_id = {}", arg(&mut args, Box::new(w))));
+        }
+        if let Some(e) = rest.event_type {
+            let p = arg(&mut args, Box::new(e.as_str().to_string()));
+            hit.push(format!("d.event_type = {p}"));
+        }
+        if let Some(s) = rest.status {
+            let p = arg(&mut args, Box::new(s.as_str().to_string()));
+            hit.push(format!("d.state = {p}"));
+        }
+        if let Some(t) = &rest.text {
+            let p = arg(&mut args, Box::new(t.clone()));
+            hit.push(format!(
+                "strpos((SELECT e.payload FROM events e WHERE e.id = d.event_id), {p}) > 0"
+            ));
+        }
+        let hit = if hit.is_empty() {
+            "true".to_string()
+        } else {
+            format!("({})", hit.join(" AND "))
+        };
+        let mut wheres = match path {
+            LogPath::Ticket => {
+                let company = arg(&mut args, Box::new(filter.company_id));
+                let t = arg(&mut args, Box::new(filter.ticket_id.unwrap_or_default()));
+                vec![
+                    format!("d.company_id = {company}"),
+                    format!("d.ticket_id = {t}"),
+                ]
+            }
+            LogPath::State => {
+                let company = arg(&mut args, Box::new(filter.company_id));
+                let status = filter.status.map(|s| s.as_str()).unwrap_or_default();
+                let s = arg(&mut args, Box::new(status.to_string()));
+                vec![
+                    format!("d.company_id = {company}"),
+                    "d.state <> 'delivered'".into(),
+                    format!("d.state = {s}"),
+                ]
+            }
+            LogPath::Webhook => {
+                let w = arg(&mut args, Box::new(filter.webhook_id.unwrap_or_default()));
+                vec![format!("d.webhook_id = {w}")]
+            }
+            LogPath::Company => {
+                let company = arg(&mut args, Box::new(filter.company_id));
+                vec![format!("d.company_id = {company}")]
+            }
+        };
+        if let Some(from) = filter.from {
+            wheres.push(format!(
+                "d.created_at >= {}",
+                arg(&mut args, Box::new(from))
+            ));
+        }
+        if let Some(to) = filter.to {
+            wheres.push(format!("d.created_at < {}", arg(&mut args, Box::new(to))));
+        }
+        let n = args.len();
+        let sql = format!(
+            "SELECT {DELIVERY_COLS}, d.seq, d.ticket_id, {hit} FROM deliveries d WHERE {}",
+            wheres.join(" AND ")
+        );
+        let order = "ORDER BY d.created_at DESC, d.seq DESC";
+        // The first page and the next ones, each with its own range on the index.
+        let first = format!("{sql} {order} LIMIT ${}", n + 1);
+        let next = format!(
+            "{sql} AND (d.created_at, d.seq) < (${}, ${}) {order} LIMIT ${}",
+            n + 1,
+            n + 2,
+            n + 3
+        );
+        read_log_page(before, limit, scan, !rest.is_empty(), |before, n| {
+            let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                args.iter().map(|a| a.as_ref()).collect();
+            let (created_at, seq) = before.map_or((0, 0), |k| (k.created_at, k.seq));
+            let sql = match before {
+                None => &first,
+                Some(_) => {
+                    params.push(&created_at);
+                    params.push(&seq);
+                    &next
+                }
+            };
+            params.push(&n);
+            self.query(sql, &params)?
+                .iter()
+                .map(|r| {
+                    let delivery = delivery_row(r)?;
+                    Ok((
+                        LogRow {
+                            key: LogKey {
+                                created_at: delivery.created_at,
+                                seq: col(r, 10)?,
+                            },
+                            delivery,
+                            ticket_id: col(r, 11)?,
+                        },
+                        col::<bool>(r, 12)?,
+                    ))
+                })
+                .collect()
+        })
     }
 
     fn prune(&mut self, before: i64, batch: i64) -> StoreResult<usize> {

@@ -67,6 +67,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../../migrations/postgres/0008_api_config_hooks.sql"),
     ),
     (
+        9,
+        include_str!("../../../migrations/postgres/0009_delivery_log.sql"),
+    ),
+    (
         10,
         include_str!("../../../migrations/postgres/0010_dashboard_reads.sql"),
     ),

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, params};
 
 use super::rows::*;
@@ -10,11 +11,22 @@ use crate::domain::{
     Attempt, Delivery, DeliveryDetail, DeliveryStatus, EventType, Ordering, WebhookFormat,
 };
 use crate::store::dashboard::minute_of;
+use crate::store::deliveries::{progress_of, read_log_page};
 use crate::store::{
     AttemptRecord, AttemptTally, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope,
-    Handoffs, NewDelivery, NextStep, Recorded, RecoveryProgress, StoreError, StoreResult,
-    Subscriber, Target, Topic,
+    Handoffs, LogFilter, LogKey, LogPage, LogPath, LogRow, NewDelivery, NextStep, Recorded,
+    Recovery, RecoveryProgress, StoreError, StoreResult, Subscriber, Target, Topic,
 };
+
+fn recovery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Recovery> {
+    Ok(Recovery {
+        id: r.get(0)?,
+        webhook_id: r.get(1)?,
+        since: r.get(2)?,
+        started_at: r.get(3)?,
+        queued: r.get(4)?,
+    })
+}
 
 impl DeliveryTx for SqliteTx<'_> {
     fn subscribers(&mut self, s: &EventScope<'_>, now: i64) -> StoreResult<Vec<Subscriber>> {
@@ -123,8 +135,10 @@ impl DeliveryTx for SqliteTx<'_> {
         self.conn
             .prepare_cached(
                 "INSERT INTO deliveries (id, webhook_id, event_id, event_type, ordering_key, state,
-                    blocked, lease, next_attempt_at, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    blocked, lease, next_attempt_at, created_at, company_id, ticket_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+                    (SELECT company_id FROM events WHERE id = ?3),
+                    (SELECT ticket_id FROM events WHERE id = ?3))",
             )?
             .execute(params![
                 d.id,
@@ -224,10 +238,19 @@ impl DeliveryTx for SqliteTx<'_> {
     fn record_attempt(&mut self, a: &AttemptRecord) -> StoreResult<Recorded> {
         self.conn
             .prepare_cached(
-                "INSERT INTO attempts (delivery_seq, at, status_code, latency_ms, error, response_body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO attempts (delivery_seq, at, status_code, latency_ms, error, response_body,
+                    request_headers)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
-            .execute(params![a.seq, a.at, a.status_code, a.latency_ms, a.error, a.response_body])?;
+            .execute(params![
+                a.seq,
+                a.at,
+                a.status_code,
+                a.latency_ms,
+                a.error,
+                a.response_body,
+                a.request_headers
+            ])?;
         let (state, next, delivered_at) = match a.next {
             NextStep::Delivered => ("delivered", a.at, Some(a.at)),
             NextStep::RetryAt(at) => ("failed", at, None),
@@ -381,8 +404,8 @@ impl DeliveryTx for SqliteTx<'_> {
             return Ok(None);
         };
         let mut stmt = self.conn.prepare_cached(
-            "SELECT at, status_code, latency_ms, error, response_body FROM attempts
-             WHERE delivery_seq = ?1 ORDER BY id",
+            "SELECT at, status_code, latency_ms, error, response_body, request_headers
+             FROM attempts WHERE delivery_seq = ?1 ORDER BY id",
         )?;
         let attempts_log = stmt
             .query_map([seq], |r| {
@@ -392,6 +415,7 @@ impl DeliveryTx for SqliteTx<'_> {
                     latency_ms: r.get(2)?,
                     error: r.get(3)?,
                     response_body: r.get(4)?,
+                    request_headers: r.get(5)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -449,6 +473,244 @@ impl DeliveryTx for SqliteTx<'_> {
             }
         }
         Ok(progress)
+    }
+
+    fn start_recovery(
+        &mut self,
+        company_id: i64,
+        webhook_id: i64,
+        since: i64,
+        now: i64,
+    ) -> StoreResult<Option<Recovery>> {
+        let owned: bool = self
+            .conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM webhooks WHERE id = ?1 AND company_id = ?2)",
+            )?
+            .query_row([webhook_id, company_id], |r| r.get(0))?;
+        if !owned {
+            return Ok(None);
+        }
+        self.conn
+            .prepare_cached(
+                "INSERT INTO recoveries (company_id, webhook_id, since, started_at, queued)
+                 VALUES (?1, ?2, ?3, ?4, 0)",
+            )?
+            .execute(params![company_id, webhook_id, since, now])?;
+        let id = self.conn.last_insert_rowid();
+        // Failed and dead deliveries are not delivered: the state index holds them.
+        let queued = self
+            .conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'pending', blocked = 0, next_attempt_at = ?4,
+                    recovered_at = ?4, recovery_id = ?5
+                 WHERE seq IN (
+                    SELECT seq FROM deliveries INDEXED BY deliveries_log_state
+                    WHERE company_id = ?1 AND state <> 'delivered' AND state IN ('failed', 'dead')
+                      AND created_at >= ?3 AND webhook_id = ?2)",
+            )?
+            .execute(params![company_id, webhook_id, since, now, id])?;
+        self.conn
+            .prepare_cached("UPDATE recoveries SET queued = ?2 WHERE id = ?1")?
+            .execute(params![id, queued as i64])?;
+        self.announce_if(queued > 0, Topic::Deliveries);
+        Ok(Some(Recovery {
+            id,
+            webhook_id,
+            since,
+            started_at: now,
+            queued: queued as i64,
+        }))
+    }
+
+    fn recovery(
+        &mut self,
+        company_id: i64,
+        id: i64,
+    ) -> StoreResult<Option<(Recovery, RecoveryProgress)>> {
+        let found = self
+            .conn
+            .prepare_cached(
+                "SELECT id, webhook_id, since, started_at, queued FROM recoveries
+                 WHERE id = ?1 AND company_id = ?2",
+            )?
+            .query_row([id, company_id], recovery_row)
+            .optional()?;
+        let Some(recovery) = found else {
+            return Ok(None);
+        };
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT state, count(*) FROM deliveries INDEXED BY deliveries_recovery
+             WHERE recovery_id = ?1 GROUP BY state",
+        )?;
+        let rows = stmt.query_map([id], |r| {
+            Ok((wire(r, 0, DeliveryStatus::parse)?, r.get::<_, i64>(1)?))
+        })?;
+        let mut counts = Vec::new();
+        for row in rows {
+            counts.push(row?);
+        }
+        Ok(Some((recovery, progress_of(counts))))
+    }
+
+    fn recoveries(&mut self, company_id: i64, limit: i64) -> StoreResult<Vec<Recovery>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, webhook_id, since, started_at, queued FROM recoveries
+             WHERE company_id = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map([company_id, limit], recovery_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn delivery_log(
+        &mut self,
+        filter: &LogFilter,
+        before: Option<LogKey>,
+        limit: i64,
+        scan: i64,
+    ) -> StoreResult<LogPage> {
+        if let Some(webhook_id) = filter.webhook_id {
+            let owned: bool = self
+                .conn
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM webhooks WHERE id = ?1 AND company_id = ?2)",
+                )?
+                .query_row([webhook_id, filter.company_id], |r| r.get(0))?;
+            if !owned {
+                return Ok(LogPage::default());
+            }
+        }
+        let (path, rest) = filter.plan();
+        let mut sql = format!("SELECT {DELIVERY_COLS}, d.seq, d.ticket_id, ");
+        let mut args: Vec<Value> = Vec::new();
+        let arg = |args: &mut Vec<Value>, v: Value| {
+            args.push(v);
+            format!("?{}", args.len())
+        };
+        // What the path's index does not check, as a column: each row read counts.
+        let mut hit = Vec::new();
+        if let Some(w) = rest.webhook_id {
+            hit.push(format!(
+                "d.webhook_id = {}",
+                arg(&mut args, Value::Integer(w))
+            ));
+        }
+        if let Some(e) = rest.event_type {
+            let p = arg(&mut args, Value::Text(e.as_str().into()));
+            hit.push(format!("d.event_type = {p}"));
+        }
+        if let Some(s) = rest.status {
+            let p = arg(&mut args, Value::Text(s.as_str().into()));
+            hit.push(format!("d.state = {p}"));
+        }
+        if let Some(t) = &rest.text {
+            let p = arg(&mut args, Value::Text(t.clone()));
+            hit.push(format!(
+                "instr((SELECT e.payload FROM events e WHERE e.id = d.event_id), {p}) > 0"
+            ));
+        }
+        if hit.is_empty() {
+            sql.push('1');
+        } else {
+            sql.push_str(&format!("({})", hit.join(" AND ")));
+        }
+        let (index, mut wheres) = match path {
+            LogPath::Ticket => {
+                let company = arg(&mut args, Value::Integer(filter.company_id));
+                let t = arg(
+                    &mut args,
+                    Value::Integer(filter.ticket_id.unwrap_or_default()),
+                );
+                (
+                    "deliveries_log_ticket",
+                    vec![
+                        format!("d.company_id = {company}"),
+                        format!("d.ticket_id = {t}"),
+                    ],
+                )
+            }
+            LogPath::State => {
+                let company = arg(&mut args, Value::Integer(filter.company_id));
+                let status = filter.status.map(|s| s.as_str()).unwrap_or_default();
+                let s = arg(&mut args, Value::Text(status.into()));
+                (
+                    "deliveries_log_state",
+                    vec![
+                        format!("d.company_id = {company}"),
+                        "d.state <> 'delivered'".into(),
+                        format!("d.state = {s}"),
+                    ],
+                )
+            }
+            LogPath::Webhook => {
+                let w = arg(
+                    &mut args,
+                    Value::Integer(filter.webhook_id.unwrap_or_default()),
+                );
+                (
+                    "deliveries_log_webhook",
+                    vec![format!("d.webhook_id = {w}")],
+                )
+            }
+            LogPath::Company => {
+                let company = arg(&mut args, Value::Integer(filter.company_id));
+                ("deliveries_log", vec![format!("d.company_id = {company}")])
+            }
+        };
+        if let Some(from) = filter.from {
+            wheres.push(format!(
+                "d.created_at >= {}",
+                arg(&mut args, Value::Integer(from))
+            ));
+        }
+        if let Some(to) = filter.to {
+            wheres.push(format!(
+                "d.created_at < {}",
+                arg(&mut args, Value::Integer(to))
+            ));
+        }
+        let n = args.len();
+        sql.push_str(&format!(
+            " FROM deliveries d INDEXED BY {index} WHERE {}",
+            wheres.join(" AND ")
+        ));
+        let order = "ORDER BY d.created_at DESC, d.seq DESC";
+        // The first page and the next ones, each with its own range on the index.
+        let first = format!("{sql} {order} LIMIT ?{}", n + 1);
+        let next = format!(
+            "{sql} AND (d.created_at, d.seq) < (?{}, ?{}) {order} LIMIT ?{}",
+            n + 1,
+            n + 2,
+            n + 3
+        );
+        let conn = self.conn;
+        read_log_page(before, limit, scan, !rest.is_empty(), |before, n| {
+            let mut all = args.clone();
+            let mut stmt = match before {
+                None => conn.prepare_cached(&first)?,
+                Some(k) => {
+                    all.push(Value::Integer(k.created_at));
+                    all.push(Value::Integer(k.seq));
+                    conn.prepare_cached(&next)?
+                }
+            };
+            all.push(Value::Integer(n));
+            let rows = stmt.query_map(rusqlite::params_from_iter(all), |r| {
+                let delivery = delivery_row(r)?;
+                Ok((
+                    LogRow {
+                        key: LogKey {
+                            created_at: delivery.created_at,
+                            seq: r.get(10)?,
+                        },
+                        delivery,
+                        ticket_id: r.get(11)?,
+                    },
+                    r.get::<_, bool>(12)?,
+                ))
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 
     fn prune(&mut self, before: i64, batch: i64) -> StoreResult<usize> {

@@ -71,6 +71,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         include_str!("../../../migrations/sqlite/0011_api_config_hooks.sql"),
     ),
     (
+        12,
+        include_str!("../../../migrations/sqlite/0012_delivery_log.sql"),
+    ),
+    (
         13,
         include_str!("../../../migrations/sqlite/0013_dashboard_reads.sql"),
     ),

@@ -24,6 +24,3 @@ CREATE TABLE attempt_minutes (
     PRIMARY KEY (webhook_id, minute, shard)
 );
 CREATE INDEX attempt_minutes_age ON attempt_minutes (minute);
-
--- A ticket's events, for its timeline.
-CREATE INDEX events_ticket ON events (ticket_id, created_at) WHERE ticket_id IS NOT NULL;

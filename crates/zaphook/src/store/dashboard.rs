@@ -1,6 +1,8 @@
 //! What the dashboard reads beyond the API: attempts counted per endpoint and minute (by
-//! outcome, with their latencies in buckets), an endpoint's waiting deliveries, and a
-//! ticket's events with where each of their deliveries stands. The counts are kept as
+//! outcome, with their latencies in buckets), an endpoint's waiting deliveries, and the
+//! events of a ticket that went to an endpoint, with where each of their deliveries stands
+//! (found through the delivery log's ticket index: events no endpoint took are not kept
+//! apart by ticket, which would cost every event an index entry). The counts are kept as
 //! attempts are recorded, so a day of them is a few thousand rows to add up, whatever the
 //! traffic.
 
@@ -46,17 +48,17 @@ pub fn message_of(event_type: EventType, payload: &str) -> Option<String> {
     .flatten()
 }
 
-/// Rows of (event, delivery) joined, in order, as tickets' events.
+/// Rows of (event, delivery) joined, each event's rows together, as events.
 pub fn group_events(
-    rows: impl IntoIterator<Item = (TicketEvent, Option<EventDelivery>)>,
+    rows: impl IntoIterator<Item = (TicketEvent, EventDelivery)>,
 ) -> Vec<TicketEvent> {
     let mut events: Vec<TicketEvent> = Vec::new();
     for (event, delivery) in rows {
         if events.last().is_none_or(|last| last.id != event.id) {
             events.push(event);
         }
-        if let (Some(last), Some(d)) = (events.last_mut(), delivery) {
-            last.deliveries.push(d);
+        if let Some(last) = events.last_mut() {
+            last.deliveries.push(delivery);
         }
     }
     events
@@ -225,8 +227,8 @@ pub trait DashboardTx {
     ) -> StoreResult<Vec<(i64, AttemptTally)>>;
     /// One endpoint's waiting deliveries, if it has any.
     fn backlog(&mut self, webhook_id: i64) -> StoreResult<Option<EndpointBacklog>>;
-    /// A ticket's events, oldest first, each with its deliveries (at most
-    /// [`TICKET_EVENT_ROWS`] of both).
+    /// A ticket's events that have deliveries, oldest first, each with its deliveries (at
+    /// most [`TICKET_EVENT_ROWS`] deliveries).
     fn ticket_events(&mut self, company_id: i64, ticket_id: i64) -> StoreResult<Vec<TicketEvent>>;
 }
 

@@ -182,7 +182,6 @@ pub struct Texts {
     pub received: &'static str,
     pub edited: &'static str,
     pub deleted: &'static str,
-    pub no_endpoint_took: &'static str,
     pub older_tickets: &'static str,
     pub filter: &'static str,
     // The delivery log and recoveries.
@@ -331,7 +330,6 @@ const EN: Texts = Texts {
     received: "received",
     edited: "edited",
     deleted: "deleted",
-    no_endpoint_took: "no endpoint took it",
     delivery_log: "Delivery log",
     any_endpoint: "any endpoint",
     any_event: "any event",
@@ -477,7 +475,6 @@ const PT_BR: Texts = Texts {
     received: "recebida",
     edited: "editada",
     deleted: "apagada",
-    no_endpoint_took: "nenhum endpoint a recebeu",
     delivery_log: "Registro de entregas",
     any_endpoint: "qualquer endpoint",
     any_event: "qualquer evento",

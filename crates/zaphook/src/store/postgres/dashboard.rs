@@ -128,9 +128,9 @@ impl DashboardTx for PgTx<'_> {
         let rows = self.query(
             "SELECT e.id, e.event_type, e.created_at, e.payload, d.id, d.webhook_id, d.state,
                     d.attempts
-             FROM events e LEFT JOIN deliveries d ON d.event_id = e.id
-             WHERE e.ticket_id = $2 AND e.company_id = $1
-             ORDER BY e.created_at, e.id, d.seq
+             FROM deliveries d JOIN events e ON e.id = d.event_id
+             WHERE d.company_id = $1 AND d.ticket_id = $2
+             ORDER BY d.created_at, d.event_id, d.seq
              LIMIT $3",
             &[&company_id, &ticket_id, &TICKET_EVENT_ROWS],
         )?;
@@ -145,14 +145,11 @@ impl DashboardTx for PgTx<'_> {
                 message_id: message_of(event_type, &payload),
                 deliveries: Vec::new(),
             };
-            let delivery = match col::<Option<String>>(r, 4)? {
-                Some(id) => Some(EventDelivery {
-                    id,
-                    webhook_id: col(r, 5)?,
-                    status: wire(r, 6, DeliveryStatus::parse)?,
-                    attempts: col(r, 7)?,
-                }),
-                None => None,
+            let delivery = EventDelivery {
+                id: col(r, 4)?,
+                webhook_id: col(r, 5)?,
+                status: wire(r, 6, DeliveryStatus::parse)?,
+                attempts: col(r, 7)?,
             };
             joined.push((event, delivery));
         }

@@ -125,9 +125,10 @@ impl DashboardTx for SqliteTx<'_> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT e.id, e.event_type, e.created_at, e.payload, d.id, d.webhook_id, d.state,
                     d.attempts
-             FROM events e LEFT JOIN deliveries d ON d.event_id = e.id
-             WHERE e.ticket_id = ?2 AND e.company_id = ?1
-             ORDER BY e.created_at, e.id, d.seq
+             FROM deliveries d INDEXED BY deliveries_log_ticket
+             JOIN events e ON e.id = d.event_id
+             WHERE d.company_id = ?1 AND d.ticket_id = ?2
+             ORDER BY d.created_at, d.event_id, d.seq
              LIMIT ?3",
         )?;
         let rows = stmt.query_map(params![company_id, ticket_id, TICKET_EVENT_ROWS], |r| {
@@ -140,14 +141,11 @@ impl DashboardTx for SqliteTx<'_> {
                 message_id: message_of(event_type, &payload),
                 deliveries: Vec::new(),
             };
-            let delivery = match r.get::<_, Option<String>>(4)? {
-                Some(id) => Some(EventDelivery {
-                    id,
-                    webhook_id: r.get(5)?,
-                    status: wire(r, 6, DeliveryStatus::parse)?,
-                    attempts: r.get(7)?,
-                }),
-                None => None,
+            let delivery = EventDelivery {
+                id: r.get(4)?,
+                webhook_id: r.get(5)?,
+                status: wire(r, 6, DeliveryStatus::parse)?,
+                attempts: r.get(7)?,
             };
             Ok((event, delivery))
         })?;

@@ -143,7 +143,7 @@ async fn location_contact_and_cloud_messages_reach_graph_as_meta_takes_them() {
     assert_eq!((status, answer), (200, json!({ "message": QUEUED })));
     assert_eq!(
         next_send(&cloud.graph, 3).await,
-        envelope("template", template)
+        envelope("template", template.clone())
     );
     let sent = cloud
         .event("message.created", |v| v["messageId"] == "wamid.stand-in.4")
@@ -157,6 +157,14 @@ async fn location_contact_and_cloud_messages_reach_graph_as_meta_takes_them() {
         json!({"externalKey": "PEDIDO-9"})
     );
 
+    // A template as WHAZING's examples write it: no `type`, the template object itself.
+    api.queued("/apioficial", json!({"number": TO, "contents": template}))
+        .await;
+    assert_eq!(
+        next_send(&cloud.graph, 4).await,
+        envelope("template", template)
+    );
+
     // A pin as a form, its coordinates as strings.
     let contents = json!({"latitude": "-22.9068", "longitude": "-43.1729"}).to_string();
     let (status, answer) = api
@@ -164,7 +172,7 @@ async fn location_contact_and_cloud_messages_reach_graph_as_meta_takes_them() {
         .await;
     assert_eq!((status, answer), (200, json!({ "message": QUEUED })));
     assert_eq!(
-        next_send(&cloud.graph, 4).await,
+        next_send(&cloud.graph, 5).await,
         envelope(
             "location",
             json!({"latitude": -22.9068, "longitude": -43.1729})
@@ -174,8 +182,8 @@ async fn location_contact_and_cloud_messages_reach_graph_as_meta_takes_them() {
     assert_eq!(pin["mediaType"], "location");
 
     // Every send went to Meta as the connection, once.
-    assert_eq!(cloud.graph.send_requests().len(), 5);
-    assert_eq!(cloud.messages(ticket).await.len(), 5);
+    assert_eq!(cloud.graph.send_requests().len(), 6);
+    assert_eq!(cloud.messages(ticket).await.len(), 6);
 }
 
 #[tokio::test]

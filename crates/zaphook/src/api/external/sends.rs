@@ -138,8 +138,9 @@ pub async fn send_contact(
     enqueue(&state, &config, send).await
 }
 
-/// `POST /apioficial`: `contents` is a Cloud API message object (`{type, <type>: {…}}`), sent
-/// as it is through the config's Cloud API connection; zaphook adds the envelope.
+/// `POST /apioficial`: `contents` is a Cloud API message object (`{type, <type>: {…}}`), or a
+/// template written WHAZING's way (`{name, language, components}`), sent as it is through the
+/// config's Cloud API connection; zaphook adds the envelope.
 pub async fn api_oficial(
     State(state): State<AppState>,
     Caller(config): Caller,
@@ -154,7 +155,7 @@ pub async fn api_oficial(
         body,
         "a Cloud API message object, like {\"type\": \"interactive\", \"interactive\": {…}}",
     )?;
-    let message = contents.and_then(|c| {
+    let message = contents.map(content::template_shorthand).and_then(|c| {
         if serde_json::to_string(&c).map_or(0, |t| t.len()) > MAX_CLOUD_MESSAGE {
             checks.fail(
                 "contents",

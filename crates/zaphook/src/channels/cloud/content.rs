@@ -44,6 +44,22 @@ fn refuse(key: &str, message: impl Into<String>) -> Refusal {
     }
 }
 
+/// A template as WHAZING's examples write `contents`, `{name, language, components?}` with no
+/// `type`, as the Cloud API message object it stands for (`{type: "template", template}`);
+/// any other object as it is. No message object has a top-level `name` and `language`.
+pub fn template_shorthand(object: Map<String, Value>) -> Map<String, Value> {
+    if object.contains_key("type")
+        || !object.contains_key("name")
+        || !object.contains_key("language")
+    {
+        return object;
+    }
+    let mut message = Map::new();
+    message.insert("type".into(), Value::from("template"));
+    message.insert("template".into(), Value::Object(object));
+    message
+}
+
 /// Checks a Cloud API message object (`{type, <type>: {…}, context?, …}`) to send as it is.
 /// The envelope is zaphook's: `to` and `recipient` come from the ticket's contact, and
 /// `messaging_product` and `recipient_type` may only say what zaphook sends (`whatsapp`,
@@ -216,6 +232,21 @@ mod tests {
         assert_eq!(
             filed(cards),
             (MediaType::Contacts, "Ana: +55 11 5555-0000".into(), None)
+        );
+        let short = template_shorthand(object(
+            json!({"name": "hello_world", "language": {"code": "pt_BR"}}),
+        ));
+        assert_eq!(
+            Value::Object(short),
+            json!({"type": "template", "template": {"name": "hello_world",
+                "language": {"code": "pt_BR"}}})
+        );
+        let named =
+            object(json!({"type": "text", "text": {"body": "oi"}, "name": "x", "language": "y"}));
+        assert_eq!(
+            template_shorthand(named.clone()),
+            named,
+            "a typed object stays as it is"
         );
         let unknown = json!({"type": "order_status", "order_status": {"x": 1}});
         assert_eq!(

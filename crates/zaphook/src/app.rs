@@ -177,6 +177,7 @@ pub struct Application {
     handoffs: Option<tokio::sync::mpsc::UnboundedReceiver<Vec<crate::store::Claimed>>>,
     busy: Arc<std::sync::Mutex<Vec<i64>>>,
     graph: GraphClient,
+    closing: watch::Sender<bool>,
 }
 
 impl Application {
@@ -241,6 +242,7 @@ impl Application {
             (_, None) => format!("http://{}", listener.local_addr()?),
         };
         let busy = Arc::default();
+        let (closing, closing_rx) = watch::channel(false);
         let (handoff, handoffs) = if settings.run_workers {
             let (sender, receiver) = tokio::sync::mpsc::unbounded_channel();
             let lease = settings.delivery.lease;
@@ -270,6 +272,7 @@ impl Application {
             inbox_ready: Arc::clone(&announcements.inbox),
             media_dir: settings.channels.media_dir.clone(),
             public_url,
+            closing: closing_rx,
         };
         Ok(Application {
             listener,
@@ -279,6 +282,7 @@ impl Application {
             handoffs,
             busy,
             graph,
+            closing,
         })
     }
 
@@ -356,6 +360,11 @@ impl Application {
         workers.spawn(api::metrics_upkeep(stop_rx.clone()));
         let router = api::router(self.state);
         tracing::info!(address = %self.listener.local_addr()?, "zaphook is listening");
+        let closing = self.closing;
+        let shutdown = async move {
+            shutdown.await;
+            let _ = closing.send(true);
+        };
         let served = axum::serve(self.listener, router)
             .with_graceful_shutdown(shutdown)
             .await;

@@ -1105,3 +1105,49 @@ impl JsonText for reqwest::Response {
         serde_json::from_str(&self.text().await.unwrap()).unwrap()
     }
 }
+
+#[tokio::test]
+async fn open_pages_hear_of_changes_from_an_event_stream_that_ends_with_the_server() {
+    let app = spawn_app().await;
+    let connection = app.sandbox_connection("Comercial").await;
+    let unsigned = get(&app, "/ui/live", "", "en").await;
+    assert_eq!(
+        (unsigned.status.as_u16(), unsigned.location()),
+        (303, "/ui/signin")
+    );
+
+    let (session, _) = sign_in(&app, &app.token).await;
+    let mut stream = browser()
+        .get(app.url("/ui/live"))
+        .header("cookie", &session)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(
+        stream.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    // A message comes in: its commit reaches the open stream as one `change`.
+    app.inbound(connection, "5511955550015", "oi").await;
+    let mut heard = String::new();
+    let deadline = tokio::time::Instant::now() + common::DEADLINE;
+    while !heard.contains("event: change") {
+        let chunk = tokio::time::timeout_at(deadline, stream.chunk())
+            .await
+            .expect("a change event before the deadline")
+            .unwrap()
+            .expect("the stream stays open");
+        heard.push_str(&String::from_utf8_lossy(&chunk));
+    }
+
+    // Stopping the server ends the stream instead of waiting on it.
+    tokio::time::timeout(common::DEADLINE, app.stop())
+        .await
+        .expect("the server stops with a stream open");
+    let rest = tokio::time::timeout(common::DEADLINE, async {
+        while let Ok(Some(_)) = stream.chunk().await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the stream ended");
+}

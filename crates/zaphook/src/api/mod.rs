@@ -50,6 +50,9 @@ pub struct AppState {
     pub media_dir: std::path::PathBuf,
     /// This server's public base URL (of `mediaUrl`), without a trailing `/`.
     pub public_url: String,
+    /// Turns true when the server starts to stop: long-lived answers (the dashboard's event
+    /// streams) end, so the graceful shutdown does not wait on them.
+    pub closing: tokio::sync::watch::Receiver<bool>,
 }
 
 #[derive(OpenApi)]

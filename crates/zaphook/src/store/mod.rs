@@ -157,13 +157,16 @@ impl Topics {
 }
 
 /// Wakes this process's workers when a commit made work ready: a commit of this process, or
-/// (on a shared database) of another one.
+/// (on a shared database) of another one. `changes` counts the commits announced, for the
+/// dashboard's open pages (every commit of this process; another process's only when it made
+/// work ready, so the pages also look again now and then).
 #[derive(Debug, Default)]
 pub struct Announcements {
     pub deliveries: Arc<Notify>,
     pub sends: Arc<Notify>,
     pub inbox: Arc<Notify>,
     pub media: Arc<Notify>,
+    pub changes: tokio::sync::watch::Sender<u64>,
 }
 
 impl Announcements {
@@ -180,6 +183,7 @@ impl Announcements {
         for topic in topics.iter() {
             self.of(topic).notify_one();
         }
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
     }
 }
 

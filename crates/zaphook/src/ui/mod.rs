@@ -1,7 +1,8 @@
 //! The dashboard at `/ui`, served by `zaphook serve` from the binary: server-rendered pages
 //! (templates in `templates/ui/`, compiled in), in English and Portuguese, behind a sign-in
 //! with an API token. Nothing is fetched from elsewhere: the stylesheet and the one script
-//! (live updates of the pages that show changing state) are served here too.
+//! (live updates of the pages that show changing state, woken by `/ui/live`) are served here
+//! too.
 
 mod charts;
 mod conversations;
@@ -9,6 +10,7 @@ mod deliveries;
 mod edit;
 mod endpoints;
 mod i18n;
+mod live;
 mod pages;
 mod session;
 
@@ -47,6 +49,7 @@ pub fn router() -> Router<AppState> {
         .route("/ui/deliveries/{id}/retry", post(deliveries::retry))
         .route("/ui/recoveries", post(deliveries::recover))
         .route("/ui/recoveries/{id}", get(deliveries::recovery))
+        .route("/ui/live", get(live::live))
         .route("/ui/static/app.css", get(stylesheet))
         .route("/ui/static/app.js", get(script))
 }

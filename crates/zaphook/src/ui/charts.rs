@@ -1,6 +1,7 @@
-//! How an endpoint fares, as the pages show it: the last hour's and day's attempts, success
-//! rate and latency percentiles, its backlog, and two charts drawn here as SVG (attempts per
-//! five minutes by outcome, and their latency), from the store's per-minute attempt counts.
+//! How endpoints fare, as the pages show it: an endpoint's last hour's and day's attempts,
+//! success rate and latency percentiles, its backlog, and two charts drawn here as SVG
+//! (attempts per five minutes by outcome, and their latency) of one endpoint or of all the
+//! company's, from the store's per-minute attempt counts.
 
 use std::fmt::Write;
 
@@ -33,6 +34,30 @@ impl Period {
     }
 }
 
+/// The two charts, as SVG markup.
+pub struct Charts {
+    pub outcomes_svg: String,
+    pub latency_svg: String,
+}
+
+/// The charts of the company's attempts (or one endpoint's) up to `now`.
+pub fn charts(
+    tx: &mut dyn Tx,
+    t: &Texts,
+    company_id: i64,
+    webhook_id: Option<i64>,
+    now: i64,
+) -> Result<Charts, StoreError> {
+    // Bars end with the current five minutes.
+    let first = (minute_of(now).div_euclid(BAR_MINUTES) + 1) * BAR_MINUTES - CHART_MINUTES;
+    let series = tx.attempt_minutes(company_id, webhook_id, first)?;
+    let bars = bars(&series, first);
+    Ok(Charts {
+        outcomes_svg: outcomes_svg(&bars, first, t),
+        latency_svg: latency_svg(&bars, first, t),
+    })
+}
+
 /// What an endpoint's page shows of its health.
 pub struct Health {
     /// The last hour's and the last day's, with their names.
@@ -40,26 +65,14 @@ pub struct Health {
     pub pending: i64,
     /// How long the oldest waiting delivery has waited.
     pub oldest_age: Option<String>,
-    pub outcomes_svg: String,
-    pub latency_svg: String,
 }
 
 /// Reads an endpoint's health at `now`, inside the page's read.
-pub fn health(
-    tx: &mut dyn Tx,
-    t: &Texts,
-    company_id: i64,
-    webhook_id: i64,
-    now: i64,
-) -> Result<Health, StoreError> {
+pub fn health(tx: &mut dyn Tx, t: &Texts, webhook_id: i64, now: i64) -> Result<Health, StoreError> {
     let minute = minute_of(now);
     let hour = tx.attempt_tally(webhook_id, minute - 59)?;
     let day = tx.attempt_tally(webhook_id, minute - 24 * 60 + 1)?;
     let backlog = tx.backlog(webhook_id)?;
-    // Bars end with the current five minutes.
-    let first = (minute.div_euclid(BAR_MINUTES) + 1) * BAR_MINUTES - CHART_MINUTES;
-    let series = tx.attempt_minutes(company_id, Some(webhook_id), first)?;
-    let bars = bars(&series, first);
     Ok(Health {
         periods: vec![
             (t.last_hour, Period::of(&hour)),
@@ -67,8 +80,6 @@ pub fn health(
         ],
         pending: backlog.map_or(0, |b| b.pending),
         oldest_age: backlog.map(|b: EndpointBacklog| age(now - b.oldest_created_at)),
-        outcomes_svg: outcomes_svg(&bars, first, t),
-        latency_svg: latency_svg(&bars, first, t),
     })
 }
 

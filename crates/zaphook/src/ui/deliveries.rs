@@ -10,6 +10,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
+use super::charts::{self, Charts};
 use super::i18n::Texts;
 use super::pages::{self, Layout, html};
 use super::session::Signed;
@@ -131,6 +132,8 @@ pub struct LogPageView {
     /// The endpoint the recovery form starts with.
     pub recover_endpoint: Option<i64>,
     pub recoveries: Vec<RecoveryRow>,
+    /// Every endpoint's attempts over the last hours.
+    pub charts: Charts,
 }
 
 /// The filter a log URL asks for, what its form shows again, and what could not be read.
@@ -242,19 +245,21 @@ pub async fn log(
         kept,
         errors,
     } = asked(signed.company_id, &query, t);
-    let company = signed.company_id;
+    let (company, now) = (signed.company_id, state.ingest.clock.now_ms());
     let read = filter.clone();
     let found = store::read(&state.ingest.store, move |tx| {
         let endpoints = tx.webhooks(company)?;
         let page = tx.delivery_log(&read, before, PAGE, SCAN)?;
         let recoveries = tx.recoveries(company, RECENT_RECOVERIES)?;
-        Ok::<_, StoreError>((endpoints, page, recoveries))
+        let charts = charts::charts(tx, t, company, None, now)?;
+        Ok::<_, StoreError>((endpoints, page, recoveries, charts))
     })
     .await;
-    let (endpoints, log, recoveries): (Vec<Webhook>, LogPage, Vec<Recovery>) = match found {
-        Ok(found) => found,
-        Err(e) => return pages::unavailable(signed.lang, &e),
-    };
+    let (endpoints, log, recoveries, charts): (Vec<Webhook>, LogPage, Vec<Recovery>, Charts) =
+        match found {
+            Ok(found) => found,
+            Err(e) => return pages::unavailable(signed.lang, &e),
+        };
     let view = LogPageView {
         page: signed.layout("/ui/deliveries"),
         endpoints: endpoints
@@ -305,6 +310,7 @@ pub async fn log(
             .webhook_id
             .filter(|id| endpoints.iter().any(|w| w.id == *id)),
         recoveries: recoveries.iter().map(RecoveryRow::of).collect(),
+        charts,
     };
     html(StatusCode::OK, &view)
 }

@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 
-use super::charts::{self, Health, Period};
+use super::charts::{self, Charts, Health, Period};
 use super::edit::{FilterChoice, filter_choices};
 use super::pages::{self, Layout, html};
 use super::session::Signed;
@@ -148,6 +148,7 @@ pub struct EndpointPage {
     /// What came of a test event just sent.
     pub test: Option<TestShown>,
     pub health: Health,
+    pub charts: Charts,
     pub filters: Vec<FilterChoice>,
     pub deliveries: Vec<DeliveryRow>,
 }
@@ -204,18 +205,20 @@ async fn endpoint_page(
             return Ok(None);
         };
         let deliveries = tx.deliveries(id, None, None, LATEST)?;
-        let health = charts::health(tx, texts, company, id, now)?;
-        Ok::<_, StoreError>(Some((endpoint, deliveries, health)))
+        let health = charts::health(tx, texts, id, now)?;
+        let charts = charts::charts(tx, texts, company, Some(id), now)?;
+        Ok::<_, StoreError>(Some((endpoint, deliveries, health, charts)))
     })
     .await;
     match found {
-        Ok(Some((endpoint, deliveries, health))) => html(
+        Ok(Some((endpoint, deliveries, health, charts))) => html(
             status,
             &EndpointPage {
                 page: signed.layout("/ui/endpoints"),
                 secret: shown.secret,
                 test: shown.test,
                 health,
+                charts,
                 filters: filter_choices(signed.lang.texts(), &endpoint.filters),
                 endpoint,
                 deliveries: deliveries.iter().map(DeliveryRow::of).collect(),

@@ -183,6 +183,7 @@ pub struct Texts {
     pub edited: &'static str,
     pub deleted: &'static str,
     pub older_tickets: &'static str,
+    pub activity: &'static str,
     pub filter: &'static str,
     // The delivery log and recoveries.
     pub delivery_log: &'static str,
@@ -322,6 +323,7 @@ const EN: Texts = Texts {
     last_message: "Last message",
     older: "Older deliveries",
     older_tickets: "Older tickets",
+    activity: "Every endpoint's attempts",
     filter: "Filter",
     protocol: "Protocol",
     timeline: "Timeline",
@@ -467,6 +469,7 @@ const PT_BR: Texts = Texts {
     last_message: "Última mensagem",
     older: "Entregas mais antigas",
     older_tickets: "Tickets mais antigos",
+    activity: "Tentativas de todos os endpoints",
     filter: "Filtrar",
     protocol: "Protocolo",
     timeline: "Linha do tempo",

@@ -55,15 +55,7 @@ fn assert_refused(out: &Output, words: &[&str]) {
 fn serve(data_dir: &Path, extra: &[&str]) -> ServerProcess {
     // Deliveries in flight when the backup was taken are in it leased; a short lease lets the
     // restored server take them again soon.
-    let mut args = vec![
-        "--bootstrap-token",
-        TOKEN,
-        "--allow-private-targets",
-        "--delivery-timeout",
-        "1",
-        "--delivery-lease",
-        "2",
-    ];
+    let mut args = common::quick_lease_args(TOKEN);
     args.extend_from_slice(extra);
     ServerProcess::start(data_dir, &args)
 }

@@ -18,20 +18,9 @@ const TOKEN: &str = "restart-test-token";
 fn spawn_server(data_dir: &Path) -> ServerProcess {
     // Enough quick retries that a 30 % failure rate never exhausts them (0.3^31).
     let schedule = ["100"; 30].join(",");
-    ServerProcess::start(
-        data_dir,
-        &[
-            "--bootstrap-token",
-            TOKEN,
-            "--allow-private-targets",
-            "--delivery-timeout",
-            "1",
-            "--delivery-lease",
-            "2",
-            "--retry-schedule-ms",
-            &schedule,
-        ],
-    )
+    let mut args = common::quick_lease_args(TOKEN);
+    args.extend(["--retry-schedule-ms", &schedule]);
+    ServerProcess::start(data_dir, &args)
 }
 
 #[tokio::test]

@@ -85,15 +85,7 @@ async fn a_full_disk_answers_503_loses_nothing_and_writes_resume_when_space_retu
         &disk.path().join("data"),
         // Attempts whose outcome could not be recorded on the full disk are tried again when
         // their lease ends: a short one.
-        &[
-            "--bootstrap-token",
-            TOKEN,
-            "--allow-private-targets",
-            "--delivery-timeout",
-            "1",
-            "--delivery-lease",
-            "2",
-        ],
+        &common::quick_lease_args(TOKEN),
         &[],
         Some(&log),
     );

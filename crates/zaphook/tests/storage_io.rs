@@ -64,22 +64,10 @@ fn build_faulty_fsync(dir: &Path) -> Result<PathBuf, String> {
 }
 
 fn serve(data_dir: &Path, env: &[(&str, &str)], log: Option<&Path>) -> ServerProcess {
-    ServerProcess::start_with(
-        data_dir,
-        &[
-            "--bootstrap-token",
-            TOKEN,
-            "--allow-private-targets",
-            "--delivery-timeout",
-            "1",
-            "--delivery-lease",
-            "2",
-            "--retry-schedule-ms",
-            &["100"; 20].join(","),
-        ],
-        env,
-        log,
-    )
+    let schedule = ["100"; 20].join(",");
+    let mut args = common::quick_lease_args(TOKEN);
+    args.extend(["--retry-schedule-ms", &schedule]);
+    ServerProcess::start_with(data_dir, &args, env, log)
 }
 
 async fn status_of(client: &reqwest::Client, url: String) -> u16 {

@@ -544,7 +544,9 @@ async fn an_endpoints_page_counts_its_attempts_and_draws_them() {
     let log = get(&app, "/ui/deliveries", &session, "en").await;
     assert!(
         log.body.contains("Every endpoint&#39;s attempts")
-            && log.body.contains("1 delivered, 7 failed, to be retried, 1 given up"),
+            && log
+                .body
+                .contains("1 delivered, 7 failed, to be retried, 1 given up"),
         "the log has the company's charts: {}",
         log.body
     );

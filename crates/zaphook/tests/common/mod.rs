@@ -439,6 +439,21 @@ pub async fn post(
     Some(resp.status().as_u16())
 }
 
+/// `serve`'s flags for a child-process test with `token`: private targets allowed, a 1 s
+/// delivery timeout, and a 2 s lease, so deliveries left leased by a killed or restored
+/// server (or whose outcome could not be recorded) are taken again soon.
+pub fn quick_lease_args(token: &str) -> Vec<&str> {
+    vec![
+        "--bootstrap-token",
+        token,
+        "--allow-private-targets",
+        "--delivery-timeout",
+        "1",
+        "--delivery-lease",
+        "2",
+    ]
+}
+
 /// The real `zaphook` binary running `serve` as a child process; killed when dropped, so a
 /// failing test leaves no server behind.
 pub struct ServerProcess {

@@ -344,33 +344,13 @@ pub fn set_media(
     Ok(message)
 }
 
-/// Appends `message.updated` for a message that changed.
+/// Appends `message.updated` for a message that changed; answers its ticket.
 fn announce_update(
     tx: &mut dyn Tx,
     company_id: i64,
     now: i64,
     message: &Message,
-) -> IngestResult<()> {
-    let ticket = ticket_of(tx, company_id, message)?;
-    emit_message(
-        tx,
-        company_id,
-        now,
-        EventType::MessageUpdated,
-        message,
-        &ticket,
-        Known::default(),
-    )
-}
-
-/// Appends `message.updated` for a message whose status changed, and its ack for the hook of
-/// the API config that last used its ticket.
-fn announce_status(
-    tx: &mut dyn Tx,
-    company_id: i64,
-    now: i64,
-    message: &Message,
-) -> IngestResult<()> {
+) -> IngestResult<Ticket> {
     let ticket = ticket_of(tx, company_id, message)?;
     emit_message(
         tx,
@@ -381,6 +361,18 @@ fn announce_status(
         &ticket,
         Known::default(),
     )?;
+    Ok(ticket)
+}
+
+/// Appends `message.updated` for a message whose status changed, and its ack for the hook of
+/// the API config that last used its ticket.
+fn announce_status(
+    tx: &mut dyn Tx,
+    company_id: i64,
+    now: i64,
+    message: &Message,
+) -> IngestResult<()> {
+    let ticket = announce_update(tx, company_id, now, message)?;
     emit_ack(tx, company_id, now, message, &ticket)
 }
 

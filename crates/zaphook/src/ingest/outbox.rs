@@ -60,6 +60,8 @@ fn append(
                 event_id: &event_id,
                 event_type: scope.event_type,
                 webhook_id: s.target.webhook_id,
+                company_id: scope.company_id,
+                ticket_id: scope.ticket_id,
                 ordering_key,
             },
             now,

@@ -201,7 +201,7 @@ impl Counts {
         self.0.is_empty()
     }
 
-    /// (endpoint, minute, counts), in key order, so concurrent writers lock rows alike.
+    /// (endpoint, minute, counts), in key order.
     pub fn rows(&self) -> Vec<(i64, i64, AttemptTally)> {
         let mut rows: Vec<_> = self.0.iter().map(|((w, m), t)| (*w, *m, *t)).collect();
         rows.sort_by_key(|(w, m, _)| (*w, *m));

@@ -22,6 +22,9 @@ pub struct NewDelivery<'a> {
     pub event_id: &'a str,
     pub event_type: EventType,
     pub webhook_id: i64,
+    /// The event's company and ticket, kept with the delivery for the delivery log.
+    pub company_id: i64,
+    pub ticket_id: Option<i64>,
     /// The ticket whose order it keeps, if its endpoint orders by ticket.
     pub ordering_key: Option<i64>,
 }

@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use super::charts::{self, Charts};
 use super::i18n::Texts;
 use super::pages::{self, Layout, html};
-use super::session::Signed;
+use super::session::{Signed, field, fields};
 use crate::api::ApiError;
 use crate::api::AppState;
 use crate::api::webhooks;
@@ -31,18 +31,6 @@ const RECENT_RECOVERIES: i64 = 5;
 const MAX_TEXT: usize = 200;
 
 /// A form's fields, as sent; unreadable forms are empty.
-fn fields(raw: &[u8]) -> Vec<(String, String)> {
-    serde_urlencoded::from_bytes(raw).unwrap_or_default()
-}
-
-fn field(fields: &[(String, String)], name: &str) -> String {
-    fields
-        .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.trim().to_string())
-        .unwrap_or_default()
-}
-
 /// A time as the form's `datetime-local` inputs send it (`2026-11-27T09:30`, with seconds or
 /// not), read as UTC, or an RFC 3339 time.
 fn parse_time(text: &str) -> Option<i64> {

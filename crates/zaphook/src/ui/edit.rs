@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use super::endpoints::{EventChoice, choices};
 use super::i18n::Texts;
 use super::pages::{self, Layout, html};
-use super::session::Signed;
+use super::session::{self, Signed};
 use crate::api::webhooks::{self, EditForm, WebhookBody};
 use crate::api::{ApiError, AppState};
 use crate::domain::{EventType, Filters, Ordering, Webhook};
@@ -156,14 +156,8 @@ fn of_endpoint(w: &Webhook) -> EditForm {
 
 /// The form's fields; `None` when its form token is not the session's.
 fn read_form(signed: &Signed, body: &Bytes) -> Option<EditForm> {
-    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
-    let value = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_default()
-    };
+    let fields = session::fields(body);
+    let value = |name: &str| session::field(&fields, name);
     if !signed.check(&value("csrf")) {
         return None;
     }

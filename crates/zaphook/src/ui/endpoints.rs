@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use super::charts::{self, Charts, Health, Period};
 use super::edit::{FilterChoice, filter_choices};
 use super::pages::{self, Layout, html};
-use super::session::Signed;
+use super::session::{self, Signed};
 use crate::api::ApiError;
 use crate::api::AppState;
 use crate::api::webhooks::{self, WebhookBody};
@@ -96,14 +96,8 @@ pub async fn list(State(state): State<AppState>, signed: Signed) -> Response {
 
 /// `POST /ui/endpoints`: adds an endpoint, then shows its page with its secret, once.
 pub async fn create(State(state): State<AppState>, signed: Signed, body: Bytes) -> Response {
-    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
-    let value = |name: &str| {
-        fields
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.trim().to_string())
-            .unwrap_or_default()
-    };
+    let fields = session::fields(&body);
+    let value = |name: &str| session::field(&fields, name);
     if !signed.check(&value("csrf")) {
         return pages::form_expired(signed.lang);
     }

@@ -104,6 +104,21 @@ pub fn form<T: for<'de> Deserialize<'de> + Default>(body: &Bytes) -> T {
     serde_urlencoded::from_bytes(body).unwrap_or_default()
 }
 
+/// A form body or query string as its fields, in order (a name may come more than once);
+/// what cannot be read is no fields.
+pub fn fields(raw: &[u8]) -> Vec<(String, String)> {
+    serde_urlencoded::from_bytes(raw).unwrap_or_default()
+}
+
+/// The first value of field `name`, trimmed; `""` when there is none.
+pub fn field(fields: &[(String, String)], name: &str) -> String {
+    fields
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// `GET /ui/signin`: the sign-in form, with a fresh form token in it and in a cookie.
 pub async fn signin_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let lang = Lang::of(&headers);

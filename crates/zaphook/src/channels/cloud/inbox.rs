@@ -284,10 +284,12 @@ async fn resolve(
         .filter_map(|n| Some((phone_number_of(n).to_string(), target_of(n)?.to_string())))
         .filter(|(_, target)| !ids.iter().any(|(_, id)| id == target))
         .collect();
-    let users: Vec<Identity> = notifications
+    // A user with a phone number is found by it whatever their BSUID: only those known by
+    // BSUID alone can be taken for someone new.
+    let bsuids: Vec<String> = notifications
         .iter()
         .filter_map(|n| match n {
-            Notification::Message(m) if m.party.user_id.is_some() => Some(identity(&m.party)),
+            Notification::Message(m) if m.party.wa_id.is_none() => m.party.user_id.clone(),
             _ => None,
         })
         .collect();
@@ -329,16 +331,8 @@ async fn resolve(
             missing_target |= !stored(tx, &number, &target)?;
         }
         let mut unknown_user = false;
-        for user in users {
-            let by_number = match &user.number {
-                Some(number) => tx.contact_by_number(company_id, number)?.is_some(),
-                None => false,
-            };
-            let by_bsuid = match &user.bsuid {
-                Some(bsuid) => tx.contact_by_bsuid(company_id, bsuid)?.is_some(),
-                None => false,
-            };
-            unknown_user |= !by_number && !by_bsuid;
+        for bsuid in bsuids {
+            unknown_user |= tx.contact_by_bsuid(company_id, &bsuid)?.is_none();
         }
         Ok(Resolved {
             company_id,

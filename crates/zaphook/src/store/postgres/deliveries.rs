@@ -160,9 +160,7 @@ impl DeliveryTx for PgTx<'_> {
             .write_opt(
                 "INSERT INTO deliveries (id, webhook_id, event_id, event_type, ordering_key, state,
                     blocked, lease, next_attempt_at, created_at, company_id, ticket_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10,
-                    (SELECT company_id FROM events WHERE id = $3),
-                    (SELECT ticket_id FROM events WHERE id = $3))
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
                  RETURNING seq",
                 &[
                     &d.id,
@@ -175,6 +173,8 @@ impl DeliveryTx for PgTx<'_> {
                     &lease_id,
                     &next_attempt_at,
                     &now,
+                    &d.company_id,
+                    &d.ticket_id,
                 ],
             )?
             .ok_or_else(|| StoreError::Database("a delivery insert answered no seq".into()))?;

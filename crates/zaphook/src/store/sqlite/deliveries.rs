@@ -136,9 +136,7 @@ impl DeliveryTx for SqliteTx<'_> {
             .prepare_cached(
                 "INSERT INTO deliveries (id, webhook_id, event_id, event_type, ordering_key, state,
                     blocked, lease, next_attempt_at, created_at, company_id, ticket_id)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
-                    (SELECT company_id FROM events WHERE id = ?3),
-                    (SELECT ticket_id FROM events WHERE id = ?3))",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
             )?
             .execute(params![
                 d.id,
@@ -150,7 +148,9 @@ impl DeliveryTx for SqliteTx<'_> {
                 blocked,
                 lease_id,
                 next_attempt_at,
-                now
+                now,
+                d.company_id,
+                d.ticket_id
             ])?;
         // When the caller hands deliveries off, this process's dispatcher is in charge of them
         // (also of those queued behind a busy endpoint); otherwise a worker must claim them.

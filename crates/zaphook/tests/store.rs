@@ -59,6 +59,7 @@ conformance!(
     attempts_are_counted_per_endpoint_and_minute,
     the_delivery_log_is_the_companys_own_narrowed_and_paged_by_key,
     a_recovery_counts_the_deliveries_it_queued_again,
+    attempts_recorded_together_move_each_delivery_as_one_at_a_time_would,
 );
 
 fn spec(url: &str, ordering: Ordering) -> WebhookSpec {
@@ -1775,4 +1776,81 @@ async fn a_recovery_counts_the_deliveries_it_queued_again(db: backend::TestDb) {
         Ok(())
     })
     .await;
+}
+
+async fn attempts_recorded_together_move_each_delivery_as_one_at_a_time_would(db: backend::TestDb) {
+    let store = db.open();
+    let (ordered, unordered, claimed) = run(&store, |tx| {
+        let hooks = setup(tx, &[Ordering::Ticket, Ordering::None])?;
+        for ticket in 1..=3 {
+            event(tx, ticket, 10)?;
+            event(tx, ticket, 11)?;
+        }
+        Ok((hooks[0], hooks[1], claim_all(tx, 100, 1_000)?))
+    })
+    .await;
+    let of = |hook: i64| -> Vec<Claimed> {
+        let mut of: Vec<Claimed> = claimed
+            .iter()
+            .filter(|c| c.target.webhook_id == hook)
+            .cloned()
+            .collect();
+        of.sort_by_key(|c| c.seq);
+        of
+    };
+    let (of_ordered, of_unordered) = (of(ordered), of(unordered));
+    assert_eq!(
+        (of_ordered.len(), of_unordered.len()),
+        (3, 6),
+        "one per ticket waits"
+    );
+    let records = vec![
+        record(&of_ordered[0], 200, NextStep::Delivered),
+        record(&of_ordered[1], 200, NextStep::Dead),
+        record(&of_ordered[2], 200, NextStep::RetryAt(500)),
+        record(&of_unordered[0], 200, NextStep::Delivered),
+        AttemptRecord {
+            lease: of_unordered[1].lease + 1,
+            ..record(&of_unordered[1], 200, NextStep::Delivered)
+        },
+        AttemptRecord {
+            status_code: Some(410),
+            disable_webhook: true,
+            ..record(&of_unordered[2], 200, NextStep::Dead)
+        },
+    ];
+    let recorded = run(&store, move |tx| tx.record_attempts(&records)).await;
+    let applied: Vec<bool> = recorded.iter().map(|r| r.applied).collect();
+    assert_eq!(applied, [true, true, true, true, false, true]);
+    let unblocked: Vec<bool> = recorded.iter().map(|r| r.unblocked).collect();
+    assert_eq!(
+        unblocked,
+        [true, true, false, false, false, false],
+        "a finished delivery frees its ticket's next; a retry does not"
+    );
+    let disabled: Vec<bool> = recorded.iter().map(|r| r.disabled.is_some()).collect();
+    assert_eq!(disabled, [false, false, false, false, false, true]);
+
+    let (next, stolen, retried) = run(&store, move |tx| {
+        Ok((
+            claim_all(tx, 200, 2_000)?,
+            tx.delivery(1, &of_unordered[1].id)?.unwrap(),
+            tx.delivery(1, &of_ordered[2].id)?.unwrap(),
+        ))
+    })
+    .await;
+    // Tickets 1 and 2 go on with their second events; ticket 3 waits for its retry; the
+    // disabled endpoint is claimed from no more.
+    assert_eq!(next.len(), 2, "{next:?}");
+    assert!(next.iter().all(|c| c.target.webhook_id == ordered));
+    assert!(next.iter().all(|c| c.payload.contains("\"at\":11")));
+    // An attempt under a lease no longer ours is logged and moves nothing.
+    assert_eq!(stolen.attempts_log.len(), 1);
+    assert_eq!(stolen.delivery.status, DeliveryStatus::Delivering);
+    assert_eq!(stolen.delivery.attempts, 0);
+    assert_eq!(retried.delivery.status, DeliveryStatus::Failed);
+    assert_eq!(
+        (retried.delivery.attempts, retried.delivery.next_attempt_at),
+        (1, Some(500))
+    );
 }

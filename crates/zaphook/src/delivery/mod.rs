@@ -473,10 +473,9 @@ impl Dispatcher {
 
 /// Records finished attempts; the endpoints that delivered are no longer failing.
 fn record_all(tx: &mut dyn Tx, records: &[AttemptRecord]) -> Result<Vec<Recorded>, StoreError> {
-    let mut recorded = Vec::with_capacity(records.len());
+    let recorded = tx.record_attempts(records)?;
     let mut healthy = Vec::new();
     for record in records {
-        recorded.push(tx.record_attempt(record)?);
         if record.next == NextStep::Delivered && !healthy.contains(&record.webhook_id) {
             healthy.push(record.webhook_id);
         }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::domain::{Delivery, DeliveryDetail, DeliveryStatus, EventType, Ordering, TicketStatus};
 
-use super::{StoreResult, Target};
+use super::{StoreError, StoreResult, Target};
 
 /// An endpoint that wants an event, and how it orders deliveries.
 #[derive(Debug, Clone)]
@@ -383,9 +383,19 @@ pub trait DeliveryTx {
         webhook_id: i64,
         limit: i64,
     ) -> StoreResult<Vec<Claimed>>;
-    /// Logs an attempt and moves the delivery on, if the lease is still ours; keeps the
-    /// endpoint's health on failure (disabled on `410 Gone` or after failing too long).
-    fn record_attempt(&mut self, record: &AttemptRecord) -> StoreResult<Recorded>;
+    /// Logs attempts and moves each delivery on, if its lease is still ours; keeps the
+    /// endpoints' health on failure (disabled on `410 Gone` or after failing too long).
+    /// Answers what each record changed, in their order. The outcome is that of recording
+    /// them one after another (a backend may write them in a few bulk statements).
+    fn record_attempts(&mut self, records: &[AttemptRecord]) -> StoreResult<Vec<Recorded>>;
+    /// [`record_attempts`](Self::record_attempts) of one attempt.
+    fn record_attempt(&mut self, record: &AttemptRecord) -> StoreResult<Recorded> {
+        let recorded = self.record_attempts(std::slice::from_ref(record))?;
+        recorded
+            .into_iter()
+            .next()
+            .ok_or_else(|| StoreError::Database("an attempt recorded nothing".into()))
+    }
     /// These endpoints just delivered: they are no longer failing.
     fn mark_healthy(&mut self, webhook_ids: &[i64]) -> StoreResult<()>;
     /// Gives leased deliveries back (state pending, due now), if the leases are still ours.

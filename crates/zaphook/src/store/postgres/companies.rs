@@ -171,12 +171,22 @@ impl CompanyTx for PgTx<'_> {
     }
 
     fn connection(&mut self, company_id: i64, id: i64) -> StoreResult<Option<Conn>> {
-        self.query_opt(
-            &format!("SELECT {CONNECTION_COLS} FROM connections WHERE company_id = $1 AND id = $2"),
-            &[&company_id, &id],
-        )?
-        .map(|row| connection_row(&row))
-        .transpose()
+        if let Some(kept) = self.kept().connections.get(&(company_id, id)) {
+            return Ok(kept.clone());
+        }
+        let connection = self
+            .query_opt(
+                &format!(
+                    "SELECT {CONNECTION_COLS} FROM connections WHERE company_id = $1 AND id = $2"
+                ),
+                &[&company_id, &id],
+            )?
+            .map(|row| connection_row(&row))
+            .transpose()?;
+        self.kept()
+            .connections
+            .insert((company_id, id), connection.clone());
+        Ok(connection)
     }
 
     fn connections(&mut self, company_id: i64) -> StoreResult<Vec<Conn>> {

@@ -41,34 +41,67 @@ impl PgTx<'_> {
     /// Holds, until the transaction ends, the lock of one endpoint and ticket: the insert's
     /// check for an unfinished older delivery and the finish's unblocking of the next one
     /// then see each other's writes (each statement under READ COMMITTED sees what committed
-    /// before it started, and the lock is released only at commit). Keys are hashed into
-    /// one BIGINT: a collision only makes an unrelated pair wait.
+    /// before it started, and the lock is released only at commit).
     fn pair_lock(&mut self, webhook_id: i64, ordering_key: i64) -> StoreResult<()> {
-        let key = webhook_id.wrapping_mul(0x9E37_79B9_7F4A_7C15u64 as i64) ^ ordering_key;
-        self.query("SELECT pg_advisory_xact_lock($1)", &[&key])?;
+        self.query(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[&pair_key(webhook_id, ordering_key)],
+        )?;
         Ok(())
+    }
+
+    /// Keeps the endpoint's health after a failed attempt: failing since then, and disabled
+    /// on `410 Gone` or after failing too long. Answers why it was disabled, if it was.
+    fn note_failure(&mut self, a: &AttemptRecord) -> StoreResult<Option<String>> {
+        // Both conditions are in the WHERE: concurrent finishes of one endpoint set
+        // `failing_since` once and disable it once.
+        self.execute(
+            "UPDATE webhooks SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL",
+            &[&a.webhook_id, &a.at],
+        )?;
+        let reason = if a.disable_webhook {
+            "the endpoint answered 410 Gone".to_string()
+        } else {
+            let days = a.disable_after_ms as f64 / 86_400_000.0;
+            format!("no successful delivery for {days:.0} days")
+        };
+        let disabled = self.execute(
+            "UPDATE webhooks SET enabled = false, disabled_reason = $2
+             WHERE id = $1 AND enabled AND ($3 OR failing_since <= $4)",
+            &[
+                &a.webhook_id,
+                &reason,
+                &a.disable_webhook,
+                &(a.at - a.disable_after_ms),
+            ],
+        )?;
+        Ok((disabled > 0).then_some(reason))
     }
 }
 
-impl DeliveryTx for PgTx<'_> {
-    fn subscribers(&mut self, s: &EventScope<'_>, now: i64) -> StoreResult<Vec<Subscriber>> {
+impl PgTx<'_> {
+    /// The endpoints that want an event of scope `s`, each with the end of its previous
+    /// secret's grace.
+    fn read_subscribers(
+        &mut self,
+        s: &EventScope<'_>,
+    ) -> StoreResult<Vec<(Subscriber, Option<i64>)>> {
         let rows = self.query(
-            "SELECT id, ordering, url, secret,
-                    CASE WHEN previous_secret_until > $6 THEN previous_secret END, token, rate_limit,
-                    media_base64, format
+            "SELECT id, ordering, url, secret, previous_secret, token, rate_limit, media_base64,
+                    format, previous_secret_until
              FROM webhooks
              WHERE company_id = $1 AND enabled
                AND position(',' || $2::text || ',' in ',' || events || ',') > 0
                AND (connection_id IS NULL OR connection_id = $3)
-               AND (queue_id IS NULL OR queue_id = $4 OR queue_id = $7)
+               AND (queue_id IS NULL OR queue_id = $4 OR queue_id = $6)
                AND (include_groups OR NOT $5)
-               AND ($8::boolean IS NULL OR CASE WHEN $8 THEN filter_sent ELSE filter_received END)
-               AND ($8::boolean IS NULL OR CASE $9::text
+               AND ($7::boolean IS NULL OR CASE WHEN $7 THEN filter_sent ELSE filter_received END)
+               AND ($7::boolean IS NULL OR CASE $8::text
                         WHEN 'open' THEN filter_ticket_open
                         WHEN 'pending' THEN filter_ticket_pending
                         ELSE filter_ticket_open OR filter_ticket_pending END)
-               AND (NOT $10 OR (start_on_transfer AND queue_id = $4))
-               AND ($11::text IS NULL OR api_config_id = $11)
+               AND (NOT $9 OR (start_on_transfer AND queue_id = $4))
+               AND ($10::text IS NULL OR api_config_id = $10)
              ORDER BY id",
             &[
                 &s.company_id,
@@ -76,7 +109,6 @@ impl DeliveryTx for PgTx<'_> {
                 &s.connection_id,
                 &s.queue_id,
                 &s.is_group,
-                &now,
                 &s.previous_queue_id,
                 &s.message.map(|m| m.from_me),
                 &s.message.map(|m| m.ticket_status.as_str()),
@@ -86,7 +118,7 @@ impl DeliveryTx for PgTx<'_> {
         )?;
         rows.iter()
             .map(|r| {
-                Ok(Subscriber {
+                let subscriber = Subscriber {
                     ordering: wire(r, 1, Ordering::parse)?,
                     media_base64: col(r, 7)?,
                     target: Target {
@@ -98,9 +130,51 @@ impl DeliveryTx for PgTx<'_> {
                         format: wire(r, 8, WebhookFormat::parse)?,
                         rate_limit: col(r, 6)?,
                     },
-                })
+                };
+                Ok((subscriber, col(r, 9)?))
             })
             .collect()
+    }
+}
+
+/// The lock key of one endpoint and ticket: both hashed into one BIGINT (a collision only
+/// makes an unrelated pair wait).
+fn pair_key(webhook_id: i64, ordering_key: i64) -> i64 {
+    webhook_id.wrapping_mul(0x9E37_79B9_7F4A_7C15u64 as i64) ^ ordering_key
+}
+
+impl DeliveryTx for PgTx<'_> {
+    fn subscribers(&mut self, s: &EventScope<'_>, now: i64) -> StoreResult<Vec<Subscriber>> {
+        let key = (
+            s.company_id,
+            s.event_type,
+            s.connection_id,
+            s.queue_id,
+            s.is_group,
+            s.previous_queue_id,
+            s.message.map(|m| m.from_me),
+            s.message.map(|m| m.ticket_status),
+            s.transfer_start,
+            s.api_config.map(str::to_string),
+        );
+        let kept = match self.kept().subscribers.get(&key) {
+            Some(kept) => kept.clone(),
+            None => {
+                let read = self.read_subscribers(s)?;
+                self.kept().subscribers.insert(key, read.clone());
+                read
+            }
+        };
+        // The previous secret signs too while its grace lasts.
+        Ok(kept
+            .into_iter()
+            .map(|(mut subscriber, previous_until)| {
+                if previous_until.is_none_or(|until| until <= now) {
+                    subscriber.target.previous_secret = None;
+                }
+                subscriber
+            })
+            .collect())
     }
 
     fn insert_event(
@@ -134,44 +208,41 @@ impl DeliveryTx for PgTx<'_> {
         now: i64,
         lease: Option<(i64, i64)>,
     ) -> StoreResult<Option<i64>> {
-        let (webhook_id, ordering_key) = (d.webhook_id, d.ordering_key);
-        let blocked = match ordering_key {
-            None => false,
-            Some(key) => {
-                // Held to commit: a finish of this pair committing meanwhile is seen by the
-                // check below, and one still running unblocks this delivery after us.
-                self.pair_lock(webhook_id, key)?;
-                let row = self.query_one(
-                    "SELECT EXISTS (SELECT 1 FROM deliveries
-                     WHERE webhook_id = $1 AND ordering_key = $2
-                       AND state IN ('pending', 'delivering', 'failed'))",
-                    &[&webhook_id, &key],
-                )?;
-                col(&row, 0)?
-            }
-        };
-        // A delivery nothing holds back may be leased at once, for a hand-off.
-        let leased = lease.filter(|_| !blocked);
-        let (state, next_attempt_at, lease_id) = match leased {
-            Some((lease_id, until)) => ("delivering", until, lease_id),
-            None => ("pending", now, 0),
-        };
+        if let Some(key) = d.ordering_key {
+            // Held to commit: a finish of this pair committing meanwhile is seen by the
+            // insert's check below (a statement of its own, so its snapshot is taken after the
+            // lock), and one still running unblocks this delivery after us.
+            self.pair_lock(d.webhook_id, key)?;
+        }
+        // Blocked behind an unfinished older delivery of the pair; else leased at once when
+        // the caller hands it off.
+        let (lease_id, until) = lease.unwrap_or((0, now));
         let row = self
             .write_opt(
                 "INSERT INTO deliveries (id, webhook_id, event_id, event_type, ordering_key, state,
                     blocked, lease, next_attempt_at, created_at, company_id, ticket_id)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
-                 RETURNING seq",
+                 SELECT $1::text, $2::bigint, $3::text, $4::text, $5::bigint,
+                    CASE WHEN leased THEN 'delivering' ELSE 'pending' END, blocked,
+                    CASE WHEN leased THEN $7::bigint ELSE 0 END,
+                    CASE WHEN leased THEN $8::bigint ELSE $9::bigint END,
+                    $9::bigint, $10::bigint, $11::bigint
+                 FROM (SELECT blocked, $6::boolean AND NOT blocked AS leased
+                       FROM (SELECT $5::bigint IS NOT NULL AND EXISTS (
+                                SELECT 1 FROM deliveries
+                                WHERE webhook_id = $2 AND ordering_key = $5
+                                  AND state IN ('pending', 'delivering', 'failed')) AS blocked
+                            ) AS pair
+                      ) AS decided
+                 RETURNING seq, blocked",
                 &[
                     &d.id,
-                    &webhook_id,
+                    &d.webhook_id,
                     &d.event_id,
                     &d.event_type.as_str(),
-                    &ordering_key,
-                    &state,
-                    &blocked,
+                    &d.ordering_key,
+                    &lease.is_some(),
                     &lease_id,
-                    &next_attempt_at,
+                    &until,
                     &now,
                     &d.company_id,
                     &d.ticket_id,
@@ -179,6 +250,8 @@ impl DeliveryTx for PgTx<'_> {
             )?
             .ok_or_else(|| StoreError::Database("a delivery insert answered no seq".into()))?;
         let seq: i64 = col(&row, 0)?;
+        let blocked: bool = col(&row, 1)?;
+        let leased = lease.filter(|_| !blocked);
         // When the caller hands deliveries off, this process's dispatcher is in charge of them
         // (also of those queued behind a busy endpoint); otherwise a worker must claim them.
         self.announce_if(lease.is_none() && !blocked, Topic::Deliveries);
@@ -269,99 +342,140 @@ impl DeliveryTx for PgTx<'_> {
         Ok(claimed.into_iter().map(|(_, c)| c).collect())
     }
 
-    fn record_attempt(&mut self, a: &AttemptRecord) -> StoreResult<Recorded> {
+    fn record_attempts(&mut self, records: &[AttemptRecord]) -> StoreResult<Vec<Recorded>> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Each attempt is logged, whether or not its lease is still ours.
         self.execute(
             "INSERT INTO attempts (delivery_seq, at, status_code, latency_ms, error, response_body,
                 request_headers)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[],
+                $5::text[], $6::text[], $7::text[])",
             &[
-                &a.seq,
-                &a.at,
-                &a.status_code,
-                &a.latency_ms,
-                &a.error,
-                &a.response_body,
-                &a.request_headers,
+                &records.iter().map(|a| a.seq).collect::<Vec<_>>(),
+                &records.iter().map(|a| a.at).collect::<Vec<_>>(),
+                &records.iter().map(|a| a.status_code).collect::<Vec<_>>(),
+                &records.iter().map(|a| a.latency_ms).collect::<Vec<_>>(),
+                &records
+                    .iter()
+                    .map(|a| a.error.as_deref())
+                    .collect::<Vec<_>>(),
+                &records
+                    .iter()
+                    .map(|a| a.response_body.as_deref())
+                    .collect::<Vec<_>>(),
+                &records
+                    .iter()
+                    .map(|a| a.request_headers.as_deref())
+                    .collect::<Vec<_>>(),
             ],
         )?;
-        let (state, next, delivered_at) = match a.next {
+        let finishing = |a: &AttemptRecord| {
+            matches!(a.next, NextStep::Delivered | NextStep::Dead)
+                .then_some(a.ordering_key)
+                .flatten()
+                .map(|key| (a.webhook_id, key))
+        };
+        // The pairs' locks come before any delivery's own row, in one order for every
+        // finisher: after a retry or a recovery two deliveries of a pair may be in flight at
+        // once, and two finishers each holding its own row while waiting for the other's
+        // lock (the other's unblock would update that row) would deadlock.
+        let mut pairs: Vec<(i64, i64)> = records.iter().filter_map(finishing).collect();
+        pairs.sort_unstable();
+        pairs.dedup();
+        let mut keys: Vec<i64> = pairs.iter().map(|&(w, k)| pair_key(w, k)).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        if !keys.is_empty() {
+            self.query(
+                "SELECT pg_advisory_xact_lock(k)
+                 FROM (SELECT k FROM unnest($1::bigint[]) AS k ORDER BY k) AS sorted",
+                &[&keys],
+            )?;
+        }
+        let outcome = |a: &AttemptRecord| match a.next {
             NextStep::Delivered => ("delivered", a.at, Some(a.at)),
             NextStep::RetryAt(at) => ("failed", at, None),
             NextStep::Dead => ("dead", a.at, None),
         };
-        let finishes = matches!(a.next, NextStep::Delivered | NextStep::Dead);
-        if finishes && let Some(key) = a.ordering_key {
-            // Taken before this delivery's own row, not just before the unblock: after a retry
-            // or a recovery two deliveries of a pair may be in flight at once, and two such
-            // finishers each holding its own row while waiting for the other's lock (the
-            // other's unblock would update that row) would deadlock.
-            self.pair_lock(a.webhook_id, key)?;
-        }
-        let changed = self.execute(
-            "UPDATE deliveries SET state = $3, attempts = attempts + 1, next_attempt_at = $4,
-                last_status_code = $5, delivered_at = $6
-             WHERE seq = $1 AND lease = $2 AND state = 'delivering'",
+        let moved = self.write_query(
+            "UPDATE deliveries d SET state = r.state, attempts = d.attempts + 1,
+                next_attempt_at = r.next, last_status_code = r.code, delivered_at = r.delivered_at
+             FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::bigint[], $5::bigint[],
+                $6::bigint[]) AS r(seq, lease, state, next, code, delivered_at)
+             WHERE d.seq = ANY($1) AND d.seq = r.seq AND d.lease = r.lease
+               AND d.state = 'delivering'
+             RETURNING d.seq",
             &[
-                &a.seq,
-                &a.lease,
-                &state,
-                &next,
-                &a.status_code,
-                &delivered_at,
+                &records.iter().map(|a| a.seq).collect::<Vec<_>>(),
+                &records.iter().map(|a| a.lease).collect::<Vec<_>>(),
+                &records.iter().map(|a| outcome(a).0).collect::<Vec<_>>(),
+                &records.iter().map(|a| outcome(a).1).collect::<Vec<_>>(),
+                &records.iter().map(|a| a.status_code).collect::<Vec<_>>(),
+                &records.iter().map(|a| outcome(a).2).collect::<Vec<_>>(),
             ],
         )?;
-        let mut recorded = Recorded {
-            applied: changed > 0,
-            disabled: None,
-            unblocked: false,
-        };
-        if changed > 0 {
-            self.counts
-                .add(a.webhook_id, minute_of(a.at), &AttemptTally::of(a));
+        let mut moved: Vec<i64> = moved
+            .iter()
+            .map(|r| col(r, 0))
+            .collect::<StoreResult<_>>()?;
+        let mut recorded: Vec<Recorded> = records
+            .iter()
+            .map(|a| {
+                // A delivery attempted twice in one call moved once: on its first record.
+                let applied = match moved.iter().position(|&seq| seq == a.seq) {
+                    Some(i) => {
+                        moved.swap_remove(i);
+                        true
+                    }
+                    None => false,
+                };
+                Recorded {
+                    applied,
+                    ..Recorded::default()
+                }
+            })
+            .collect();
+        for (a, r) in records.iter().zip(&recorded) {
+            if r.applied {
+                self.counts
+                    .add(a.webhook_id, minute_of(a.at), &AttemptTally::of(a));
+            }
         }
-        if changed > 0
-            && finishes
-            && let Some(key) = a.ordering_key
-        {
-            // Finished: the next delivery of the same endpoint and ticket may go. Under the
-            // pair's lock, so a delivery inserted blocked behind this one by a transaction
-            // that committed meanwhile is seen here.
-            recorded.unblocked = self.execute(
-                "UPDATE deliveries SET blocked = false WHERE seq = (
-                    SELECT seq FROM deliveries
-                    WHERE webhook_id = $1 AND ordering_key = $2
-                      AND state IN ('pending', 'delivering', 'failed')
-                    ORDER BY seq LIMIT 1)",
-                &[&a.webhook_id, &key],
-            )? > 0;
+        // Finished: the next delivery of each endpoint and ticket may go. Under the pairs'
+        // locks, so a delivery inserted blocked behind a finished one by a transaction that
+        // committed meanwhile is seen here.
+        let finished: Vec<(i64, i64)> = records
+            .iter()
+            .zip(&recorded)
+            .filter(|(_, r)| r.applied)
+            .filter_map(|(a, _)| finishing(a))
+            .collect();
+        if !finished.is_empty() {
+            let (webhooks, keys): (Vec<i64>, Vec<i64>) = finished.iter().copied().unzip();
+            let freed = self.write_query(
+                "UPDATE deliveries SET blocked = false WHERE blocked AND seq = ANY(ARRAY(
+                    SELECT (SELECT seq FROM deliveries
+                            WHERE webhook_id = p.webhook_id AND ordering_key = p.ordering_key
+                              AND state IN ('pending', 'delivering', 'failed')
+                            ORDER BY seq LIMIT 1)
+                    FROM unnest($1::bigint[], $2::bigint[]) AS p(webhook_id, ordering_key)))
+                 RETURNING webhook_id, ordering_key",
+                &[&webhooks, &keys],
+            )?;
+            let freed: Vec<(i64, i64)> = freed
+                .iter()
+                .map(|r| Ok((col(r, 0)?, col(r, 1)?)))
+                .collect::<StoreResult<_>>()?;
+            for (a, r) in records.iter().zip(recorded.iter_mut()) {
+                r.unblocked = r.applied && finishing(a).is_some_and(|pair| freed.contains(&pair));
+            }
         }
-        if a.next == NextStep::Delivered {
-            return Ok(recorded);
-        }
-        // Both conditions are in the WHERE: concurrent finishes of one endpoint set
-        // `failing_since` once and disable it once.
-        self.execute(
-            "UPDATE webhooks SET failing_since = $2 WHERE id = $1 AND failing_since IS NULL",
-            &[&a.webhook_id, &a.at],
-        )?;
-        let reason = if a.disable_webhook {
-            "the endpoint answered 410 Gone".to_string()
-        } else {
-            let days = a.disable_after_ms as f64 / 86_400_000.0;
-            format!("no successful delivery for {days:.0} days")
-        };
-        let disabled = self.execute(
-            "UPDATE webhooks SET enabled = false, disabled_reason = $2
-             WHERE id = $1 AND enabled AND ($3 OR failing_since <= $4)",
-            &[
-                &a.webhook_id,
-                &reason,
-                &a.disable_webhook,
-                &(a.at - a.disable_after_ms),
-            ],
-        )?;
-        if disabled > 0 {
-            recorded.disabled = Some(reason);
+        for (a, r) in records.iter().zip(recorded.iter_mut()) {
+            if a.next != NextStep::Delivered {
+                r.disabled = self.note_failure(a)?;
+            }
         }
         Ok(recorded)
     }

@@ -460,7 +460,7 @@ fn run_together(
         } else {
             "BEGIN"
         };
-        if let Err(e) = conn.client.batch_execute(begin) {
+        if let Err(e) = conn.begin(begin) {
             let e = StoreError::from(e);
             tracing::error!(error = %e, "cannot begin a write transaction");
             batch
@@ -587,10 +587,7 @@ fn reader_loop(
                 }
             };
             // One snapshot for the whole job: all its reads see the same commits.
-            if let Err(e) = c
-                .client
-                .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            {
+            if let Err(e) = c.begin("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY") {
                 job(Err(StoreError::from(e)));
                 continue;
             }

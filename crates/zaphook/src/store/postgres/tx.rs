@@ -4,15 +4,22 @@
 //! which prepare it once per connection and note what the job did: whether it may have
 //! changed a row (so a failing job's writes are rolled back) and its first database error
 //! (after which PostgreSQL refuses every statement until the transaction ends).
+//!
+//! A transaction keeps what it read of connections and of the endpoints an event goes to
+//! ([`Kept`]): the jobs of one group commit mostly ask the same, and each answer costs a round
+//! trip. What is kept is forgotten when the transaction writes to those tables and when it
+//! ends. Reading them once per transaction instead of once per job sees no less: every job of
+//! a batch was queued before its transaction began.
 
 use std::collections::HashMap;
 
 use postgres::types::ToSql;
 use postgres::{Client, Row, Statement};
 
+use crate::domain::{Connection, EventType, TicketStatus};
 use crate::secrets::SecretBox;
 use crate::store::dashboard::Counts;
-use crate::store::{Handoffs, StoreError, StoreResult, Topic, Topics};
+use crate::store::{Handoffs, StoreError, StoreResult, Subscriber, Topic, Topics};
 
 /// Parameters of a statement.
 pub(super) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
@@ -20,10 +27,53 @@ pub(super) type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 /// A connection and the statements prepared on it.
 pub struct PgConn {
     pub(super) client: Client,
-    statements: HashMap<String, Statement>,
+    statements: HashMap<String, Prepared>,
     /// This connection's own rows of the attempt counters: one transaction at a time writes
     /// them, so no two wait on each other for a counter.
     pub(super) shard: i64,
+    pub(super) kept: Kept,
+}
+
+/// A statement prepared on a connection, and when to prepare it again.
+struct Prepared {
+    statement: Statement,
+    uses: u64,
+    replan_at: u64,
+}
+
+/// What the subscribers of an event depend on, besides the time (see [`Kept`]).
+pub(super) type SubscribersKey = (
+    i64,
+    EventType,
+    Option<i64>,
+    Option<i64>,
+    bool,
+    Option<i64>,
+    Option<bool>,
+    Option<TicketStatus>,
+    bool,
+    Option<String>,
+);
+
+/// Reads kept for the rest of the transaction.
+#[derive(Default)]
+pub(super) struct Kept {
+    /// By company and id.
+    pub(super) connections: HashMap<(i64, i64), Option<Connection>>,
+    /// Each subscriber with the end of its previous secret's grace, which depends on the time.
+    pub(super) subscribers: HashMap<SubscribersKey, Vec<(Subscriber, Option<i64>)>>,
+}
+
+impl Kept {
+    /// Tables whose rows are kept: a statement that changes them makes it all forgotten.
+    fn is_changed_by(sql: &str) -> bool {
+        sql.contains("connections") || sql.contains("webhooks")
+    }
+
+    fn forget(&mut self) {
+        self.connections.clear();
+        self.subscribers.clear();
+    }
 }
 
 impl PgConn {
@@ -32,16 +82,41 @@ impl PgConn {
             client,
             statements: HashMap::new(),
             shard: rand::random(),
+            kept: Kept::default(),
         }
     }
 
+    /// Begins a transaction with `sql`, keeping nothing of the last one's reads.
+    pub(super) fn begin(&mut self, sql: &str) -> Result<(), postgres::Error> {
+        self.kept.forget();
+        self.client.batch_execute(sql)
+    }
+
     /// `sql`, prepared once per connection.
+    ///
+    /// A statement is prepared again after 100, 1,000, 10,000… uses. PostgreSQL keeps a
+    /// prepared statement's generic plan, and one made while the tables were small (a scan of
+    /// a few pages) would be kept while they grow; uses stand in for growth, so the plan is
+    /// made again at each tenfold, and in the steady state almost never.
     pub(super) fn statement(&mut self, sql: &str) -> Result<Statement, postgres::Error> {
-        if let Some(statement) = self.statements.get(sql) {
-            return Ok(statement.clone());
+        if let Some(prepared) = self.statements.get_mut(sql) {
+            prepared.uses += 1;
+            if prepared.uses < prepared.replan_at {
+                return Ok(prepared.statement.clone());
+            }
+            prepared.statement = self.client.prepare(sql)?;
+            prepared.replan_at = prepared.replan_at.saturating_mul(10);
+            return Ok(prepared.statement.clone());
         }
         let statement = self.client.prepare(sql)?;
-        self.statements.insert(sql.to_string(), statement.clone());
+        self.statements.insert(
+            sql.to_string(),
+            Prepared {
+                statement: statement.clone(),
+                uses: 1,
+                replan_at: 100,
+            },
+        );
         Ok(statement)
     }
 }
@@ -120,7 +195,7 @@ impl<'c> PgTx<'c> {
 
     /// Runs a statement that may change rows; answers how many it changed.
     pub(super) fn execute(&mut self, sql: &str, params: Params<'_>) -> StoreResult<u64> {
-        self.wrote = true;
+        self.note_write(sql);
         let statement = self.prepared(sql)?;
         self.conn
             .client
@@ -130,8 +205,20 @@ impl<'c> PgTx<'c> {
 
     /// The rows a statement that may change rows returns (`… RETURNING`).
     pub(super) fn write_query(&mut self, sql: &str, params: Params<'_>) -> StoreResult<Vec<Row>> {
-        self.wrote = true;
+        self.note_write(sql);
         self.query(sql, params)
+    }
+
+    fn note_write(&mut self, sql: &str) {
+        self.wrote = true;
+        if Kept::is_changed_by(sql) {
+            self.conn.kept.forget();
+        }
+    }
+
+    /// The reads this transaction keeps.
+    pub(super) fn kept(&mut self) -> &mut Kept {
+        &mut self.conn.kept
     }
 
     /// The row, if any, of a statement that may change rows (`… RETURNING`).

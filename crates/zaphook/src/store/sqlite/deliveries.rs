@@ -28,6 +28,103 @@ fn recovery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Recovery> {
     })
 }
 
+impl SqliteTx<'_> {
+    /// Logs one attempt (see [`DeliveryTx::record_attempts`]).
+    fn record_one(&mut self, a: &AttemptRecord) -> StoreResult<Recorded> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO attempts (delivery_seq, at, status_code, latency_ms, error, response_body,
+                    request_headers)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                a.seq,
+                a.at,
+                a.status_code,
+                a.latency_ms,
+                a.error,
+                a.response_body,
+                a.request_headers
+            ])?;
+        let (state, next, delivered_at) = match a.next {
+            NextStep::Delivered => ("delivered", a.at, Some(a.at)),
+            NextStep::RetryAt(at) => ("failed", at, None),
+            NextStep::Dead => ("dead", a.at, None),
+        };
+        let changed = self
+            .conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = ?3, attempts = attempts + 1, next_attempt_at = ?4,
+                    last_status_code = ?5, delivered_at = ?6
+                 WHERE seq = ?1 AND lease = ?2 AND state = 'delivering'",
+            )?
+            .execute(params![
+                a.seq,
+                a.lease,
+                state,
+                next,
+                a.status_code,
+                delivered_at
+            ])?;
+        let mut recorded = Recorded {
+            applied: changed > 0,
+            disabled: None,
+            unblocked: false,
+        };
+        if changed > 0 {
+            self.counts
+                .add(a.webhook_id, minute_of(a.at), &AttemptTally::of(a));
+        }
+        if changed > 0
+            && let Some(key) = a.ordering_key
+            && matches!(a.next, NextStep::Delivered | NextStep::Dead)
+        {
+            // Finished: the next delivery of the same endpoint and ticket may go.
+            recorded.unblocked = self
+                .conn
+                .prepare_cached(
+                    "UPDATE deliveries SET blocked = 0 WHERE blocked AND seq = (
+                        SELECT seq FROM deliveries
+                        WHERE webhook_id = ?1 AND ordering_key = ?2
+                          AND state NOT IN ('delivered', 'dead')
+                        ORDER BY seq LIMIT 1)",
+                )?
+                .execute([a.webhook_id, key])?
+                > 0;
+        }
+        if a.next == NextStep::Delivered {
+            return Ok(recorded);
+        }
+        self.conn
+            .prepare_cached(
+                "UPDATE webhooks SET failing_since = ?2 WHERE id = ?1 AND failing_since IS NULL",
+            )?
+            .execute(params![a.webhook_id, a.at])?;
+        let reason = if a.disable_webhook {
+            "the endpoint answered 410 Gone".to_string()
+        } else {
+            let days = a.disable_after_ms as f64 / 86_400_000.0;
+            format!("no successful delivery for {days:.0} days")
+        };
+        let disabled = self
+            .conn
+            .prepare_cached(
+                "UPDATE webhooks SET enabled = 0, disabled_reason = ?2
+                 WHERE id = ?1 AND enabled = 1 AND (?3 OR failing_since <= ?4)",
+            )?
+            .execute(params![
+                a.webhook_id,
+                reason,
+                a.disable_webhook,
+                a.at - a.disable_after_ms
+            ])?;
+        if disabled > 0 {
+            recorded.disabled = Some(reason);
+        }
+        Ok(recorded)
+    }
+}
+
 impl DeliveryTx for SqliteTx<'_> {
     fn subscribers(&mut self, s: &EventScope<'_>, now: i64) -> StoreResult<Vec<Subscriber>> {
         let mut stmt = self.conn.prepare_cached(
@@ -235,98 +332,8 @@ impl DeliveryTx for SqliteTx<'_> {
         Ok(claimed)
     }
 
-    fn record_attempt(&mut self, a: &AttemptRecord) -> StoreResult<Recorded> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO attempts (delivery_seq, at, status_code, latency_ms, error, response_body,
-                    request_headers)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                a.seq,
-                a.at,
-                a.status_code,
-                a.latency_ms,
-                a.error,
-                a.response_body,
-                a.request_headers
-            ])?;
-        let (state, next, delivered_at) = match a.next {
-            NextStep::Delivered => ("delivered", a.at, Some(a.at)),
-            NextStep::RetryAt(at) => ("failed", at, None),
-            NextStep::Dead => ("dead", a.at, None),
-        };
-        let changed = self
-            .conn
-            .prepare_cached(
-                "UPDATE deliveries SET state = ?3, attempts = attempts + 1, next_attempt_at = ?4,
-                    last_status_code = ?5, delivered_at = ?6
-                 WHERE seq = ?1 AND lease = ?2 AND state = 'delivering'",
-            )?
-            .execute(params![
-                a.seq,
-                a.lease,
-                state,
-                next,
-                a.status_code,
-                delivered_at
-            ])?;
-        let mut recorded = Recorded {
-            applied: changed > 0,
-            disabled: None,
-            unblocked: false,
-        };
-        if changed > 0 {
-            self.counts
-                .add(a.webhook_id, minute_of(a.at), &AttemptTally::of(a));
-        }
-        if changed > 0
-            && let Some(key) = a.ordering_key
-            && matches!(a.next, NextStep::Delivered | NextStep::Dead)
-        {
-            // Finished: the next delivery of the same endpoint and ticket may go.
-            recorded.unblocked = self
-                .conn
-                .prepare_cached(
-                    "UPDATE deliveries SET blocked = 0 WHERE seq = (
-                        SELECT seq FROM deliveries
-                        WHERE webhook_id = ?1 AND ordering_key = ?2
-                          AND state NOT IN ('delivered', 'dead')
-                        ORDER BY seq LIMIT 1)",
-                )?
-                .execute([a.webhook_id, key])?
-                > 0;
-        }
-        if a.next == NextStep::Delivered {
-            return Ok(recorded);
-        }
-        self.conn
-            .prepare_cached(
-                "UPDATE webhooks SET failing_since = ?2 WHERE id = ?1 AND failing_since IS NULL",
-            )?
-            .execute(params![a.webhook_id, a.at])?;
-        let reason = if a.disable_webhook {
-            "the endpoint answered 410 Gone".to_string()
-        } else {
-            let days = a.disable_after_ms as f64 / 86_400_000.0;
-            format!("no successful delivery for {days:.0} days")
-        };
-        let disabled = self
-            .conn
-            .prepare_cached(
-                "UPDATE webhooks SET enabled = 0, disabled_reason = ?2
-                 WHERE id = ?1 AND enabled = 1 AND (?3 OR failing_since <= ?4)",
-            )?
-            .execute(params![
-                a.webhook_id,
-                reason,
-                a.disable_webhook,
-                a.at - a.disable_after_ms
-            ])?;
-        if disabled > 0 {
-            recorded.disabled = Some(reason);
-        }
-        Ok(recorded)
+    fn record_attempts(&mut self, records: &[AttemptRecord]) -> StoreResult<Vec<Recorded>> {
+        records.iter().map(|a| self.record_one(a)).collect()
     }
 
     fn mark_healthy(&mut self, webhook_ids: &[i64]) -> StoreResult<()> {

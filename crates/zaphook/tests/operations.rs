@@ -281,7 +281,8 @@ async fn sigterm_drains_gives_back_unfinished_attempts_and_exits_zero() {
         }
     });
     let dir = tempfile::tempdir().unwrap();
-    let server = common::ServerProcess::start(
+    let log = dir.path().join("zaphook.log");
+    let server = common::ServerProcess::start_with(
         dir.path(),
         &[
             "--bootstrap-token",
@@ -292,6 +293,8 @@ async fn sigterm_drains_gives_back_unfinished_attempts_and_exits_zero() {
             "--shutdown-grace",
             "1",
         ],
+        &[],
+        Some(&log),
     );
     let base = server.base.clone();
     let client = reqwest::Client::new();
@@ -331,7 +334,12 @@ async fn sigterm_drains_gives_back_unfinished_attempts_and_exits_zero() {
     .await;
 
     let status = server.terminate();
-    assert_eq!(status.code(), Some(0), "zaphook exits 0 on SIGTERM");
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "zaphook exits 0 on SIGTERM ({status}); its log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
 
     // The unfinished attempt was given back: due at once, not left to its lease.
     let store = zaphook::app::open_store(

@@ -381,10 +381,11 @@ impl DeliveryTx for PgTx<'_> {
         // finisher: after a retry or a recovery two deliveries of a pair may be in flight at
         // once, and two finishers each holding its own row while waiting for the other's
         // lock (the other's unblock would update that row) would deadlock.
-        let mut pairs: Vec<(i64, i64)> = records.iter().filter_map(finishing).collect();
-        pairs.sort_unstable();
-        pairs.dedup();
-        let mut keys: Vec<i64> = pairs.iter().map(|&(w, k)| pair_key(w, k)).collect();
+        let mut keys: Vec<i64> = records
+            .iter()
+            .filter_map(finishing)
+            .map(|(webhook_id, key)| pair_key(webhook_id, key))
+            .collect();
         keys.sort_unstable();
         keys.dedup();
         if !keys.is_empty() {

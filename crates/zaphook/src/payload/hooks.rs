@@ -59,7 +59,8 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::domain::{Channel, CloudState, MediaType, MessageStatus, TicketStatus};
+    use crate::domain::{Channel, CloudState, MessageStatus};
+    use crate::payload::tests::{a_ticket, inbound};
 
     fn parse(text: &str) -> Value {
         serde_json::from_str(text).unwrap()
@@ -67,43 +68,12 @@ mod tests {
 
     #[test]
     fn an_ack_is_izings_four_keys() {
-        let ticket = Ticket {
-            id: 7,
-            connection_id: 1,
-            contact_id: 2,
-            status: TicketStatus::Open,
-            protocol: "p".into(),
-            queue_id: None,
-            user_id: None,
-            is_group: false,
-            external_key: Some("PEDIDO-123".into()),
-            api_config_id: Some("cfg".into()),
-            last_message: String::new(),
-            created_at: 0,
-            updated_at: 0,
-        };
+        let ticket = a_ticket();
         let mut message = Message {
-            id: "msg_1".into(),
             message_id: Some("wamid.X".into()),
-            connection_id: 1,
-            ticket_id: 7,
-            contact_id: 2,
-            body: "Oi".into(),
-            timestamp: 0,
             status: MessageStatus::Read,
             from_me: true,
-            media_type: MediaType::Chat,
-            media_url: None,
-            is_deleted: false,
-            send_type: None,
-            edited: false,
-            reactions: vec![],
-            quoted_message_id: None,
-            user_id: None,
-            error: None,
-            original: None,
-            participant_id: None,
-            created_at: 0,
+            ..inbound()
         };
         assert_eq!(
             parse(&message_status(&message, &ticket)),

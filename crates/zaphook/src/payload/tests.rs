@@ -24,7 +24,7 @@ fn contact() -> Contact {
     }
 }
 
-fn a_ticket() -> Ticket {
+pub(super) fn a_ticket() -> Ticket {
     Ticket {
         id: 4990,
         connection_id: 35,
@@ -42,7 +42,7 @@ fn a_ticket() -> Ticket {
     }
 }
 
-fn inbound() -> Message {
+pub(super) fn inbound() -> Message {
     Message {
         id: "msg_01JDV6N4R8T2Y5K7M9P0Q3S6W".into(),
         message_id: Some("wamid.HBgL".into()),

@@ -260,6 +260,126 @@ impl LogFilter {
     }
 }
 
+/// A parameter of the delivery log's query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogArg {
+    Int(i64),
+    Text(String),
+}
+
+/// How a backend writes the log's query.
+pub struct LogDialect {
+    /// What comes before a parameter's number: `$` or `?`.
+    pub placeholder: &'static str,
+    /// The function answering where a text is in another, 0 when nowhere.
+    pub position: &'static str,
+    /// The deliveries table as read along a path (SQLite names the index to walk).
+    pub table: fn(LogPath) -> String,
+}
+
+/// The log's statements for one filter: the first page's and the next pages', which take a
+/// key's `created_at` and `seq` after `args`; both end with the page's LIMIT as a parameter.
+/// Each row is `columns`, `seq`, `ticket_id` and whether it passes the residual filter.
+pub struct LogQuery {
+    pub first: String,
+    pub next: String,
+    pub args: Vec<LogArg>,
+    /// Some of the filter is checked row by row.
+    pub residual: bool,
+}
+
+impl LogFilter {
+    /// The statements reading this filter's log along its [`plan`](Self::plan).
+    pub fn query(&self, columns: &str, dialect: &LogDialect) -> LogQuery {
+        let (path, rest) = self.plan();
+        let mut args = Vec::new();
+        let mut arg = |v: LogArg| {
+            args.push(v);
+            format!("{}{}", dialect.placeholder, args.len())
+        };
+        // What the path's index does not check, as a column: each row read counts.
+        let mut hit = Vec::new();
+        if let Some(w) = rest.webhook_id {
+            hit.push(format!("d.webhook_id = {}", arg(LogArg::Int(w))));
+        }
+        if let Some(e) = rest.event_type {
+            hit.push(format!(
+                "d.event_type = {}",
+                arg(LogArg::Text(e.as_str().into()))
+            ));
+        }
+        if let Some(s) = rest.status {
+            hit.push(format!(
+                "d.state = {}",
+                arg(LogArg::Text(s.as_str().into()))
+            ));
+        }
+        if let Some(t) = &rest.text {
+            hit.push(format!(
+                "{}((SELECT e.payload FROM events e WHERE e.id = d.event_id), {}) > 0",
+                dialect.position,
+                arg(LogArg::Text(t.clone()))
+            ));
+        }
+        let hit = if hit.is_empty() {
+            "(1 = 1)".to_string()
+        } else {
+            format!("({})", hit.join(" AND "))
+        };
+        let mut wheres = match path {
+            LogPath::Ticket => vec![
+                format!("d.company_id = {}", arg(LogArg::Int(self.company_id))),
+                format!(
+                    "d.ticket_id = {}",
+                    arg(LogArg::Int(self.ticket_id.unwrap_or_default()))
+                ),
+            ],
+            LogPath::State => {
+                let status = self.status.map(|s| s.as_str()).unwrap_or_default();
+                vec![
+                    format!("d.company_id = {}", arg(LogArg::Int(self.company_id))),
+                    "d.state <> 'delivered'".into(),
+                    format!("d.state = {}", arg(LogArg::Text(status.into()))),
+                ]
+            }
+            LogPath::Webhook => vec![format!(
+                "d.webhook_id = {}",
+                arg(LogArg::Int(self.webhook_id.unwrap_or_default()))
+            )],
+            LogPath::Company => vec![format!(
+                "d.company_id = {}",
+                arg(LogArg::Int(self.company_id))
+            )],
+        };
+        if let Some(from) = self.from {
+            wheres.push(format!("d.created_at >= {}", arg(LogArg::Int(from))));
+        }
+        if let Some(to) = self.to {
+            wheres.push(format!("d.created_at < {}", arg(LogArg::Int(to))));
+        }
+        let n = args.len();
+        let p = dialect.placeholder;
+        let sql = format!(
+            "SELECT {columns}, d.seq, d.ticket_id, {hit} FROM {} WHERE {}",
+            (dialect.table)(path),
+            wheres.join(" AND ")
+        );
+        let order = "ORDER BY d.created_at DESC, d.seq DESC";
+        // The first page and the next ones, each with its own range on the index.
+        LogQuery {
+            first: format!("{sql} {order} LIMIT {p}{}", n + 1),
+            next: format!(
+                "{sql} AND (d.created_at, d.seq) < ({p}{}, {p}{}) {order} LIMIT {p}{}",
+                n + 1,
+                n + 2,
+                n + 3
+            ),
+            args,
+            residual: !rest.is_empty(),
+        }
+    }
+}
+
 /// Deliveries read per query while a page is searched row by row.
 pub const LOG_CHUNK: i64 = 500;
 

@@ -17,11 +17,11 @@ use crate::domain::{
     Attempt, Delivery, DeliveryDetail, DeliveryStatus, EventType, Ordering, WebhookFormat,
 };
 use crate::store::dashboard::minute_of;
-use crate::store::deliveries::{progress_of, read_log_page};
+use crate::store::deliveries::{LogArg, LogDialect, progress_of, read_log_page};
 use crate::store::{
     AttemptRecord, AttemptTally, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope,
-    Handoffs, LogFilter, LogKey, LogPage, LogPath, LogRow, NewDelivery, NextStep, Recorded,
-    Recovery, RecoveryProgress, StoreError, StoreResult, Subscriber, Target, Topic,
+    Handoffs, LogFilter, LogKey, LogPage, LogRow, NewDelivery, NextStep, Recorded, Recovery,
+    RecoveryProgress, StoreError, StoreResult, Subscriber, Target, Topic,
 };
 
 /// A parameter of a statement put together for its filter.
@@ -726,97 +726,35 @@ impl DeliveryTx for PgTx<'_> {
                 return Ok(LogPage::default());
             }
         }
-        let (path, rest) = filter.plan();
-        let mut args: Vec<Arg> = Vec::new();
-        let arg = |args: &mut Vec<Arg>, v: Arg| {
-            args.push(v);
-            format!("${}", args.len())
-        };
-        // What the path's index does not check, as a column: each row read counts.
-        let mut hit = Vec::new();
-        if let Some(w) = rest.webhook_id {
-            hit.push(format!("d.webhook_id = {}", arg(&mut args, Box::new(w))));
-        }
-        if let Some(e) = rest.event_type {
-            let p = arg(&mut args, Box::new(e.as_str().to_string()));
-            hit.push(format!("d.event_type = {p}"));
-        }
-        if let Some(s) = rest.status {
-            let p = arg(&mut args, Box::new(s.as_str().to_string()));
-            hit.push(format!("d.state = {p}"));
-        }
-        if let Some(t) = &rest.text {
-            let p = arg(&mut args, Box::new(t.clone()));
-            hit.push(format!(
-                "strpos((SELECT e.payload FROM events e WHERE e.id = d.event_id), {p}) > 0"
-            ));
-        }
-        let hit = if hit.is_empty() {
-            "true".to_string()
-        } else {
-            format!("({})", hit.join(" AND "))
-        };
-        let mut wheres = match path {
-            LogPath::Ticket => {
-                let company = arg(&mut args, Box::new(filter.company_id));
-                let t = arg(&mut args, Box::new(filter.ticket_id.unwrap_or_default()));
-                vec![
-                    format!("d.company_id = {company}"),
-                    format!("d.ticket_id = {t}"),
-                ]
-            }
-            LogPath::State => {
-                let company = arg(&mut args, Box::new(filter.company_id));
-                let status = filter.status.map(|s| s.as_str()).unwrap_or_default();
-                let s = arg(&mut args, Box::new(status.to_string()));
-                vec![
-                    format!("d.company_id = {company}"),
-                    "d.state <> 'delivered'".into(),
-                    format!("d.state = {s}"),
-                ]
-            }
-            LogPath::Webhook => {
-                let w = arg(&mut args, Box::new(filter.webhook_id.unwrap_or_default()));
-                vec![format!("d.webhook_id = {w}")]
-            }
-            LogPath::Company => {
-                let company = arg(&mut args, Box::new(filter.company_id));
-                vec![format!("d.company_id = {company}")]
-            }
-        };
-        if let Some(from) = filter.from {
-            wheres.push(format!(
-                "d.created_at >= {}",
-                arg(&mut args, Box::new(from))
-            ));
-        }
-        if let Some(to) = filter.to {
-            wheres.push(format!("d.created_at < {}", arg(&mut args, Box::new(to))));
-        }
-        let n = args.len();
-        let sql = format!(
-            "SELECT {DELIVERY_COLS}, d.seq, d.ticket_id, {hit} FROM deliveries d WHERE {}",
-            wheres.join(" AND ")
+        let query = filter.query(
+            DELIVERY_COLS,
+            &LogDialect {
+                placeholder: "$",
+                position: "strpos",
+                table: |_| "deliveries d".into(),
+            },
         );
-        let order = "ORDER BY d.created_at DESC, d.seq DESC";
-        // The first page and the next ones, each with its own range on the index.
-        let first = format!("{sql} {order} LIMIT ${}", n + 1);
-        let next = format!(
-            "{sql} AND (d.created_at, d.seq) < (${}, ${}) {order} LIMIT ${}",
-            n + 1,
-            n + 2,
-            n + 3
-        );
-        read_log_page(before, limit, scan, !rest.is_empty(), |before, n| {
+        let args: Vec<Arg> = query
+            .args
+            .iter()
+            .map(|a| -> Arg {
+                match a {
+                    LogArg::Int(v) => Box::new(*v),
+                    LogArg::Text(v) => Box::new(v.clone()),
+                }
+            })
+            .collect();
+        let (first, next) = (&query.first, &query.next);
+        read_log_page(before, limit, scan, query.residual, |before, n| {
             let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
                 args.iter().map(|a| a.as_ref()).collect();
             let (created_at, seq) = before.map_or((0, 0), |k| (k.created_at, k.seq));
             let sql = match before {
-                None => &first,
+                None => first,
                 Some(_) => {
                     params.push(&created_at);
                     params.push(&seq);
-                    &next
+                    next
                 }
             };
             params.push(&n);

@@ -11,7 +11,7 @@ use crate::domain::{
     Attempt, Delivery, DeliveryDetail, DeliveryStatus, EventType, Ordering, WebhookFormat,
 };
 use crate::store::dashboard::minute_of;
-use crate::store::deliveries::{progress_of, read_log_page};
+use crate::store::deliveries::{LogArg, LogDialect, progress_of, read_log_page};
 use crate::store::{
     AttemptRecord, AttemptTally, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope,
     Handoffs, LogFilter, LogKey, LogPage, LogPath, LogRow, NewDelivery, NextStep, Recorded,
@@ -587,118 +587,40 @@ impl DeliveryTx for SqliteTx<'_> {
                 return Ok(LogPage::default());
             }
         }
-        let (path, rest) = filter.plan();
-        let mut sql = format!("SELECT {DELIVERY_COLS}, d.seq, d.ticket_id, ");
-        let mut args: Vec<Value> = Vec::new();
-        let arg = |args: &mut Vec<Value>, v: Value| {
-            args.push(v);
-            format!("?{}", args.len())
-        };
-        // What the path's index does not check, as a column: each row read counts.
-        let mut hit = Vec::new();
-        if let Some(w) = rest.webhook_id {
-            hit.push(format!(
-                "d.webhook_id = {}",
-                arg(&mut args, Value::Integer(w))
-            ));
-        }
-        if let Some(e) = rest.event_type {
-            let p = arg(&mut args, Value::Text(e.as_str().into()));
-            hit.push(format!("d.event_type = {p}"));
-        }
-        if let Some(s) = rest.status {
-            let p = arg(&mut args, Value::Text(s.as_str().into()));
-            hit.push(format!("d.state = {p}"));
-        }
-        if let Some(t) = &rest.text {
-            let p = arg(&mut args, Value::Text(t.clone()));
-            hit.push(format!(
-                "instr((SELECT e.payload FROM events e WHERE e.id = d.event_id), {p}) > 0"
-            ));
-        }
-        if hit.is_empty() {
-            sql.push('1');
-        } else {
-            sql.push_str(&format!("({})", hit.join(" AND ")));
-        }
-        let (index, mut wheres) = match path {
-            LogPath::Ticket => {
-                let company = arg(&mut args, Value::Integer(filter.company_id));
-                let t = arg(
-                    &mut args,
-                    Value::Integer(filter.ticket_id.unwrap_or_default()),
-                );
-                (
-                    "deliveries_log_ticket",
-                    vec![
-                        format!("d.company_id = {company}"),
-                        format!("d.ticket_id = {t}"),
-                    ],
-                )
-            }
-            LogPath::State => {
-                let company = arg(&mut args, Value::Integer(filter.company_id));
-                let status = filter.status.map(|s| s.as_str()).unwrap_or_default();
-                let s = arg(&mut args, Value::Text(status.into()));
-                (
-                    "deliveries_log_state",
-                    vec![
-                        format!("d.company_id = {company}"),
-                        "d.state <> 'delivered'".into(),
-                        format!("d.state = {s}"),
-                    ],
-                )
-            }
-            LogPath::Webhook => {
-                let w = arg(
-                    &mut args,
-                    Value::Integer(filter.webhook_id.unwrap_or_default()),
-                );
-                (
-                    "deliveries_log_webhook",
-                    vec![format!("d.webhook_id = {w}")],
-                )
-            }
-            LogPath::Company => {
-                let company = arg(&mut args, Value::Integer(filter.company_id));
-                ("deliveries_log", vec![format!("d.company_id = {company}")])
-            }
-        };
-        if let Some(from) = filter.from {
-            wheres.push(format!(
-                "d.created_at >= {}",
-                arg(&mut args, Value::Integer(from))
-            ));
-        }
-        if let Some(to) = filter.to {
-            wheres.push(format!(
-                "d.created_at < {}",
-                arg(&mut args, Value::Integer(to))
-            ));
-        }
-        let n = args.len();
-        sql.push_str(&format!(
-            " FROM deliveries d INDEXED BY {index} WHERE {}",
-            wheres.join(" AND ")
-        ));
-        let order = "ORDER BY d.created_at DESC, d.seq DESC";
-        // The first page and the next ones, each with its own range on the index.
-        let first = format!("{sql} {order} LIMIT ?{}", n + 1);
-        let next = format!(
-            "{sql} AND (d.created_at, d.seq) < (?{}, ?{}) {order} LIMIT ?{}",
-            n + 1,
-            n + 2,
-            n + 3
+        let query = filter.query(
+            DELIVERY_COLS,
+            &LogDialect {
+                placeholder: "?",
+                position: "instr",
+                table: |path| {
+                    let index = match path {
+                        LogPath::Ticket => "deliveries_log_ticket",
+                        LogPath::State => "deliveries_log_state",
+                        LogPath::Webhook => "deliveries_log_webhook",
+                        LogPath::Company => "deliveries_log",
+                    };
+                    format!("deliveries d INDEXED BY {index}")
+                },
+            },
         );
+        let args: Vec<Value> = query
+            .args
+            .iter()
+            .map(|a| match a {
+                LogArg::Int(v) => Value::Integer(*v),
+                LogArg::Text(v) => Value::Text(v.clone()),
+            })
+            .collect();
+        let (first, next) = (&query.first, &query.next);
         let conn = self.conn;
-        read_log_page(before, limit, scan, !rest.is_empty(), |before, n| {
+        read_log_page(before, limit, scan, query.residual, |before, n| {
             let mut all = args.clone();
             let mut stmt = match before {
-                None => conn.prepare_cached(&first)?,
+                None => conn.prepare_cached(first)?,
                 Some(k) => {
                     all.push(Value::Integer(k.created_at));
                     all.push(Value::Integer(k.seq));
-                    conn.prepare_cached(&next)?
+                    conn.prepare_cached(next)?
                 }
             };
             all.push(Value::Integer(n));

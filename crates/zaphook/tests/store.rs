@@ -60,6 +60,7 @@ conformance!(
     the_delivery_log_is_the_companys_own_narrowed_and_paged_by_key,
     a_recovery_counts_the_deliveries_it_queued_again,
     attempts_recorded_together_move_each_delivery_as_one_at_a_time_would,
+    inbound_jobs_sharing_a_commit_see_what_one_at_a_time_would,
 );
 
 fn spec(url: &str, ordering: Ordering) -> WebhookSpec {
@@ -1852,5 +1853,275 @@ async fn attempts_recorded_together_move_each_delivery_as_one_at_a_time_would(db
     assert_eq!(
         (retried.delivery.attempts, retried.delivery.next_attempt_at),
         (1, Some(500))
+    );
+}
+
+/// A write job that says ahead what it looks up; the first of a batch holds the writer until
+/// the others are queued, so that they share one commit.
+struct Looking {
+    index: usize,
+    lookups: Option<store::Lookups>,
+    gate: Option<(std::sync::mpsc::Sender<()>, std::sync::mpsc::Receiver<()>)>,
+    f: LookingFn,
+    result: Option<Result<String, String>>,
+    answer: std::sync::mpsc::Sender<(usize, Result<String, String>)>,
+}
+
+type LookingFn = Box<dyn FnMut(&mut dyn Tx) -> Result<String, String> + Send>;
+
+impl WriteJob for Looking {
+    fn run(&mut self, tx: &mut dyn Tx) -> bool {
+        if let Some((holding, gate)) = self.gate.take() {
+            holding.send(()).unwrap();
+            gate.recv().unwrap();
+        }
+        let result = (self.f)(tx);
+        let keep = result.is_ok();
+        self.result = Some(result);
+        keep
+    }
+
+    fn lookups(&self) -> Option<&store::Lookups> {
+        self.lookups.as_ref()
+    }
+
+    fn reply(self: Box<Self>, committed: Result<(), StoreError>) {
+        let answer = match committed {
+            Ok(()) => self.result.unwrap_or_else(|| Err("never ran".into())),
+            Err(e) => Err(e.to_string()),
+        };
+        self.answer.send((self.index, answer)).unwrap();
+    }
+}
+
+/// Runs `jobs` in one commit (after a gate job that writes nothing) and answers each one's
+/// answer, in their order.
+async fn in_one_commit(
+    store: &Arc<dyn Store>,
+    jobs: Vec<(Option<store::Lookups>, LookingFn)>,
+) -> Vec<Result<String, String>> {
+    let (answer, answers) = std::sync::mpsc::channel();
+    let (open_gate, gate) = std::sync::mpsc::channel();
+    let (holding, writer_held) = std::sync::mpsc::channel();
+    let gate_job: LookingFn = Box::new(|_| Err("the gate writes nothing".into()));
+    let count = jobs.len();
+    let all = std::iter::once((None, gate_job)).chain(jobs);
+    let mut gate = Some((holding, gate));
+    for (index, (lookups, f)) in all.enumerate() {
+        store.submit_write(Box::new(Looking {
+            index,
+            lookups,
+            gate: gate.take(),
+            f,
+            result: None,
+            answer: answer.clone(),
+        }));
+        if index == 0 {
+            writer_held.recv().unwrap();
+        }
+    }
+    drop(answer);
+    open_gate.send(()).unwrap();
+    let mut answered: Vec<(usize, Result<String, String>)> =
+        tokio::task::spawn_blocking(move || answers.iter().collect())
+            .await
+            .unwrap();
+    answered.sort_by_key(|(index, _)| *index);
+    assert_eq!(answered.len(), count + 1, "every job is answered once");
+    answered.into_iter().skip(1).map(|(_, a)| a).collect()
+}
+
+fn sandbox_message(number: &str, channel_id: &str) -> zaphook::ingest::InboundMessage {
+    zaphook::ingest::InboundMessage {
+        connection_id: 1,
+        channel: Channel::Sandbox,
+        contact: zaphook::ingest::Identity::number(number),
+        echo: false,
+        is_group: false,
+        name: Some(format!("Contact {number}")),
+        body: format!("body of {channel_id}"),
+        media_type: zaphook::domain::MediaType::Chat,
+        media_url: None,
+        message_id: channel_id.to_string(),
+        timestamp: 1,
+        quoted_message_id: None,
+        original: None,
+        participant: None,
+    }
+}
+
+/// A job filing `channel_id` from `number`, answering "message ticket contact".
+fn inbound_job(number: &str, channel_id: &str) -> (Option<store::Lookups>, LookingFn) {
+    let cmd = sandbox_message(number, channel_id);
+    let lookups = Some(cmd.lookups(1));
+    let f: LookingFn = Box::new(move |tx| {
+        zaphook::ingest::inbound(tx, 1, 50, &cmd)
+            .map(|m| format!("{} {} {}", m.id, m.ticket_id, m.contact_id))
+            .map_err(|e| e.to_string())
+    });
+    (lookups, f)
+}
+
+fn parts(answer: &Result<String, String>) -> Vec<String> {
+    answer
+        .as_ref()
+        .unwrap()
+        .split(' ')
+        .map(str::to_string)
+        .collect()
+}
+
+/// Inbound messages of one group commit, with what they look up said ahead (PostgreSQL
+/// reads it for the batch at once and holds their inserts), come out as if each had run
+/// alone: a duplicate in the batch is the first one, a redelivery the stored message, a new
+/// contact's second message finds its first one's ticket, a ticket closed in the batch is
+/// not found again. When a held write fails, the batch runs again and only the job at fault
+/// fails.
+async fn inbound_jobs_sharing_a_commit_see_what_one_at_a_time_would(db: backend::TestDb) {
+    let store = db.open();
+    let first = run(&store, |tx| {
+        setup(tx, &[Ordering::Ticket])?;
+        zaphook::ingest::inbound(tx, 1, 10, &sandbox_message("5511900000001", "old"))
+            .map_err(|e| StoreError::Database(e.to_string()))
+    })
+    .await;
+    let (a, t1) = (first.contact_id, first.ticket_id);
+    let close: LookingFn = Box::new(move |tx| {
+        let patch = zaphook::ingest::PatchTicket {
+            status: Some(TicketStatus::Closed),
+            ..Default::default()
+        };
+        zaphook::ingest::update_ticket(tx, 1, 60, t1, &patch)
+            .map(|t| t.status.as_str().to_string())
+            .map_err(|e| e.to_string())
+    });
+    let answers = in_one_commit(
+        &store,
+        vec![
+            inbound_job("5511900000001", "m1"),
+            inbound_job("5511900000001", "m1"),
+            inbound_job("5511900000001", "old"),
+            inbound_job("5511900000002", "m2"),
+            inbound_job("5511900000002", "m3"),
+            (None, close),
+            inbound_job("5511900000001", "m4"),
+        ],
+    )
+    .await;
+    let [m1, m1_again, old, m2, m3, closed, m4] = &answers[..] else {
+        panic!("{answers:?}");
+    };
+    let (m1, m2, m3, m4) = (parts(m1), parts(m2), parts(m3), parts(m4));
+    assert_eq!(
+        (m1[1].clone(), m1[2].clone()),
+        (t1.to_string(), a.to_string())
+    );
+    assert_eq!(
+        parts(m1_again),
+        m1,
+        "a duplicate in the batch is the first message"
+    );
+    assert_eq!(
+        parts(old)[0],
+        first.id,
+        "a redelivery is the stored message"
+    );
+    assert_ne!(m2[2], a.to_string(), "a new contact");
+    assert_eq!(
+        (&m3[1], &m3[2]),
+        (&m2[1], &m2[2]),
+        "its second message finds its ticket"
+    );
+    assert_ne!(m3[0], m2[0]);
+    assert_eq!(closed.as_deref(), Ok("closed"));
+    assert_eq!(m4[2], a.to_string());
+    assert_ne!(
+        m4[1],
+        t1.to_string(),
+        "the closed ticket is not found again"
+    );
+    let ids: [i64; 3] = [t1, m2[1].parse().unwrap(), m4[1].parse().unwrap()];
+    let tickets = store::read(&store, move |tx| {
+        let mut found = Vec::new();
+        for id in ids {
+            let t = tx.ticket(1, id)?.unwrap();
+            let bodies: Vec<String> = tx
+                .ticket_messages(id, None, 10)?
+                .into_iter()
+                .map(|m| m.body)
+                .collect();
+            found.push((t.status, t.last_message, bodies));
+        }
+        Ok::<_, StoreError>(found)
+    })
+    .await
+    .unwrap();
+    let bodies =
+        |names: &[&str]| -> Vec<String> { names.iter().map(|n| format!("body of {n}")).collect() };
+    assert_eq!(
+        tickets,
+        vec![
+            (
+                TicketStatus::Closed,
+                "body of m1".into(),
+                bodies(&["old", "m1"])
+            ),
+            (
+                TicketStatus::Pending,
+                "body of m3".into(),
+                bodies(&["m2", "m3"])
+            ),
+            (TicketStatus::Pending, "body of m4".into(), bodies(&["m4"])),
+        ]
+    );
+    // One message.created event and delivery per message stored.
+    assert_eq!(
+        (
+            db.count("messages"),
+            db.count("events"),
+            db.count("deliveries")
+        ),
+        (5, 5, 5)
+    );
+
+    // Two jobs storing one message id: the first keeps it, the second fails alone.
+    let same_id = |channel_id: &'static str| -> (Option<store::Lookups>, LookingFn) {
+        let mut message = first.clone();
+        message.id = "same-id".into();
+        message.message_id = Some(channel_id.into());
+        let f: LookingFn = Box::new(move |tx| {
+            tx.insert_message(1, &message)
+                .map(|()| "stored".to_string())
+                .map_err(|e| e.to_string())
+        });
+        (None, f)
+    };
+    let answers = in_one_commit(
+        &store,
+        vec![
+            inbound_job("5511900000003", "m5"),
+            same_id("h1"),
+            same_id("h2"),
+            inbound_job("5511900000001", "m6"),
+        ],
+    )
+    .await;
+    assert!(answers[0].is_ok(), "{answers:?}");
+    assert_eq!(answers[1].as_deref(), Ok("stored"));
+    assert!(answers[2].is_err(), "{answers:?}");
+    assert_eq!(parts(&answers[3])[1], m4[1], "{answers:?}");
+    let stored = store::read(&store, |tx| {
+        Ok::<_, StoreError>(tx.message(1, "same-id")?.and_then(|m| m.message_id))
+    })
+    .await
+    .unwrap();
+    assert_eq!(stored.as_deref(), Some("h1"));
+    assert_eq!(
+        (
+            db.count("messages"),
+            db.count("events"),
+            db.count("deliveries")
+        ),
+        (8, 7, 7)
     );
 }

@@ -114,6 +114,25 @@ pub struct InboundMessage {
     pub participant: Option<Participant>,
 }
 
+impl InboundMessage {
+    /// What [`inbound`] looks up by key: the message's channel id, and the contact (and the
+    /// group participant) known by number alone, with the ticket.
+    pub fn lookups(&self, company_id: i64) -> store::Lookups {
+        let participant = self.participant.as_ref().filter(|_| self.is_group);
+        let numbers = std::iter::once(&self.contact)
+            .chain(participant.map(|p| &p.who))
+            .filter(|who| who.bsuid.is_none())
+            .filter_map(|who| who.number.clone())
+            .collect();
+        store::Lookups {
+            company_id,
+            connection_id: self.connection_id,
+            channel_ids: vec![self.message_id.clone()],
+            numbers,
+        }
+    }
+}
+
 /// A member of a group who wrote in it, with the profile name the channel gave.
 #[derive(Debug, Clone)]
 pub struct Participant {
@@ -247,7 +266,21 @@ pub struct Handoff {
 impl Ingest {
     /// Runs `f` in a write transaction with the company and the current time, then wakes the
     /// delivery workers.
-    pub async fn run<R, F>(&self, company_id: i64, mut f: F) -> IngestResult<R>
+    pub async fn run<R, F>(&self, company_id: i64, f: F) -> IngestResult<R>
+    where
+        R: Send + 'static,
+        F: FnMut(&mut dyn Tx, i64, i64) -> IngestResult<R> + Send + 'static,
+    {
+        self.run_looking_up(company_id, None, f).await
+    }
+
+    /// [`run`](Self::run), saying ahead what `f` will look up (see [`store::Lookups`]).
+    pub async fn run_looking_up<R, F>(
+        &self,
+        company_id: i64,
+        lookups: Option<store::Lookups>,
+        mut f: F,
+    ) -> IngestResult<R>
     where
         R: Send + 'static,
         F: FnMut(&mut dyn Tx, i64, i64) -> IngestResult<R> + Send + 'static,
@@ -260,7 +293,7 @@ impl Ingest {
             claimed: Vec::new(),
             busy: h.busy.lock().map(|b| b.clone()).unwrap_or_default(),
         });
-        let result = store::write(&self.store, move |tx| {
+        let result = store::write_looking_up(&self.store, lookups, move |tx| {
             *tx.handoffs() = lease.clone();
             let answer = f(tx, company_id, now)?;
             let handoffs = tx.handoffs().take().unwrap_or_default();
@@ -285,7 +318,8 @@ impl Ingest {
     }
 
     pub async fn inbound(&self, company_id: i64, cmd: InboundMessage) -> IngestResult<Message> {
-        self.run(company_id, move |tx, company, now| {
+        let lookups = cmd.lookups(company_id);
+        self.run_looking_up(company_id, Some(lookups), move |tx, company, now| {
             inbound(tx, company, now, &cmd)
         })
         .await

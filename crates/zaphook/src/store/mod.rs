@@ -84,9 +84,26 @@ pub trait WriteJob: Send {
     /// May run more than once: when another job of the same transaction fails after writing,
     /// the store rolls the transaction back and runs the others again without it.
     fn run(&mut self, tx: &mut dyn Tx) -> bool;
+    /// What the job will look up by key, said ahead so that a backend whose every statement
+    /// is a round trip may read it for the whole batch at once. The job still asks for it,
+    /// and gets the answers it would get one lookup at a time.
+    fn lookups(&self) -> Option<&Lookups> {
+        None
+    }
     /// Called once, when the transaction committed (`Ok`) or failed to commit (`Err`), or at
     /// once with `Ok` for a job whose changes were not kept.
     fn reply(self: Box<Self>, committed: StoreResult<()>);
+}
+
+/// Rows a write job will look up by key (see [`WriteJob::lookups`]): on one connection of a
+/// company, messages by their channel id, and contacts by number with each one's open or
+/// pending ticket there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lookups {
+    pub company_id: i64,
+    pub connection_id: i64,
+    pub channel_ids: Vec<String>,
+    pub numbers: Vec<String>,
 }
 
 /// A unit of reading, given a transaction, or why the store could not open one.
@@ -311,9 +328,24 @@ where
     E: From<StoreError> + Send + 'static,
     F: FnMut(&mut dyn Tx) -> Result<R, E> + Send + 'static,
 {
+    write_looking_up(store, None, f).await
+}
+
+/// [`write`], saying ahead what `f` will look up (see [`WriteJob::lookups`]).
+pub async fn write_looking_up<R, E, F>(
+    store: &Arc<dyn Store>,
+    lookups: Option<Lookups>,
+    f: F,
+) -> Result<R, E>
+where
+    R: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+    F: FnMut(&mut dyn Tx) -> Result<R, E> + Send + 'static,
+{
     let (sender, receiver) = oneshot::channel();
     store.submit_write(Box::new(Write {
         f,
+        lookups,
         result: None,
         sender,
     }));
@@ -323,6 +355,7 @@ where
 /// The job behind [`write`]: the result of its last run, sent after the commit.
 struct Write<F, R, E> {
     f: F,
+    lookups: Option<Lookups>,
     result: Option<Result<R, E>>,
     sender: oneshot::Sender<Result<R, E>>,
 }
@@ -338,6 +371,10 @@ where
         let keep = result.is_ok();
         self.result = Some(result);
         keep
+    }
+
+    fn lookups(&self) -> Option<&Lookups> {
+        self.lookups.as_ref()
     }
 
     fn reply(self: Box<Self>, committed: StoreResult<()>) {

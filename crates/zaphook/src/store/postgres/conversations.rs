@@ -141,6 +141,9 @@ impl ConversationTx for PgTx<'_> {
     }
 
     fn contact_by_number(&mut self, company_id: i64, number: &str) -> StoreResult<Option<Contact>> {
+        if let Some(known) = self.contact_ahead(company_id, number) {
+            return Ok(known);
+        }
         self.query_opt(
             &format!("SELECT {CONTACT_COLS} FROM contacts WHERE company_id = $1 AND number = $2"),
             &[&company_id, &number],
@@ -257,6 +260,9 @@ impl ConversationTx for PgTx<'_> {
         connection_id: i64,
         contact_id: i64,
     ) -> StoreResult<Option<Ticket>> {
+        if let Some(known) = self.ticket_ahead(connection_id, contact_id) {
+            return Ok(known);
+        }
         self.query_opt(
             &format!(
                 "SELECT {TICKET_COLS} FROM tickets
@@ -270,6 +276,9 @@ impl ConversationTx for PgTx<'_> {
     }
 
     fn update_ticket(&mut self, t: &Ticket) -> StoreResult<()> {
+        if self.hold_ticket(t) {
+            return Ok(());
+        }
         self.execute(
             "UPDATE tickets SET status = $2, queue_id = $3, user_id = $4, external_key = $5,
                 last_message = $6, updated_at = $7, api_config_id = $8 WHERE id = $1",
@@ -317,6 +326,9 @@ impl ConversationTx for PgTx<'_> {
     /// violation, as on SQLite: a `Conflict`, which the store takes for a lost race and runs
     /// the job again (a redelivery then finds the message).
     fn insert_message(&mut self, company_id: i64, m: &Message) -> StoreResult<()> {
+        if self.hold_message(company_id, m) {
+            return Ok(());
+        }
         self.execute(
             &format!(
                 "INSERT INTO messages (company_id, {MESSAGE_COLS})
@@ -381,6 +393,9 @@ impl ConversationTx for PgTx<'_> {
         connection_id: i64,
         message_id: &str,
     ) -> StoreResult<Option<Message>> {
+        if self.message_absent(connection_id, message_id) {
+            return Ok(None);
+        }
         Ok(self
             .messages_where(
                 "connection_id = $1 AND message_id = $2",

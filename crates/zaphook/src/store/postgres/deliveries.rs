@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use super::batch::HeldEvent;
 use super::rows::*;
 use super::tx::PgTx;
 use crate::domain::{
@@ -185,6 +186,18 @@ impl DeliveryTx for PgTx<'_> {
         media: Option<&str>,
         now: i64,
     ) -> StoreResult<()> {
+        let held = self.hold_event(|| HeldEvent {
+            id: id.to_string(),
+            company_id: s.company_id,
+            event_type: s.event_type.as_str(),
+            ticket_id: s.ticket_id,
+            payload: payload.to_string(),
+            media: media.map(str::to_string),
+            created_at: now,
+        });
+        if held {
+            return Ok(());
+        }
         self.execute(
             "INSERT INTO events (id, company_id, event_type, ticket_id, payload, media_sha256,
                 created_at)

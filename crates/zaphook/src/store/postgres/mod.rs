@@ -7,6 +7,7 @@
 //! Reads run on reader threads, each job in one read-only snapshot. A lost connection is
 //! opened again on the next job; until then jobs fail as `Unavailable` (a 503 for the API).
 
+mod batch;
 mod channels;
 mod companies;
 mod conversations;
@@ -450,6 +451,9 @@ fn run_together(
     mut batch: Vec<Rerun>,
     alone: &mut Vec<Rerun>,
 ) -> Option<Topics> {
+    // Cleared when what was held or read ahead failed: the batch then runs again with every
+    // write and lookup at once, so that a failure is its own job's.
+    let mut in_sets = true;
     while !batch.is_empty() {
         // A batch does not wait long for a lock: a transaction of many jobs that waits on
         // another's rows may be one side of a deadlock, which PostgreSQL would take a second
@@ -469,6 +473,20 @@ fn run_together(
             return None;
         }
         let batch_len = batch.len();
+        if in_sets && batch_len > 1 {
+            let lookups = batch.iter().filter_map(|(job, _)| job.lookups());
+            match conn.read_ahead(lookups) {
+                Ok(()) => conn.hold = true,
+                Err(e) => {
+                    tracing::debug!(error = %e, "reading a batch's lookups ahead failed");
+                    in_sets = false;
+                    if rollback(conn, &mut batch) {
+                        continue;
+                    }
+                    return None;
+                }
+            }
+        }
         let mut kept = Vec::with_capacity(batch_len);
         let mut topics = Topics::default();
         let mut counts = Counts::default();
@@ -479,6 +497,20 @@ fn run_together(
             let outcome = catch_unwind(AssertUnwindSafe(|| job.run(&mut tx)));
             let (wrote, raced) = (tx.wrote, tx.raced);
             let (failed, job_topics, job_counts) = (tx.failed.take(), tx.topics, tx.counts);
+            if let Some(e) = conn.held_failed.take() {
+                let all = kept.into_iter().chain(std::iter::once((job, reruns)));
+                if matches!(e, StoreError::Unavailable(_)) {
+                    tracing::warn!(error = %e, "lost the database connection in a write");
+                    all.chain(jobs)
+                        .for_each(|(job, _)| job.reply(Err(e.clone())));
+                    return None;
+                }
+                tracing::debug!(error = %e, "a batch's held writes failed; it runs again");
+                in_sets = false;
+                kept = all.chain(jobs).collect();
+                undone = true;
+                break;
+            }
             match (outcome, failed) {
                 (Ok(true), None) => {
                     topics.extend(job_topics);
@@ -525,15 +557,27 @@ fn run_together(
             break;
         }
         if undone {
-            if let Err(e) = conn.client.batch_execute("ROLLBACK") {
-                let e = StoreError::from(e);
-                tracing::error!(error = %e, "cannot roll back a write transaction");
+            batch = kept;
+            if rollback(conn, &mut batch) {
+                continue;
+            }
+            return None;
+        }
+        if let Err(e) = conn.write_held() {
+            conn.held_failed = None;
+            if matches!(e, StoreError::Unavailable(_)) {
+                tracing::warn!(error = %e, "lost the database connection in a write");
                 kept.into_iter()
                     .for_each(|(job, _)| job.reply(Err(e.clone())));
                 return None;
             }
+            tracing::debug!(error = %e, "a batch's held writes failed; it runs again");
+            in_sets = false;
             batch = kept;
-            continue;
+            if rollback(conn, &mut batch) {
+                continue;
+            }
+            return None;
         }
         if let Err(e) = dashboard::write_counts(conn, &counts) {
             let e = StoreError::from(e);
@@ -569,6 +613,22 @@ fn run_together(
         return announced;
     }
     None
+}
+
+/// Rolls the write transaction back, for `batch` to run again; when it cannot, answers the
+/// batch's jobs with why and answers `false`.
+fn rollback(conn: &mut PgConn, batch: &mut Vec<Rerun>) -> bool {
+    match conn.client.batch_execute("ROLLBACK") {
+        Ok(()) => true,
+        Err(e) => {
+            let e = StoreError::from(e);
+            tracing::error!(error = %e, "cannot roll back a write transaction");
+            batch
+                .drain(..)
+                .for_each(|(job, _)| job.reply(Err(e.clone())));
+            false
+        }
+    }
 }
 
 fn reader_loop(

@@ -1819,24 +1819,34 @@ async fn attempts_recorded_together_move_each_delivery_as_one_at_a_time_would(db
             disable_webhook: true,
             ..record(&of_unordered[2], 200, NextStep::Dead)
         },
+        // One delivery twice: under a lease lost, then under the lease it holds.
+        AttemptRecord {
+            lease: of_unordered[3].lease + 1,
+            ..record(&of_unordered[3], 200, NextStep::Delivered)
+        },
+        record(&of_unordered[3], 200, NextStep::RetryAt(600)),
     ];
     let recorded = run(&store, move |tx| tx.record_attempts(&records)).await;
     let applied: Vec<bool> = recorded.iter().map(|r| r.applied).collect();
-    assert_eq!(applied, [true, true, true, true, false, true]);
+    assert_eq!(applied, [true, true, true, true, false, true, false, true]);
     let unblocked: Vec<bool> = recorded.iter().map(|r| r.unblocked).collect();
     assert_eq!(
         unblocked,
-        [true, true, false, false, false, false],
+        [true, true, false, false, false, false, false, false],
         "a finished delivery frees its ticket's next; a retry does not"
     );
     let disabled: Vec<bool> = recorded.iter().map(|r| r.disabled.is_some()).collect();
-    assert_eq!(disabled, [false, false, false, false, false, true]);
+    assert_eq!(
+        disabled,
+        [false, false, false, false, false, true, false, false]
+    );
 
-    let (next, stolen, retried) = run(&store, move |tx| {
+    let (next, stolen, retried, twice) = run(&store, move |tx| {
         Ok((
             claim_all(tx, 200, 2_000)?,
             tx.delivery(1, &of_unordered[1].id)?.unwrap(),
             tx.delivery(1, &of_ordered[2].id)?.unwrap(),
+            tx.delivery(1, &of_unordered[3].id)?.unwrap(),
         ))
     })
     .await;
@@ -1853,6 +1863,12 @@ async fn attempts_recorded_together_move_each_delivery_as_one_at_a_time_would(db
     assert_eq!(
         (retried.delivery.attempts, retried.delivery.next_attempt_at),
         (1, Some(500))
+    );
+    assert_eq!(twice.attempts_log.len(), 2);
+    assert_eq!(twice.delivery.status, DeliveryStatus::Failed);
+    assert_eq!(
+        (twice.delivery.attempts, twice.delivery.next_attempt_at),
+        (1, Some(600))
     );
 }
 

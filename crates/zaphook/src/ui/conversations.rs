@@ -174,20 +174,22 @@ pub struct TicketPage {
 }
 
 /// Messages and events in one line of time: each message at its place, with the events
-/// that carried it; ticket events at theirs.
+/// that carried it; ticket events at theirs. Within one millisecond they keep the order they
+/// were made in, which their ids (time-ordered, monotonic) tell.
 fn timeline(messages: Vec<Message>, events: Vec<TicketEvent>) -> Vec<Entry> {
+    let made = |id: &str| id.split_once('_').map_or(id, |(_, ulid)| ulid).to_string();
     let mut about: HashMap<String, Vec<EventRow>> = HashMap::new();
-    let mut timed: Vec<(i64, usize, Entry)> = Vec::new();
+    let mut timed: Vec<(i64, String, Entry)> = Vec::new();
     for e in &events {
         match &e.message_id {
             Some(id) if messages.iter().any(|m| &m.id == id) => {
                 about.entry(id.clone()).or_default().push(EventRow::of(e));
             }
-            _ => timed.push((e.created_at, timed.len(), Entry::Event(EventRow::of(e)))),
+            _ => timed.push((e.created_at, made(&e.id), Entry::Event(EventRow::of(e)))),
         }
     }
     for m in messages {
-        let at = m.created_at;
+        let (at, made) = (m.created_at, made(&m.id));
         let entry = Entry::Message(MessageRow {
             events: about.remove(&m.id).unwrap_or_default(),
             at: rfc3339::format(m.timestamp),
@@ -199,9 +201,11 @@ fn timeline(messages: Vec<Message>, events: Vec<TicketEvent>) -> Vec<Entry> {
             edited: m.edited,
             id: m.id,
         });
-        timed.push((at, timed.len(), entry));
+        timed.push((at, made, entry));
     }
-    timed.sort_by_key(|(at, i, _)| (*at, *i));
+    timed.sort_by(|(at, made, _), (other_at, other_made, _)| {
+        (at, made).cmp(&(other_at, other_made))
+    });
     timed.into_iter().map(|(_, _, entry)| entry).collect()
 }
 
@@ -242,5 +246,35 @@ pub async fn show(
         ),
         Ok(None) => pages::not_found(signed.lang),
         Err(e) => pages::unavailable(signed.lang, &e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{self, EventType};
+
+    #[test]
+    fn entries_of_one_millisecond_keep_the_order_they_were_made_in() {
+        let event = |event_type| TicketEvent {
+            id: domain::new_event_id(),
+            event_type,
+            created_at: 1_000,
+            message_id: None,
+            deliveries: Vec::new(),
+        };
+        let (transferred, closed) = (
+            event(EventType::TicketTransferred),
+            event(EventType::TicketClosed),
+        );
+        let entries = timeline(Vec::new(), vec![closed, transferred]);
+        let order: Vec<&str> = entries
+            .iter()
+            .filter_map(|e| match e {
+                Entry::Event(row) => Some(row.event_type),
+                Entry::Message(_) => None,
+            })
+            .collect();
+        assert_eq!(order, ["ticket.transferred", "ticket.closed"]);
     }
 }

@@ -17,8 +17,10 @@
 
 use std::collections::{HashMap, HashSet};
 
+use postgres::types::Type;
+
 use super::rows::*;
-use super::tx::{PgConn, PgTx};
+use super::tx::{PgConn, PgTx, TypedParams};
 use crate::domain::{Contact, Message, Ticket, TicketStatus};
 use crate::store::{Lookups, StoreError, StoreResult};
 
@@ -119,14 +121,14 @@ impl PgConn {
             return Ok(HashSet::new());
         }
         let (connections, ids): (Vec<i64>, Vec<&str>) = keys.iter().copied().unzip();
-        let statement = self.statement(
+        let rows = self.query_planned(
             "SELECT u.connection, u.channel_id
              FROM unnest($1::bigint[], $2::text[]) AS u(connection, channel_id)
              WHERE NOT EXISTS (SELECT 1 FROM messages m
                                WHERE m.connection_id = u.connection
                                  AND m.message_id = u.channel_id)",
+            &[(&connections, Type::INT8_ARRAY), (&ids, Type::TEXT_ARRAY)],
         )?;
-        let rows = self.client.query(&statement, &[&connections, &ids])?;
         rows.iter().map(|r| Ok((col(r, 0)?, col(r, 1)?))).collect()
     }
 
@@ -143,12 +145,14 @@ impl PgConn {
         }
         let wanted: HashSet<(i64, &str)> = keys.iter().map(|&(co, _, n)| (co, n)).collect();
         let (companies, numbers): (Vec<i64>, Vec<&str>) = wanted.iter().copied().unzip();
-        let statement = self.statement(&format!(
+        let sql = format!(
             "SELECT {CONTACT_COLS}, company_id FROM contacts
              WHERE (company_id, number) IN (SELECT * FROM unnest($1::bigint[], $2::text[]))"
-        ))?;
+        );
+        let params: TypedParams<'_> =
+            &[(&companies, Type::INT8_ARRAY), (&numbers, Type::TEXT_ARRAY)];
         let ours = CONTACT_COLS.split(',').count();
-        for row in self.client.query(&statement, &[&companies, &numbers])? {
+        for row in self.query_planned(&sql, params)? {
             let contact = contact_row(&row)?;
             let company: i64 = col(&row, ours)?;
             if let Some(number) = contact.number.clone() {
@@ -171,15 +175,16 @@ impl PgConn {
             return Ok((contacts, tickets));
         }
         let (connections, contact_ids): (Vec<i64>, Vec<i64>) = pairs.iter().copied().unzip();
-        let statement = self.statement(&format!(
+        let sql = format!(
             "SELECT {TICKET_COLS} FROM tickets
              WHERE (connection_id, contact_id) IN (SELECT * FROM unnest($1::bigint[], $2::bigint[]))
                AND status IN ('pending', 'open')"
-        ))?;
-        for row in self
-            .client
-            .query(&statement, &[&connections, &contact_ids])?
-        {
+        );
+        let params: TypedParams<'_> = &[
+            (&connections, Type::INT8_ARRAY),
+            (&contact_ids, Type::INT8_ARRAY),
+        ];
+        for row in self.query_planned(&sql, params)? {
             let ticket = ticket_row(&row)?;
             pairs.remove(&(ticket.connection_id, ticket.contact_id));
             tickets.insert((ticket.connection_id, ticket.contact_id), Some(ticket));

@@ -75,6 +75,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         10,
         include_str!("../../../migrations/postgres/0010_dashboard_reads.sql"),
     ),
+    (
+        11,
+        include_str!("../../../migrations/postgres/0011_insert_delivery.sql"),
+    ),
 ];
 
 /// Most jobs one commit carries.

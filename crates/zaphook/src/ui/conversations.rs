@@ -203,9 +203,7 @@ fn timeline(messages: Vec<Message>, events: Vec<TicketEvent>) -> Vec<Entry> {
         });
         timed.push((at, made, entry));
     }
-    timed.sort_by(|(at, made, _), (other_at, other_made, _)| {
-        (at, made).cmp(&(other_at, other_made))
-    });
+    timed.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
     timed.into_iter().map(|(_, _, entry)| entry).collect()
 }
 

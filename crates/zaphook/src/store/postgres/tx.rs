@@ -114,10 +114,9 @@ impl PgConn {
 
     /// Rows of `sql` planned for these values, each time it runs: an unnamed statement, in
     /// one round trip like a prepared one. For the statements over a batch's sets, whose best
-    /// plan depends on the set and on how large the tables have grown since the statement was
-    /// last prepared. A generic plan made while `deliveries` was small scanned it and joined
-    /// the set in a loop, 100 ms for the recorder's batch of 300; planned for the set at hand,
-    /// the same update reads the rows by key. Planning costs little beside a set's rows.
+    /// plan depends on the set's size and on how large the tables are now; a prepared
+    /// statement's generic plan may have been made for neither (a scan of a table that was
+    /// small then). Planning costs little beside a set's rows.
     pub(super) fn query_planned(
         &mut self,
         sql: &str,

@@ -13,8 +13,8 @@ use zaphook::domain::{
 };
 use zaphook::store::sqlite::Durability;
 use zaphook::store::{
-    self, AttemptRecord, AttemptTally, Claimed, EventScope, MessageScope, NewDelivery, NextStep,
-    Store, StoreError, Tx, WriteJob,
+    self, AttemptRecord, AttemptTally, Claimed, EventScope, MessageScope, NewDelivery, NextLease,
+    NextStep, Store, StoreError, Tx, WriteJob,
 };
 
 /// Each conformance test, once per backend: `sqlite::name` and `postgres::name`.
@@ -60,6 +60,7 @@ conformance!(
     the_delivery_log_is_the_companys_own_narrowed_and_paged_by_key,
     a_recovery_counts_the_deliveries_it_queued_again,
     attempts_recorded_together_move_each_delivery_as_one_at_a_time_would,
+    a_finish_can_lease_its_tickets_next_delivery,
     inbound_jobs_sharing_a_commit_see_what_one_at_a_time_would,
 );
 
@@ -1826,7 +1827,7 @@ async fn attempts_recorded_together_move_each_delivery_as_one_at_a_time_would(db
         },
         record(&of_unordered[3], 200, NextStep::RetryAt(600)),
     ];
-    let recorded = run(&store, move |tx| tx.record_attempts(&records)).await;
+    let recorded = run(&store, move |tx| tx.record_attempts(&records, None)).await;
     let applied: Vec<bool> = recorded.iter().map(|r| r.applied).collect();
     assert_eq!(applied, [true, true, true, true, false, true, false, true]);
     let unblocked: Vec<bool> = recorded.iter().map(|r| r.unblocked).collect();
@@ -2140,4 +2141,88 @@ async fn inbound_jobs_sharing_a_commit_see_what_one_at_a_time_would(db: backend:
         ),
         (8, 7, 7)
     );
+}
+
+async fn a_finish_can_lease_its_tickets_next_delivery(db: backend::TestDb) {
+    let store = db.open();
+    let (hooks, claimed) = run(&store, |tx| {
+        let hooks = setup(tx, &[Ordering::Ticket, Ordering::Ticket])?;
+        for (ticket, at) in [(1, 10), (1, 11), (1, 12), (2, 10), (2, 11)] {
+            event(tx, ticket, at)?;
+        }
+        Ok((hooks, claim_all(tx, 100, 1_000)?))
+    })
+    .await;
+    let (a, b) = (hooks[0], hooks[1]);
+    let first = |hook: i64, ticket: i64| -> Claimed {
+        claimed
+            .iter()
+            .find(|c| c.target.webhook_id == hook && c.ordering_key == Some(ticket))
+            .cloned()
+            .expect("claimed")
+    };
+    assert_eq!(claimed.len(), 4, "one per endpoint and ticket: {claimed:?}");
+    let records = vec![
+        record(&first(a, 1), 200, NextStep::Delivered),
+        record(&first(a, 2), 200, NextStep::RetryAt(500)),
+        AttemptRecord {
+            status_code: Some(410),
+            disable_webhook: true,
+            ..record(&first(b, 1), 200, NextStep::Dead)
+        },
+        record(&first(b, 2), 200, NextStep::Delivered),
+    ];
+    let lease = NextLease {
+        now: 200,
+        until: 5_000,
+    };
+    let recorded = run(&store, move |tx| tx.record_attempts(&records, Some(lease))).await;
+    let unblocked: Vec<bool> = recorded.iter().map(|r| r.unblocked).collect();
+    assert_eq!(unblocked, [true, false, true, true]);
+    let disabled: Vec<bool> = recorded.iter().map(|r| r.disabled.is_some()).collect();
+    assert_eq!(disabled, [false, false, true, false]);
+    // Only the enabled endpoint's next delivery is leased; the disabled one's only stops
+    // waiting.
+    let leased: Vec<bool> = recorded.iter().map(|r| r.next.is_some()).collect();
+    assert_eq!(leased, [true, false, false, false]);
+    let next = recorded[0].next.clone().expect("leased");
+    assert_eq!(
+        (next.target.webhook_id, next.ordering_key, next.lease_until),
+        (a, Some(1), 5_000)
+    );
+    assert!(
+        next.payload.contains("\"ticket\":1,\"at\":11"),
+        "{}",
+        next.payload
+    );
+
+    let again = next.clone();
+    let (claimable, recorded) = run(&store, move |tx| {
+        // Leased: no claim takes it; ticket 2 waits for its retry, the other endpoint is off.
+        let claimable = claim_all(tx, 300, 6_000)?.len();
+        let lease = NextLease {
+            now: 400,
+            until: 5_000,
+        };
+        let recorded =
+            tx.record_attempts(&[record(&again, 400, NextStep::Delivered)], Some(lease))?;
+        Ok((claimable, recorded))
+    })
+    .await;
+    assert_eq!(claimable, 0);
+    assert!(recorded[0].applied, "recorded under the lease it was given");
+    let third = recorded[0]
+        .next
+        .clone()
+        .expect("the ticket's third, leased");
+    assert!(third.payload.contains("\"at\":12"), "{}", third.payload);
+    assert_ne!(third.seq, next.seq);
+
+    // A lease given so is a lease like a claim's: once it runs out, a claim takes it.
+    let after = run(&store, |tx| claim_all(tx, 5_001, 9_000)).await;
+    let mut seqs: Vec<i64> = after.iter().map(|c| c.seq).collect();
+    seqs.sort_unstable();
+    let mut expected = vec![third.seq, first(a, 2).seq];
+    expected.sort_unstable();
+    assert_eq!(seqs, expected);
 }

@@ -1,7 +1,8 @@
-//! Delivery of the outbox. Deliveries reach the dispatcher two ways: handed off by ingest,
-//! already leased in the transaction that wrote them (the common case: no claim needed), or
-//! claimed with a lease from the database (retries, deliveries that waited behind an older one
-//! of their ticket, anything left by a crash). Each attempt runs as its own task outside any
+//! Delivery of the outbox. Deliveries reach the dispatcher three ways, each under a lease:
+//! handed off by ingest, leased in the transaction that wrote them (the common case: no claim
+//! needed); leased by the recorder in the write that finishes the older delivery of their
+//! ticket they waited behind; or claimed from the database (retries, deliveries given back,
+//! anything left by a crash). Each attempt runs as its own task outside any
 //! transaction; a recorder writes finished attempts in batches, finishing each delivery or
 //! scheduling its next try. A crash before the record leaves the lease to expire, and the
 //! delivery is tried again: at least once. Each endpoint has its own cap of attempts in flight
@@ -25,7 +26,9 @@ use tokio::task::JoinSet;
 use crate::clock::Clock;
 use crate::jitter::Jitter;
 use crate::payload;
-use crate::store::{self, AttemptRecord, Claimed, NextStep, Recorded, Store, StoreError, Tx};
+use crate::store::{
+    self, AttemptRecord, Claimed, NextLease, NextStep, Recorded, Store, StoreError, Tx,
+};
 use http::{HttpSender, Outcome};
 use limits::{Limits, Room};
 use retry::RetryPolicy;
@@ -146,6 +149,18 @@ impl Flight {
         });
     }
 
+    /// Queues leased deliveries behind their endpoint's and starts what has room; answers
+    /// [`start_waiting`](Self::start_waiting)'s answer.
+    fn queue(&mut self, this: &Arc<Dispatcher>, batch: Vec<Claimed>) -> bool {
+        for delivery in batch {
+            self.waiting
+                .entry(delivery.target.webhook_id)
+                .or_default()
+                .push_back(delivery);
+        }
+        self.start_waiting(this)
+    }
+
     /// Starts the waiting hand-offs that have room; those whose lease runs too short, or
     /// beyond the most an endpoint may keep waiting, go back. Answers whether an endpoint
     /// stopped being busy: what ingest queued for it in the meantime is now worth claiming.
@@ -199,7 +214,9 @@ impl Dispatcher {
         let this = Arc::new(self);
         let (ended_tx, mut ended) = mpsc::unbounded_channel::<i64>();
         let (record_tx, record_rx) = mpsc::unbounded_channel::<ToRecord>();
-        let recorder = tokio::spawn(Arc::clone(&this).record(record_rx));
+        // The deliveries the recorder leased as their ticket's previous one finished.
+        let (next_tx, mut next_rx) = mpsc::unbounded_channel::<Vec<Claimed>>();
+        let recorder = tokio::spawn(Arc::clone(&this).record(record_rx, next_tx));
         let mut flight = Flight {
             limits: Limits::new(this.config.max_in_flight, this.config.per_endpoint),
             tasks: JoinSet::new(),
@@ -253,14 +270,12 @@ impl Dispatcher {
                         }
                     }
                     Some(batch) = next_handoffs(&mut handoffs) => {
-                        for delivery in batch {
-                            flight
-                                .waiting
-                                .entry(delivery.target.webhook_id)
-                                .or_default()
-                                .push_back(delivery);
+                        if flight.queue(&this, batch) {
+                            break;
                         }
-                        if flight.start_waiting(&this) {
+                    }
+                    Some(batch) = next_rx.recv() => {
+                        if flight.queue(&this, batch) {
                             break;
                         }
                     }
@@ -273,6 +288,11 @@ impl Dispatcher {
             while let Ok(batch) = rx.try_recv() {
                 batch.iter().for_each(|d| flight.give_back(d));
             }
+        }
+        // From now on the recorder gives back what it leases itself.
+        next_rx.close();
+        while let Ok(batch) = next_rx.try_recv() {
+            batch.iter().for_each(|d| flight.give_back(d));
         }
         for queue in std::mem::take(&mut flight.waiting).into_values() {
             queue.iter().for_each(|d| flight.give_back(d));
@@ -307,9 +327,14 @@ impl Dispatcher {
         .await
     }
 
-    /// Writes finished attempts and give-backs in batches until every sender is gone. Wakes
+    /// Writes finished attempts and give-backs in batches until every sender is gone. The
+    /// deliveries a finish unblocks are leased in the same write and sent to `next`; wakes
     /// the dispatcher when a batch may have made something claimable.
-    async fn record(self: Arc<Self>, mut inbox: mpsc::UnboundedReceiver<ToRecord>) {
+    async fn record(
+        self: Arc<Self>,
+        mut inbox: mpsc::UnboundedReceiver<ToRecord>,
+        next: mpsc::UnboundedSender<Vec<Claimed>>,
+    ) {
         while let Some(first) = inbox.recv().await {
             let mut batch = vec![first];
             while let Ok(more) = inbox.try_recv() {
@@ -324,22 +349,33 @@ impl Dispatcher {
                 }
             }
             // Something becomes claimable when a delivery goes back, a retry is scheduled or
-            // a ticket's next delivery is unblocked (known once written).
+            // a ticket's next delivery is unblocked and not leased (known once written).
             let mut claimable = !give_back.is_empty()
                 || finished
                     .iter()
                     .any(|f| f.record.next != NextStep::Delivered);
             let records: Vec<AttemptRecord> = finished.iter().map(|f| f.record.clone()).collect();
             let now = self.clock.now_ms();
+            let lease = NextLease {
+                now,
+                until: now + self.config.lease.as_millis() as i64,
+            };
             let written = store::write(&self.store, move |tx| {
-                let recorded = record_all(tx, &records)?;
+                let recorded = record_all(tx, &records, lease)?;
                 tx.release_deliveries(&give_back, now)?;
                 Ok::<_, StoreError>(recorded)
             })
             .await;
             match written {
-                Ok(recorded) => {
-                    claimable |= recorded.iter().any(|r| r.unblocked);
+                Ok(mut recorded) => {
+                    claimable |= recorded.iter().any(|r| r.unblocked && r.next.is_none());
+                    let leased: Vec<Claimed> =
+                        recorded.iter_mut().filter_map(|r| r.next.take()).collect();
+                    if !leased.is_empty()
+                        && let Err(mpsc::error::SendError(leased)) = next.send(leased)
+                    {
+                        self.give_back_leased(&leased).await;
+                    }
                     report(finished.into_iter().zip(recorded).collect())
                 }
                 Err(e) => store::log_failure(
@@ -350,6 +386,20 @@ impl Dispatcher {
             if claimable {
                 self.wake.notify_one();
             }
+        }
+    }
+
+    /// Gives back deliveries the recorder leased after the dispatcher stopped taking them.
+    async fn give_back_leased(&self, leased: &[Claimed]) {
+        let leases: Vec<(i64, i64)> = leased.iter().map(|d| (d.seq, d.lease)).collect();
+        let now = self.clock.now_ms();
+        if let Err(e) =
+            store::write(&self.store, move |tx| tx.release_deliveries(&leases, now)).await
+        {
+            store::log_failure(
+                &e,
+                "giving back deliveries failed; their leases will expire",
+            );
         }
     }
 
@@ -472,8 +522,12 @@ impl Dispatcher {
 }
 
 /// Records finished attempts; the endpoints that delivered are no longer failing.
-fn record_all(tx: &mut dyn Tx, records: &[AttemptRecord]) -> Result<Vec<Recorded>, StoreError> {
-    let recorded = tx.record_attempts(records)?;
+fn record_all(
+    tx: &mut dyn Tx,
+    records: &[AttemptRecord],
+    lease_next: NextLease,
+) -> Result<Vec<Recorded>, StoreError> {
+    let recorded = tx.record_attempts(records, Some(lease_next))?;
     let mut healthy = Vec::new();
     for record in records {
         if record.next == NextStep::Delivered && !healthy.contains(&record.webhook_id) {

@@ -108,17 +108,28 @@ pub struct AttemptRecord {
     pub disable_after_ms: i64,
 }
 
+/// The lease [`DeliveryTx::record_attempts`] gives the deliveries its finishes unblock: taken
+/// at `now`, held until `until`.
+#[derive(Debug, Clone, Copy)]
+pub struct NextLease {
+    pub now: i64,
+    pub until: i64,
+}
+
 /// What recording an attempt changed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Recorded {
     /// False when the lease was no longer ours (another worker took the delivery).
     pub applied: bool,
     /// Why the endpoint was disabled by this attempt, if it was.
     pub disabled: Option<String>,
     /// The next delivery of the same endpoint and ticket stopped waiting behind this one.
-    /// Not announced: the dispatcher that recorded the attempt claims it (waking every
-    /// process for each finished delivery cost a claim transaction per commit).
+    /// Not announced: the dispatcher that recorded the attempt attempts or claims it (waking
+    /// every process for each finished delivery cost a claim transaction per commit).
     pub unblocked: bool,
+    /// That next delivery, leased to the caller, when it asked for the next ones and their
+    /// endpoint is enabled: it needs no claim.
+    pub next: Option<Claimed>,
 }
 
 /// Deliveries queued again by one recovery, by where they stand now.
@@ -507,10 +518,18 @@ pub trait DeliveryTx {
     /// endpoints' health on failure (disabled on `410 Gone` or after failing too long).
     /// Answers what each record changed, in their order. The outcome is that of recording
     /// them one after another (a backend may write them in a few bulk statements).
-    fn record_attempts(&mut self, records: &[AttemptRecord]) -> StoreResult<Vec<Recorded>>;
-    /// [`record_attempts`](Self::record_attempts) of one attempt.
+    ///
+    /// With `lease_next`, each delivery a finish unblocks is also leased, as a claim would
+    /// lease it, and answered in [`Recorded::next`]: a delivery that waited behind its ticket
+    /// then costs one write to set going instead of an unblocking and a claim.
+    fn record_attempts(
+        &mut self,
+        records: &[AttemptRecord],
+        lease_next: Option<NextLease>,
+    ) -> StoreResult<Vec<Recorded>>;
+    /// [`record_attempts`](Self::record_attempts) of one attempt, leasing nothing.
     fn record_attempt(&mut self, record: &AttemptRecord) -> StoreResult<Recorded> {
-        let recorded = self.record_attempts(std::slice::from_ref(record))?;
+        let recorded = self.record_attempts(std::slice::from_ref(record), None)?;
         recorded
             .into_iter()
             .next()
@@ -522,6 +541,8 @@ pub trait DeliveryTx {
     fn release_deliveries(&mut self, leases: &[(i64, i64)], now: i64) -> StoreResult<usize>;
     /// When the earliest waiting delivery becomes due.
     fn next_delivery_due(&mut self) -> StoreResult<Option<i64>>;
+    /// An endpoint's deliveries, newest first (by creation time, then seq), after the one
+    /// with id `after`.
     fn deliveries(
         &mut self,
         webhook_id: i64,

@@ -19,8 +19,8 @@ pub use conversations::{ConversationTx, NewContact, NewTicket, Reactor, TicketFi
 pub use dashboard::{AttemptTally, DashboardTx};
 pub use deliveries::{
     AttemptRecord, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope, Handoffs,
-    LogFilter, LogKey, LogPage, LogPath, LogRow, MessageScope, NewDelivery, NextStep, Recorded,
-    Recovery, RecoveryProgress, Residual, Subscriber,
+    LogFilter, LogKey, LogPage, LogPath, LogRow, MessageScope, NewDelivery, NextLease, NextStep,
+    Recorded, Recovery, RecoveryProgress, Residual, Subscriber,
 };
 pub use webhooks::{Target, WebhookTx};
 

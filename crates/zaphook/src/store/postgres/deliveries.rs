@@ -27,9 +27,13 @@ use crate::store::dashboard::minute_of;
 use crate::store::deliveries::{LogArg, LogDialect, progress_of, read_log_page};
 use crate::store::{
     AttemptRecord, AttemptTally, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope,
-    Handoffs, LogFilter, LogKey, LogPage, LogRow, NewDelivery, NextStep, Recorded, Recovery,
-    RecoveryProgress, StoreError, StoreResult, Subscriber, Target, Topic,
+    Handoffs, LogFilter, LogKey, LogPage, LogRow, NewDelivery, NextLease, NextStep, Recorded,
+    Recovery, RecoveryProgress, StoreError, StoreResult, Subscriber, Target, Topic,
 };
+
+/// An (endpoint, ticket) pair whose next delivery stopped waiting, and that delivery when
+/// it was leased.
+type Freed = ((i64, i64), Option<Claimed>);
 
 /// A parameter of a statement put together for its filter.
 type Arg = Box<dyn postgres::types::ToSql + Sync>;
@@ -41,6 +45,37 @@ fn recovery_row(r: &postgres::Row) -> StoreResult<Recovery> {
         since: col(r, 2)?,
         started_at: col(r, 3)?,
         queued: col(r, 4)?,
+    })
+}
+
+/// What a claim answers of each delivery it leases, from `d` (the delivery), `w` (its
+/// endpoint) and `e` (its event), `$1` the time of the claim; read by [`claimed_row`].
+const CLAIMED_COLS: &str = "d.seq, d.id, d.event_id, d.event_type, d.attempts, e.payload,
+    w.id, w.url, w.secret, CASE WHEN w.previous_secret_until > $1 THEN w.previous_secret END,
+    w.token, d.ordering_key, w.rate_limit, CASE WHEN w.media_base64 THEN e.media_sha256 END,
+    w.format";
+
+fn claimed_row(r: &postgres::Row, lease: i64, lease_until: i64) -> StoreResult<Claimed> {
+    Ok(Claimed {
+        seq: col(r, 0)?,
+        ordering_key: col(r, 11)?,
+        id: col(r, 1)?,
+        event_id: col(r, 2)?,
+        event_type: wire(r, 3, EventType::parse)?,
+        attempts: col(r, 4)?,
+        lease,
+        lease_until,
+        payload: Arc::from(col::<String>(r, 5)?),
+        media: col::<Option<String>>(r, 13)?.map(Arc::from),
+        target: Target {
+            webhook_id: col(r, 6)?,
+            url: col(r, 7)?,
+            secret: col(r, 8)?,
+            previous_secret: col(r, 9)?,
+            token: col(r, 10)?,
+            format: wire(r, 14, WebhookFormat::parse)?,
+            rate_limit: col(r, 12)?,
+        },
     })
 }
 
@@ -99,6 +134,56 @@ impl PgTx<'_> {
             ],
         )?;
         moved.iter().map(|r| col(r, 0)).collect()
+    }
+
+    /// Unblocks the next delivery of each (endpoint, ticket) pair, and leases it with
+    /// `lease_next` when its endpoint is enabled. Answers the pairs freed, with what was
+    /// leased.
+    fn unblock_next(
+        &mut self,
+        pairs: &[(i64, i64)],
+        lease_next: Option<NextLease>,
+    ) -> StoreResult<Vec<Freed>> {
+        let (webhooks, keys): (Vec<i64>, Vec<i64>) = pairs.iter().copied().unzip();
+        let lease = lease_next.unwrap_or(NextLease { now: 0, until: 0 });
+        let token: i64 = rand::random::<u32>() as i64;
+        // A blocked delivery has never been attempted, so it is due: it is leased as a claim
+        // would lease it.
+        let freed = self.write_query_planned(
+            &format!(
+                "UPDATE deliveries d SET blocked = false,
+                    state = CASE WHEN $6 AND w.enabled THEN 'delivering' ELSE d.state END,
+                    next_attempt_at = CASE WHEN $6 AND w.enabled THEN $4
+                        ELSE d.next_attempt_at END,
+                    lease = CASE WHEN $6 AND w.enabled THEN $5 ELSE d.lease END
+                 FROM webhooks w, events e
+                 WHERE d.blocked AND d.seq = ANY(ARRAY(
+                        SELECT (SELECT seq FROM deliveries
+                                WHERE webhook_id = p.webhook_id AND ordering_key = p.ordering_key
+                                  AND state IN ('pending', 'delivering', 'failed')
+                                ORDER BY seq LIMIT 1)
+                        FROM unnest($2::bigint[], $3::bigint[]) AS p(webhook_id, ordering_key)))
+                   AND w.id = d.webhook_id AND e.id = d.event_id
+                 RETURNING {CLAIMED_COLS}, $6 AND w.enabled"
+            ),
+            &[
+                (&lease.now, Type::INT8),
+                (&webhooks, Type::INT8_ARRAY),
+                (&keys, Type::INT8_ARRAY),
+                (&lease.until, Type::INT8),
+                (&token, Type::INT8),
+                (&lease_next.is_some(), Type::BOOL),
+            ],
+        )?;
+        freed
+            .iter()
+            .map(|r| {
+                let claimed = claimed_row(r, token, lease.until)?;
+                let pair = (claimed.target.webhook_id, claimed.ordering_key.unwrap_or(0));
+                let leased: bool = col(r, 15)?;
+                Ok((pair, leased.then_some(claimed)))
+            })
+            .collect()
     }
 
     /// Keeps the endpoint's health after a failed attempt: failing since then, and disabled
@@ -338,7 +423,8 @@ impl DeliveryTx for PgTx<'_> {
     ) -> StoreResult<Vec<Claimed>> {
         // The deliveries another claim holds are skipped, not waited for. The joins are in the
         // pick too, so that (as on SQLite) the limit counts only deliveries that can be sent.
-        let sql = "WITH picked AS (
+        let sql = format!(
+            "WITH picked AS (
                 SELECT d.seq, d.next_attempt_at FROM deliveries d
                 JOIN webhooks w ON w.id = d.webhook_id
                 JOIN events e ON e.id = d.event_id
@@ -350,47 +436,24 @@ impl DeliveryTx for PgTx<'_> {
              UPDATE deliveries d SET state = 'delivering', next_attempt_at = $4, lease = $5
              FROM picked, webhooks w, events e
              WHERE d.seq = picked.seq AND w.id = d.webhook_id AND e.id = d.event_id
-             RETURNING d.seq, d.id, d.event_id, d.event_type, d.attempts, e.payload,
-                w.id, w.url, w.secret,
-                CASE WHEN w.previous_secret_until > $1 THEN w.previous_secret END, w.token,
-                d.ordering_key, w.rate_limit, picked.next_attempt_at,
-                CASE WHEN w.media_base64 THEN e.media_sha256 END, w.format";
+             RETURNING {CLAIMED_COLS}, picked.next_attempt_at"
+        );
         let lease: i64 = rand::random::<u32>() as i64;
-        let rows = self.write_query(sql, &[&now, &limit, &webhook_id, &lease_until, &lease])?;
+        let rows = self.write_query(&sql, &[&now, &limit, &webhook_id, &lease_until, &lease])?;
         let mut claimed = rows
             .iter()
-            .map(|r| {
-                let due: i64 = col(r, 13)?;
-                let claimed = Claimed {
-                    seq: col(r, 0)?,
-                    ordering_key: col(r, 11)?,
-                    id: col(r, 1)?,
-                    event_id: col(r, 2)?,
-                    event_type: wire(r, 3, EventType::parse)?,
-                    attempts: col(r, 4)?,
-                    lease,
-                    lease_until,
-                    payload: Arc::from(col::<String>(r, 5)?),
-                    media: col::<Option<String>>(r, 14)?.map(Arc::from),
-                    target: Target {
-                        webhook_id: col(r, 6)?,
-                        url: col(r, 7)?,
-                        secret: col(r, 8)?,
-                        previous_secret: col(r, 9)?,
-                        token: col(r, 10)?,
-                        format: wire(r, 15, WebhookFormat::parse)?,
-                        rate_limit: col(r, 12)?,
-                    },
-                };
-                Ok((due, claimed))
-            })
+            .map(|r| Ok((col::<i64>(r, 15)?, claimed_row(r, lease, lease_until)?)))
             .collect::<StoreResult<Vec<_>>>()?;
         // RETURNING answers in no order: oldest due first, as picked.
         claimed.sort_by_key(|(due, c)| (*due, c.seq));
         Ok(claimed.into_iter().map(|(_, c)| c).collect())
     }
 
-    fn record_attempts(&mut self, records: &[AttemptRecord]) -> StoreResult<Vec<Recorded>> {
+    fn record_attempts(
+        &mut self,
+        records: &[AttemptRecord],
+        lease_next: Option<NextLease>,
+    ) -> StoreResult<Vec<Recorded>> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
@@ -466,6 +529,13 @@ impl DeliveryTx for PgTx<'_> {
                     .add(a.webhook_id, minute_of(a.at), &AttemptTally::of(a));
             }
         }
+        // Before the next deliveries are leased: an endpoint these attempts disabled gets no
+        // more.
+        for (a, r) in records.iter().zip(recorded.iter_mut()) {
+            if a.next != NextStep::Delivered {
+                r.disabled = self.note_failure(a)?;
+            }
+        }
         // Finished: the next delivery of each endpoint and ticket may go. Under the pairs'
         // locks, so a delivery inserted blocked behind a finished one by a transaction that
         // committed meanwhile is seen here.
@@ -476,28 +546,16 @@ impl DeliveryTx for PgTx<'_> {
             .filter_map(|(a, _)| finishing(a))
             .collect();
         if !finished.is_empty() {
-            let (webhooks, keys): (Vec<i64>, Vec<i64>) = finished.iter().copied().unzip();
-            let freed = self.write_query_planned(
-                "UPDATE deliveries SET blocked = false WHERE blocked AND seq = ANY(ARRAY(
-                    SELECT (SELECT seq FROM deliveries
-                            WHERE webhook_id = p.webhook_id AND ordering_key = p.ordering_key
-                              AND state IN ('pending', 'delivering', 'failed')
-                            ORDER BY seq LIMIT 1)
-                    FROM unnest($1::bigint[], $2::bigint[]) AS p(webhook_id, ordering_key)))
-                 RETURNING webhook_id, ordering_key",
-                &[(&webhooks, Type::INT8_ARRAY), (&keys, Type::INT8_ARRAY)],
-            )?;
-            let freed: Vec<(i64, i64)> = freed
-                .iter()
-                .map(|r| Ok((col(r, 0)?, col(r, 1)?)))
-                .collect::<StoreResult<_>>()?;
+            let mut freed = self.unblock_next(&finished, lease_next)?;
             for (a, r) in records.iter().zip(recorded.iter_mut()) {
-                r.unblocked = r.applied && finishing(a).is_some_and(|pair| freed.contains(&pair));
-            }
-        }
-        for (a, r) in records.iter().zip(recorded.iter_mut()) {
-            if a.next != NextStep::Delivered {
-                r.disabled = self.note_failure(a)?;
+                let Some(pair) = finishing(a).filter(|_| r.applied) else {
+                    continue;
+                };
+                if let Some((_, next)) = freed.iter_mut().find(|(freed, _)| *freed == pair) {
+                    r.unblocked = true;
+                    // Two finishes of one pair free one delivery, leased to the first.
+                    r.next = next.take();
+                }
             }
         }
         Ok(recorded)
@@ -552,8 +610,9 @@ impl DeliveryTx for PgTx<'_> {
             &format!(
                 "SELECT {DELIVERY_COLS} FROM deliveries d
                  WHERE d.webhook_id = $1 AND ($2::text IS NULL OR d.state = $2)
-                   AND ($3::text IS NULL OR d.seq < (SELECT seq FROM deliveries WHERE id = $3))
-                 ORDER BY d.seq DESC LIMIT $4"
+                   AND ($3::text IS NULL OR (d.created_at, d.seq) <
+                        (SELECT created_at, seq FROM deliveries WHERE id = $3))
+                 ORDER BY d.created_at DESC, d.seq DESC LIMIT $4"
             ),
             &[&webhook_id, &status.map(|s| s.as_str()), &after, &limit],
         )?;

@@ -79,6 +79,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         11,
         include_str!("../../../migrations/postgres/0011_insert_delivery.sql"),
     ),
+    (
+        12,
+        include_str!("../../../migrations/postgres/0012_one_endpoint_index.sql"),
+    ),
 ];
 
 /// Most jobs one commit carries.

@@ -14,8 +14,8 @@ use crate::store::dashboard::minute_of;
 use crate::store::deliveries::{LogArg, LogDialect, progress_of, read_log_page};
 use crate::store::{
     AttemptRecord, AttemptTally, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope,
-    Handoffs, LogFilter, LogKey, LogPage, LogPath, LogRow, NewDelivery, NextStep, Recorded,
-    Recovery, RecoveryProgress, StoreError, StoreResult, Subscriber, Target, Topic,
+    Handoffs, LogFilter, LogKey, LogPage, LogPath, LogRow, NewDelivery, NextLease, NextStep,
+    Recorded, Recovery, RecoveryProgress, StoreError, StoreResult, Subscriber, Target, Topic,
 };
 
 fn recovery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Recovery> {
@@ -28,9 +28,100 @@ fn recovery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Recovery> {
     })
 }
 
+/// A delivery as a claim answers it: `CLAIMED_FROM` with a condition on `d`, `?1` the time
+/// of the claim; read by [`claimed_row`].
+const CLAIMED_FROM: &str = "SELECT d.seq, d.id, d.event_id, d.event_type, d.attempts, e.payload,
+        w.id, w.url, w.secret,
+        CASE WHEN w.previous_secret_until > ?1 THEN w.previous_secret END, w.token,
+        d.ordering_key, w.rate_limit, CASE WHEN w.media_base64 = 1 THEN e.media_sha256 END,
+        w.format
+     FROM deliveries d
+     JOIN webhooks w ON w.id = d.webhook_id
+     JOIN events e ON e.id = d.event_id";
+
+fn claimed_row(r: &rusqlite::Row<'_>, lease: i64, lease_until: i64) -> rusqlite::Result<Claimed> {
+    Ok(Claimed {
+        seq: r.get(0)?,
+        ordering_key: r.get(11)?,
+        id: r.get(1)?,
+        event_id: r.get(2)?,
+        event_type: wire(r, 3, EventType::parse)?,
+        attempts: r.get(4)?,
+        lease,
+        lease_until,
+        payload: Arc::from(r.get::<_, String>(5)?),
+        media: r.get::<_, Option<String>>(13)?.map(Arc::from),
+        target: Target {
+            webhook_id: r.get(6)?,
+            url: r.get(7)?,
+            secret: r.get(8)?,
+            previous_secret: r.get(9)?,
+            token: r.get(10)?,
+            format: wire(r, 14, WebhookFormat::parse)?,
+            rate_limit: r.get(12)?,
+        },
+    })
+}
+
 impl SqliteTx<'_> {
+    /// Leases the delivery `seq` as a claim would, if its endpoint is enabled.
+    fn lease_one(&mut self, seq: i64, lease: NextLease) -> StoreResult<Option<Claimed>> {
+        let token: i64 = rand::random::<u32>() as i64;
+        let claimed = self
+            .conn
+            .prepare_cached(&format!(
+                "{CLAIMED_FROM} WHERE d.seq = ?2 AND w.enabled = 1"
+            ))?
+            .query_row(params![lease.now, seq], |r| {
+                claimed_row(r, token, lease.until)
+            })
+            .optional()?;
+        if claimed.is_some() {
+            self.conn
+                .prepare_cached(
+                    "UPDATE deliveries SET state = 'delivering', next_attempt_at = ?2, lease = ?3
+                     WHERE seq = ?1",
+                )?
+                .execute(params![seq, lease.until, token])?;
+        }
+        Ok(claimed)
+    }
+
+    /// Keeps the endpoint's health after a failed attempt: failing since then, and disabled
+    /// on `410 Gone` or after failing too long. Answers why it was disabled, if it was.
+    fn note_failure(&mut self, a: &AttemptRecord) -> StoreResult<Option<String>> {
+        self.conn
+            .prepare_cached(
+                "UPDATE webhooks SET failing_since = ?2 WHERE id = ?1 AND failing_since IS NULL",
+            )?
+            .execute(params![a.webhook_id, a.at])?;
+        let reason = if a.disable_webhook {
+            "the endpoint answered 410 Gone".to_string()
+        } else {
+            let days = a.disable_after_ms as f64 / 86_400_000.0;
+            format!("no successful delivery for {days:.0} days")
+        };
+        let disabled = self
+            .conn
+            .prepare_cached(
+                "UPDATE webhooks SET enabled = 0, disabled_reason = ?2
+                 WHERE id = ?1 AND enabled = 1 AND (?3 OR failing_since <= ?4)",
+            )?
+            .execute(params![
+                a.webhook_id,
+                reason,
+                a.disable_webhook,
+                a.at - a.disable_after_ms
+            ])?;
+        Ok((disabled > 0).then_some(reason))
+    }
+
     /// Logs one attempt (see [`DeliveryTx::record_attempts`]).
-    fn record_one(&mut self, a: &AttemptRecord) -> StoreResult<Recorded> {
+    fn record_one(
+        &mut self,
+        a: &AttemptRecord,
+        lease_next: Option<NextLease>,
+    ) -> StoreResult<Recorded> {
         self.conn
             .prepare_cached(
                 "INSERT INTO attempts (delivery_seq, at, status_code, latency_ms, error, response_body,
@@ -68,58 +159,37 @@ impl SqliteTx<'_> {
             ])?;
         let mut recorded = Recorded {
             applied: changed > 0,
-            disabled: None,
-            unblocked: false,
+            ..Recorded::default()
         };
         if changed > 0 {
             self.counts
                 .add(a.webhook_id, minute_of(a.at), &AttemptTally::of(a));
+        }
+        // Before the next delivery is leased: an endpoint this attempt disabled gets no more.
+        if a.next != NextStep::Delivered {
+            recorded.disabled = self.note_failure(a)?;
         }
         if changed > 0
             && let Some(key) = a.ordering_key
             && matches!(a.next, NextStep::Delivered | NextStep::Dead)
         {
             // Finished: the next delivery of the same endpoint and ticket may go.
-            recorded.unblocked = self
+            let freed: Option<i64> = self
                 .conn
                 .prepare_cached(
                     "UPDATE deliveries SET blocked = 0 WHERE blocked AND seq = (
                         SELECT seq FROM deliveries
                         WHERE webhook_id = ?1 AND ordering_key = ?2
                           AND state NOT IN ('delivered', 'dead')
-                        ORDER BY seq LIMIT 1)",
+                        ORDER BY seq LIMIT 1)
+                     RETURNING seq",
                 )?
-                .execute([a.webhook_id, key])?
-                > 0;
-        }
-        if a.next == NextStep::Delivered {
-            return Ok(recorded);
-        }
-        self.conn
-            .prepare_cached(
-                "UPDATE webhooks SET failing_since = ?2 WHERE id = ?1 AND failing_since IS NULL",
-            )?
-            .execute(params![a.webhook_id, a.at])?;
-        let reason = if a.disable_webhook {
-            "the endpoint answered 410 Gone".to_string()
-        } else {
-            let days = a.disable_after_ms as f64 / 86_400_000.0;
-            format!("no successful delivery for {days:.0} days")
-        };
-        let disabled = self
-            .conn
-            .prepare_cached(
-                "UPDATE webhooks SET enabled = 0, disabled_reason = ?2
-                 WHERE id = ?1 AND enabled = 1 AND (?3 OR failing_since <= ?4)",
-            )?
-            .execute(params![
-                a.webhook_id,
-                reason,
-                a.disable_webhook,
-                a.at - a.disable_after_ms
-            ])?;
-        if disabled > 0 {
-            recorded.disabled = Some(reason);
+                .query_row([a.webhook_id, key], |r| r.get(0))
+                .optional()?;
+            recorded.unblocked = freed.is_some();
+            if let (Some(seq), Some(lease)) = (freed, lease_next) {
+                recorded.next = self.lease_one(seq, lease)?;
+            }
         }
         Ok(recorded)
     }
@@ -283,43 +353,18 @@ impl DeliveryTx for SqliteTx<'_> {
         webhook_id: i64,
         limit: i64,
     ) -> StoreResult<Vec<Claimed>> {
-        let sql = "SELECT d.seq, d.id, d.event_id, d.event_type, d.attempts, e.payload,
-                    w.id, w.url, w.secret,
-                    CASE WHEN w.previous_secret_until > ?1 THEN w.previous_secret END, w.token,
-                    d.ordering_key, w.rate_limit, CASE WHEN w.media_base64 = 1 THEN e.media_sha256 END,
-                    w.format
-             FROM deliveries d
-             JOIN webhooks w ON w.id = d.webhook_id
-             JOIN events e ON e.id = d.event_id
+        let sql = format!(
+            "{CLAIMED_FROM}
              WHERE d.webhook_id = ?3 AND d.state NOT IN ('delivered', 'dead')
                AND d.blocked = 0 AND d.next_attempt_at <= ?1
              ORDER BY d.next_attempt_at, d.seq
-             LIMIT ?2";
+             LIMIT ?2"
+        );
         let lease: i64 = rand::random::<u32>() as i64;
         let claimed = {
-            let mut stmt = self.conn.prepare_cached(sql)?;
+            let mut stmt = self.conn.prepare_cached(&sql)?;
             stmt.query_map(params![now, limit, webhook_id], |r| {
-                Ok(Claimed {
-                    seq: r.get(0)?,
-                    ordering_key: r.get(11)?,
-                    id: r.get(1)?,
-                    event_id: r.get(2)?,
-                    event_type: wire(r, 3, EventType::parse)?,
-                    attempts: r.get(4)?,
-                    lease,
-                    lease_until,
-                    payload: Arc::from(r.get::<_, String>(5)?),
-                    media: r.get::<_, Option<String>>(13)?.map(Arc::from),
-                    target: Target {
-                        webhook_id: r.get(6)?,
-                        url: r.get(7)?,
-                        secret: r.get(8)?,
-                        previous_secret: r.get(9)?,
-                        token: r.get(10)?,
-                        format: wire(r, 14, WebhookFormat::parse)?,
-                        rate_limit: r.get(12)?,
-                    },
-                })
+                claimed_row(r, lease, lease_until)
             })?
             .collect::<Result<Vec<_>, _>>()?
         };
@@ -332,8 +377,15 @@ impl DeliveryTx for SqliteTx<'_> {
         Ok(claimed)
     }
 
-    fn record_attempts(&mut self, records: &[AttemptRecord]) -> StoreResult<Vec<Recorded>> {
-        records.iter().map(|a| self.record_one(a)).collect()
+    fn record_attempts(
+        &mut self,
+        records: &[AttemptRecord],
+        lease_next: Option<NextLease>,
+    ) -> StoreResult<Vec<Recorded>> {
+        records
+            .iter()
+            .map(|a| self.record_one(a, lease_next))
+            .collect()
     }
 
     fn mark_healthy(&mut self, webhook_ids: &[i64]) -> StoreResult<()> {
@@ -381,8 +433,9 @@ impl DeliveryTx for SqliteTx<'_> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {DELIVERY_COLS} FROM deliveries d
              WHERE d.webhook_id = ?1 AND (?2 IS NULL OR d.state = ?2)
-               AND (?3 IS NULL OR d.seq < (SELECT seq FROM deliveries WHERE id = ?3))
-             ORDER BY d.seq DESC LIMIT ?4"
+               AND (?3 IS NULL OR (d.created_at, d.seq) <
+                    (SELECT created_at, seq FROM deliveries WHERE id = ?3))
+             ORDER BY d.created_at DESC, d.seq DESC LIMIT ?4"
         ))?;
         let rows = stmt.query_map(
             params![webhook_id, status.map(|s| s.as_str()), after, limit],

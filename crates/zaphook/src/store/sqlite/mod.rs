@@ -78,6 +78,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         13,
         include_str!("../../../migrations/sqlite/0013_dashboard_reads.sql"),
     ),
+    (
+        14,
+        include_str!("../../../migrations/sqlite/0014_one_endpoint_index.sql"),
+    ),
 ];
 
 /// Most jobs one commit carries; bounds the latency a large burst adds to its first job.

@@ -61,6 +61,7 @@ conformance!(
     a_recovery_counts_the_deliveries_it_queued_again,
     attempts_recorded_together_move_each_delivery_as_one_at_a_time_would,
     a_finish_can_lease_its_tickets_next_delivery,
+    deliveries_handed_off_in_a_shared_commit_keep_their_tickets_order,
     inbound_jobs_sharing_a_commit_see_what_one_at_a_time_would,
 );
 
@@ -2225,4 +2226,74 @@ async fn a_finish_can_lease_its_tickets_next_delivery(db: backend::TestDb) {
     let mut expected = vec![third.seq, first(a, 2).seq];
     expected.sort_unstable();
     assert_eq!(seqs, expected);
+}
+
+/// Hand-offs of one group commit (PostgreSQL holds their inserts and writes them together)
+/// come out as one at a time: a ticket's first delivery is leased and handed off, its second
+/// waits behind it and is not, whether or not a statement in between wrote the first out.
+async fn deliveries_handed_off_in_a_shared_commit_keep_their_tickets_order(db: backend::TestDb) {
+    let store = db.open();
+    run(&store, |tx| setup(tx, &[Ordering::Ticket])).await;
+    let lists: Vec<store::HandedOff> = (0..5).map(|_| store::HandedOff::default()).collect();
+    let handing_off = |number: &str, channel_id: &str, to: &store::HandedOff| {
+        let (lookups, mut f) = inbound_job(number, channel_id);
+        let to = Arc::clone(to);
+        let f: LookingFn = Box::new(move |tx| {
+            *tx.handoffs() = Some(store::Handoffs {
+                lease: 7,
+                lease_until: 1_000,
+                claimed: Arc::clone(&to),
+                busy: Vec::new(),
+            });
+            f(tx)
+        });
+        (lookups, f)
+    };
+    // A claim names the deliveries: what is held is written before it.
+    let claim: LookingFn = Box::new(|tx| {
+        claim_all(tx, 60, 2_000)
+            .map(|c| c.len().to_string())
+            .map_err(|e| e.to_string())
+    });
+    let answers = in_one_commit(
+        &store,
+        vec![
+            handing_off("5511900000001", "a1", &lists[0]),
+            handing_off("5511900000001", "a2", &lists[1]),
+            handing_off("5511900000002", "b1", &lists[2]),
+            (None, claim),
+            handing_off("5511900000002", "b2", &lists[4]),
+        ],
+    )
+    .await;
+    assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+    assert_eq!(
+        answers[3].as_deref(),
+        Ok("0"),
+        "both first ones leased, both second ones wait"
+    );
+    let handed: Vec<Vec<Claimed>> = lists.iter().map(|l| l.lock().unwrap().clone()).collect();
+    let counts: Vec<usize> = handed.iter().map(Vec::len).collect();
+    assert_eq!(counts, [1, 0, 1, 0, 0]);
+    let (a1, b1) = (handed[0][0].clone(), handed[2][0].clone());
+    assert!(a1.payload.contains("body of a1"), "{}", a1.payload);
+    assert!(b1.payload.contains("body of b1"), "{}", b1.payload);
+    assert!((a1.lease, a1.lease_until, b1.lease) == (7, 1_000, 7));
+    assert_ne!(a1.seq, b1.seq);
+
+    // Handed off under the lease as written: its record applies, and frees the ticket's next.
+    let (applied, next) = run(&store, move |tx| {
+        let applied = tx
+            .record_attempt(&record(&a1, 100, NextStep::Delivered))?
+            .applied;
+        Ok((applied, claim_all(tx, 200, 3_000)?))
+    })
+    .await;
+    assert!(applied);
+    assert_eq!(next.len(), 1, "{next:?}");
+    assert!(
+        next[0].payload.contains("body of a2"),
+        "{}",
+        next[0].payload
+    );
 }

@@ -16,8 +16,8 @@ use crate::domain::{
 use crate::jitter::Jitter;
 use crate::payload::{self, Previous, Snapshot};
 use crate::store::{
-    self, Claimed, EventScope, Handoffs, MessageScope, NewContact, NewDelivery, NewTicket, Reactor,
-    SendJob, SendKind, Store, StoreError, Tx,
+    self, Claimed, EventScope, HandedOff, Handoffs, MessageScope, NewContact, NewDelivery,
+    NewTicket, Reactor, SendJob, SendKind, Store, StoreError, Tx,
 };
 
 mod messages;
@@ -290,27 +290,36 @@ impl Ingest {
         let lease = self.handoff.as_ref().map(|h| Handoffs {
             lease: rand::random::<u32>() as i64,
             lease_until: now + h.lease.as_millis() as i64,
-            claimed: Vec::new(),
+            claimed: HandedOff::default(),
             busy: h.busy.lock().map(|b| b.clone()).unwrap_or_default(),
         });
         let result = store::write_looking_up(&self.store, lookups, move |tx| {
-            *tx.handoffs() = lease.clone();
+            // Each run hands off into a list of its own: what a run that was rolled back
+            // handed off is not sent.
+            *tx.handoffs() = lease.as_ref().map(|l| Handoffs {
+                claimed: HandedOff::default(),
+                ..l.clone()
+            });
             let answer = f(tx, company_id, now)?;
-            let handoffs = tx.handoffs().take().unwrap_or_default();
-            Ok::<_, IngestError>((answer, handoffs))
+            let handed = tx.handoffs().take().map(|h| h.claimed);
+            Ok::<_, IngestError>((answer, handed))
         })
         .await;
         metrics::histogram!("zaphook_ingest_commit_seconds")
             .record(started.elapsed().as_secs_f64());
-        let (answer, handoffs) = result?;
+        let (answer, handed) = result?;
+        // Complete now that the transaction has committed.
+        let claimed = handed
+            .and_then(|h| h.lock().ok().map(|mut c| std::mem::take(&mut *c)))
+            .unwrap_or_default();
         match &self.handoff {
             // Deliveries not handed off wait in the database, and the dispatcher knows when
             // to claim them: when the older delivery they wait behind finishes, or when their
             // busy endpoint has room again.
-            Some(handoff) if !handoffs.claimed.is_empty() => {
+            Some(handoff) if !claimed.is_empty() => {
                 // If the dispatcher is gone the leases expire and the deliveries are claimed
                 // like any other.
-                let _ = handoff.sender.send(handoffs.claimed);
+                let _ = handoff.sender.send(claimed);
             }
             _ => {}
         }

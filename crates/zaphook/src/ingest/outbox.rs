@@ -45,46 +45,37 @@ fn append(
         .as_ref()
         .map(|h| ((h.lease, h.lease_until), h.busy.clone()));
     for s in subscribers {
-        let lease = handoff
-            .as_ref()
-            .filter(|(_, busy)| !busy.contains(&s.target.webhook_id))
-            .map(|(lease, _)| *lease);
         let ordering_key = match s.ordering {
             domain::Ordering::Ticket => order_key,
             domain::Ordering::None => None,
         };
         let id = domain::new_delivery_id();
-        let leased = tx.insert_delivery(
-            &NewDelivery {
-                id: &id,
-                event_id: &event_id,
-                event_type: scope.event_type,
-                webhook_id: s.target.webhook_id,
-                company_id: scope.company_id,
-                ticket_id: scope.ticket_id,
-                ordering_key,
-            },
-            now,
-            lease,
-        )?;
-        let Some(handoffs) = tx.handoffs().as_mut() else {
-            continue;
+        let delivery = NewDelivery {
+            id: &id,
+            event_id: &event_id,
+            event_type: scope.event_type,
+            webhook_id: s.target.webhook_id,
+            company_id: scope.company_id,
+            ticket_id: scope.ticket_id,
+            ordering_key,
         };
-        if let Some(seq) = leased {
-            handoffs.claimed.push(Claimed {
-                seq,
+        let handed = handoff
+            .as_ref()
+            .filter(|(_, busy)| !busy.contains(&s.target.webhook_id))
+            .map(|&((lease, lease_until), _)| Claimed {
+                seq: 0,
                 ordering_key,
-                id,
+                id: id.clone(),
                 event_id: event_id.clone(),
                 event_type: scope.event_type,
                 attempts: 0,
-                lease: handoffs.lease,
-                lease_until: handoffs.lease_until,
+                lease,
+                lease_until,
                 payload: Arc::clone(&payload),
                 media: media.clone().filter(|_| s.media_base64),
                 target: s.target,
             });
-        }
+        tx.insert_delivery(&delivery, now, handed)?;
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The outbox: events, their deliveries to each endpoint, claims under leases, attempts,
 //! recovery and housekeeping: the repository operations every backend implements for them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::domain::{Delivery, DeliveryDetail, DeliveryStatus, EventType, Ordering, TicketStatus};
 
@@ -36,10 +36,15 @@ pub struct NewDelivery<'a> {
 pub struct Handoffs {
     pub lease: i64,
     pub lease_until: i64,
-    pub claimed: Vec<Claimed>,
+    pub claimed: HandedOff,
     /// Endpoints whose hand-offs already wait for room: theirs are queued in the database.
     pub busy: Vec<i64>,
 }
+
+/// Where the store puts what it leased for a hand-off: complete once the transaction has
+/// committed, and not before (a backend may hold the inserts until the commit, and only
+/// then learns their seqs).
+pub type HandedOff = Arc<Mutex<Vec<Claimed>>>;
 
 /// What decides which endpoints receive an event.
 #[derive(Debug, Clone, Copy)]
@@ -493,14 +498,16 @@ pub trait DeliveryTx {
         media: Option<&str>,
         now: i64,
     ) -> StoreResult<()>;
-    /// Inserts a delivery; leases it at once (answering its `seq`) when `lease` is given and
-    /// no older delivery of the same endpoint and ticket is unfinished.
+    /// Inserts a delivery. With `handoff` (the delivery as the dispatcher will attempt it,
+    /// under the hand-offs' lease; its `seq` is the store's to set), it is leased at once when
+    /// no older delivery of the same endpoint and ticket is unfinished, and added to the
+    /// transaction's [`Handoffs`] (without them, it is inserted unleased).
     fn insert_delivery(
         &mut self,
         delivery: &NewDelivery<'_>,
         now: i64,
-        lease: Option<(i64, i64)>,
-    ) -> StoreResult<Option<i64>>;
+        handoff: Option<Claimed>,
+    ) -> StoreResult<()>;
     /// The deliveries handed off in this transaction, when the caller asked for hand-offs.
     fn handoffs(&mut self) -> &mut Option<Handoffs>;
     /// Enabled endpoints with at least one delivery due at `now`.

@@ -18,9 +18,9 @@ pub use companies::{CompanyTx, UiSession};
 pub use conversations::{ConversationTx, NewContact, NewTicket, Reactor, TicketFilter};
 pub use dashboard::{AttemptTally, DashboardTx};
 pub use deliveries::{
-    AttemptRecord, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope, Handoffs,
-    LogFilter, LogKey, LogPage, LogPath, LogRow, MessageScope, NewDelivery, NextLease, NextStep,
-    Recorded, Recovery, RecoveryProgress, Residual, Subscriber,
+    AttemptRecord, Claimed, DeliveryTx, DueWebhook, EndpointBacklog, EventScope, HandedOff,
+    Handoffs, LogFilter, LogKey, LogPage, LogPath, LogRow, MessageScope, NewDelivery, NextLease,
+    NextStep, Recorded, Recovery, RecoveryProgress, Residual, Subscriber,
 };
 pub use webhooks::{Target, WebhookTx};
 

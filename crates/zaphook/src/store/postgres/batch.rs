@@ -1,8 +1,9 @@
 //! A group commit's inbound work done in sets. What the batch's jobs said they will look up
 //! ([`Lookups`]) is read for all of them in three statements, and the writes no statement
-//! of the batch reads back at once (messages and events inserted, tickets updated) are held
-//! and written in one statement per table: before the next statement that names one of those
-//! tables, and before the commit. Each of these lookups and writes would otherwise be a round
+//! of the batch reads back at once (messages, events and deliveries inserted, tickets
+//! updated) are held and written in one statement per table: before the next statement that
+//! names one of those tables, and before the commit. A held delivery's seq, and whether it
+//! waits behind its ticket, are known once it is written: only then is it handed off. Each of these lookups and writes would otherwise be a round
 //! trip of its own, and the CPU of a round trip on both sides is most of what a message costs
 //! on PostgreSQL.
 //!
@@ -22,7 +23,7 @@ use postgres::types::Type;
 use super::rows::*;
 use super::tx::{PgConn, PgTx, TypedParams};
 use crate::domain::{Contact, Message, Ticket, TicketStatus};
-use crate::store::{Lookups, StoreError, StoreResult};
+use crate::store::{Claimed, HandedOff, Lookups, StoreError, StoreResult, Topic};
 
 /// Lookups read ahead, for the rest of the transaction.
 #[derive(Default)]
@@ -61,6 +62,41 @@ pub(super) struct Held {
     events: Vec<HeldEvent>,
     /// In the order they were updated: a ticket updated twice ends as the last update left it.
     tickets: Vec<Ticket>,
+    /// In the order they were inserted, which is the order their pairs' rule follows.
+    deliveries: Vec<HeldDelivery>,
+}
+
+/// A delivery to insert (see the `insert_delivery` function).
+pub(super) struct HeldDelivery {
+    pub(super) id: String,
+    pub(super) webhook_id: i64,
+    pub(super) event_id: String,
+    pub(super) event_type: &'static str,
+    pub(super) ordering_key: Option<i64>,
+    pub(super) company_id: i64,
+    pub(super) ticket_id: Option<i64>,
+    /// The lock key of its (endpoint, ticket) pair, if it keeps an order.
+    pub(super) pair: Option<i64>,
+    pub(super) now: i64,
+    /// To lease for a hand-off, unless it is blocked, and the list it then joins.
+    pub(super) handoff: Option<(Claimed, HandedOff)>,
+}
+
+impl HeldDelivery {
+    /// Hands it off, now that it is written as `seq`, if it was leased. Answers whether a
+    /// worker must claim it instead (neither handed off nor waiting).
+    pub(super) fn written(self, seq: i64, blocked: bool) -> bool {
+        match self.handoff {
+            Some((mut claimed, to)) if !blocked => {
+                claimed.seq = seq;
+                if let Ok(mut handed) = to.lock() {
+                    handed.push(claimed);
+                }
+                false
+            }
+            _ => self.handoff.is_none() && !blocked,
+        }
+    }
 }
 
 pub(super) struct HeldEvent {
@@ -75,7 +111,10 @@ pub(super) struct HeldEvent {
 
 impl Held {
     fn is_empty(&self) -> bool {
-        self.messages.is_empty() && self.events.is_empty() && self.tickets.is_empty()
+        self.messages.is_empty()
+            && self.events.is_empty()
+            && self.tickets.is_empty()
+            && self.deliveries.is_empty()
     }
 
     /// Whether `sql` reads or writes a table with writes held.
@@ -83,6 +122,7 @@ impl Held {
         (!self.messages.is_empty() && sql.contains("messages"))
             || (!self.events.is_empty() && sql.contains("events"))
             || (!self.tickets.is_empty() && sql.contains("tickets"))
+            || (!self.deliveries.is_empty() && sql.contains("deliveries"))
     }
 }
 
@@ -196,7 +236,8 @@ impl PgConn {
     }
 
     /// Writes what is held, one statement per table. A failure is kept in
-    /// [`held_failed`](Self::held_failed) for the writer, besides being answered.
+    /// [`held_failed`](Self::held_failed) for the writer, besides being answered; what the
+    /// writes made ready is added to [`held_topics`](Self::held_topics).
     pub(super) fn write_held(&mut self) -> StoreResult<()> {
         if self.held.is_empty() {
             return Ok(());
@@ -206,11 +247,57 @@ impl PgConn {
             .write_messages(&held.messages)
             .and_then(|()| self.write_events(&held.events))
             .and_then(|()| self.write_tickets(&held.tickets))
+            .and_then(|()| self.insert_deliveries(held.deliveries))
             .map_err(StoreError::from);
         if let Err(e) = &written {
             self.held_failed.get_or_insert_with(|| e.clone());
         }
         written
+    }
+
+    /// Inserts deliveries in one statement, in their order, and hands off those leased. A
+    /// delivery a worker must claim is announced with the commit.
+    pub(super) fn insert_deliveries(
+        &mut self,
+        deliveries: Vec<HeldDelivery>,
+    ) -> Result<(), postgres::Error> {
+        if deliveries.is_empty() {
+            return Ok(());
+        }
+        let d = || deliveries.iter();
+        let ids: Vec<&str> = d().map(|d| d.id.as_str()).collect();
+        let webhooks: Vec<i64> = d().map(|d| d.webhook_id).collect();
+        let events: Vec<&str> = d().map(|d| d.event_id.as_str()).collect();
+        let types: Vec<&str> = d().map(|d| d.event_type).collect();
+        let keys: Vec<Option<i64>> = d().map(|d| d.ordering_key).collect();
+        let leased: Vec<bool> = d().map(|d| d.handoff.is_some()).collect();
+        let leases: Vec<i64> = d()
+            .map(|d| d.handoff.as_ref().map_or(0, |(c, _)| c.lease))
+            .collect();
+        let untils: Vec<i64> = d()
+            .map(|d| d.handoff.as_ref().map_or(d.now, |(c, _)| c.lease_until))
+            .collect();
+        let nows: Vec<i64> = d().map(|d| d.now).collect();
+        let companies: Vec<i64> = d().map(|d| d.company_id).collect();
+        let tickets: Vec<Option<i64>> = d().map(|d| d.ticket_id).collect();
+        let pairs: Vec<Option<i64>> = d().map(|d| d.pair).collect();
+        let statement = self.statement(
+            "SELECT inserted_seq, inserted_blocked FROM insert_deliveries($1, $2, $3, $4, $5,
+                $6, $7, $8, $9, $10, $11, $12)",
+        )?;
+        let rows = self.client.query(
+            &statement,
+            &[
+                &ids, &webhooks, &events, &types, &keys, &leased, &leases, &untils, &nows,
+                &companies, &tickets, &pairs,
+            ],
+        )?;
+        for (held, row) in deliveries.into_iter().zip(&rows) {
+            if held.written(row.try_get(0)?, row.try_get(1)?) {
+                self.held_topics.add(Topic::Deliveries);
+            }
+        }
+        Ok(())
     }
 
     fn write_messages(&mut self, messages: &[(i64, Message)]) -> Result<(), postgres::Error> {
@@ -411,6 +498,16 @@ impl PgTx<'_> {
         self.wrote = true;
         self.conn().held.events.push(event());
         true
+    }
+
+    /// Holds the insert of a delivery, if this transaction holds writes; else answers it back.
+    pub(super) fn hold_delivery(&mut self, d: HeldDelivery) -> Option<HeldDelivery> {
+        if !self.holds() {
+            return Some(d);
+        }
+        self.wrote = true;
+        self.conn().held.deliveries.push(d);
+        None
     }
 
     /// Holds the update of a ticket, if this transaction holds writes; answers whether it did.

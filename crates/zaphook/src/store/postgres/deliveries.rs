@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use postgres::types::Type;
 
-use super::batch::HeldEvent;
+use super::batch::{HeldDelivery, HeldEvent};
 use super::rows::*;
 use super::tx::PgTx;
 use crate::domain::{
@@ -354,41 +354,61 @@ impl DeliveryTx for PgTx<'_> {
         &mut self,
         d: &NewDelivery<'_>,
         now: i64,
-        lease: Option<(i64, i64)>,
-    ) -> StoreResult<Option<i64>> {
+        handoff: Option<Claimed>,
+    ) -> StoreResult<()> {
         // The pair's lock is held to commit: a finish of this pair committing meanwhile is
         // seen by the insert's check (see the function), and one still running unblocks this
         // delivery after us. The insert decides whether it is blocked, and leased at once
         // when the caller hands it off.
-        let (lease_id, until) = lease.unwrap_or((0, now));
-        let pair = d.ordering_key.map(|key| pair_key(d.webhook_id, key));
+        let handoff = handoff.and_then(|c| {
+            let to = self.handoffs.as_ref()?;
+            Some((c, Arc::clone(&to.claimed)))
+        });
+        let held = HeldDelivery {
+            id: d.id.to_string(),
+            webhook_id: d.webhook_id,
+            event_id: d.event_id.to_string(),
+            event_type: d.event_type.as_str(),
+            ordering_key: d.ordering_key,
+            company_id: d.company_id,
+            ticket_id: d.ticket_id,
+            pair: d.ordering_key.map(|key| pair_key(d.webhook_id, key)),
+            now,
+            handoff,
+        };
+        let Some(held) = self.hold_delivery(held) else {
+            return Ok(());
+        };
+        let (leased, lease_id, until) = match &held.handoff {
+            Some((c, _)) => (true, c.lease, c.lease_until),
+            None => (false, 0, now),
+        };
         let row = self
             .write_opt(
                 "SELECT new_seq, new_blocked FROM insert_delivery($1, $2, $3, $4, $5, $6, $7,
                     $8, $9, $10, $11, $12)",
                 &[
-                    &d.id,
-                    &d.webhook_id,
-                    &d.event_id,
-                    &d.event_type.as_str(),
-                    &d.ordering_key,
-                    &lease.is_some(),
+                    &held.id,
+                    &held.webhook_id,
+                    &held.event_id,
+                    &held.event_type,
+                    &held.ordering_key,
+                    &leased,
                     &lease_id,
                     &until,
                     &now,
-                    &d.company_id,
-                    &d.ticket_id,
-                    &pair,
+                    &held.company_id,
+                    &held.ticket_id,
+                    &held.pair,
                 ],
             )?
             .ok_or_else(|| StoreError::Database("a delivery insert answered no seq".into()))?;
-        let seq: i64 = col(&row, 0)?;
-        let blocked: bool = col(&row, 1)?;
-        let leased = lease.filter(|_| !blocked);
-        // When the caller hands deliveries off, this process's dispatcher is in charge of them
-        // (also of those queued behind a busy endpoint); otherwise a worker must claim them.
-        self.announce_if(lease.is_none() && !blocked, Topic::Deliveries);
-        Ok(leased.map(|_| seq))
+        let (seq, blocked) = (col(&row, 0)?, col(&row, 1)?);
+        // When the caller hands deliveries off, this process's dispatcher is in charge of them;
+        // otherwise a worker must claim them.
+        let unclaimed = held.written(seq, blocked);
+        self.announce_if(unclaimed, Topic::Deliveries);
+        Ok(())
     }
 
     fn handoffs(&mut self) -> &mut Option<Handoffs> {

@@ -83,6 +83,10 @@ const MIGRATIONS: &[(i64, &str)] = &[
         12,
         include_str!("../../../migrations/postgres/0012_one_endpoint_index.sql"),
     ),
+    (
+        13,
+        include_str!("../../../migrations/postgres/0013_insert_deliveries.sql"),
+    ),
 ];
 
 /// Most jobs one commit carries.
@@ -587,6 +591,7 @@ fn run_together(
             }
             return None;
         }
+        topics.extend(conn.held_topics);
         if let Err(e) = dashboard::write_counts(conn, &counts) {
             let e = StoreError::from(e);
             tracing::error!(error = %e, "cannot count a batch's attempts");

@@ -43,6 +43,8 @@ pub struct PgConn {
     /// Why writing what was held failed, for the writer: whichever job's statement met the
     /// failure, the batch must run again with every write at once.
     pub(super) held_failed: Option<StoreError>,
+    /// What the held writes made ready, announced with the commit.
+    pub(super) held_topics: Topics,
 }
 
 /// A statement prepared on a connection, and when to prepare it again.
@@ -98,6 +100,7 @@ impl PgConn {
             held: Held::default(),
             hold: false,
             held_failed: None,
+            held_topics: Topics::default(),
         }
     }
 
@@ -109,6 +112,7 @@ impl PgConn {
         self.held = Held::default();
         self.hold = false;
         self.held_failed = None;
+        self.held_topics = Topics::default();
         self.client.batch_execute(sql)
     }
 

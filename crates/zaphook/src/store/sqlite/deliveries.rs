@@ -279,9 +279,10 @@ impl DeliveryTx for SqliteTx<'_> {
         &mut self,
         d: &NewDelivery<'_>,
         now: i64,
-        lease: Option<(i64, i64)>,
-    ) -> StoreResult<Option<i64>> {
+        handoff: Option<Claimed>,
+    ) -> StoreResult<()> {
         let (webhook_id, ordering_key) = (d.webhook_id, d.ordering_key);
+        let handoff = handoff.filter(|_| self.handoffs.is_some());
         let blocked = match ordering_key {
             None => false,
             Some(key) => self
@@ -294,9 +295,8 @@ impl DeliveryTx for SqliteTx<'_> {
                 .query_row([webhook_id, key], |r| r.get(0))?,
         };
         // A delivery nothing holds back may be leased at once, for a hand-off.
-        let leased = lease.filter(|_| !blocked);
-        let (state, next_attempt_at, lease_id) = match leased {
-            Some((lease_id, until)) => ("delivering", until, lease_id),
+        let (state, next_attempt_at, lease_id) = match handoff.as_ref().filter(|_| !blocked) {
+            Some(h) => ("delivering", h.lease_until, h.lease),
             None => ("pending", now, 0),
         };
         self.conn
@@ -321,8 +321,14 @@ impl DeliveryTx for SqliteTx<'_> {
             ])?;
         // When the caller hands deliveries off, this process's dispatcher is in charge of them
         // (also of those queued behind a busy endpoint); otherwise a worker must claim them.
-        self.announce_if(lease.is_none() && !blocked, Topic::Deliveries);
-        Ok(leased.map(|_| self.conn.last_insert_rowid()))
+        self.announce_if(handoff.is_none() && !blocked, Topic::Deliveries);
+        if let Some(mut claimed) = handoff.filter(|_| !blocked) {
+            claimed.seq = self.conn.last_insert_rowid();
+            if let Some(mut handed) = self.handoffs.as_ref().and_then(|h| h.claimed.lock().ok()) {
+                handed.push(claimed);
+            }
+        }
+        Ok(())
     }
 
     fn handoffs(&mut self) -> &mut Option<Handoffs> {

@@ -2,10 +2,10 @@
 //! ([`Lookups`]) is read for all of them in three statements, and the writes no statement
 //! of the batch reads back at once (messages, events and deliveries inserted, tickets
 //! updated) are held and written in one statement per table: before the next statement that
-//! names one of those tables, and before the commit. A held delivery's seq, and whether it
-//! waits behind its ticket, are known once it is written: only then is it handed off. Each of these lookups and writes would otherwise be a round
-//! trip of its own, and the CPU of a round trip on both sides is most of what a message costs
-//! on PostgreSQL.
+//! names one of those tables, and before the commit. Each of these lookups and writes would
+//! otherwise be a round trip of its own, and the CPU of a round trip on both sides is most of
+//! what a message costs on PostgreSQL. A held delivery's seq, and whether it waits behind its
+//! ticket, are known once it is written: only then is it handed off.
 //!
 //! The jobs see what they would see one statement at a time. A lookup read ahead answers
 //! what it would answer at that point of the transaction: the transaction's writes to those

@@ -28,8 +28,8 @@ fn recovery_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Recovery> {
     })
 }
 
-/// A delivery as a claim answers it: `CLAIMED_FROM` with a condition on `d`, `?1` the time
-/// of the claim; read by [`claimed_row`].
+/// What a claim reads of a delivery (`d`), its endpoint (`w`) and its event (`e`), `?1` the
+/// time of the claim; a statement adds its condition on `d`. Read by [`claimed_row`].
 const CLAIMED_FROM: &str = "SELECT d.seq, d.id, d.event_id, d.event_type, d.attempts, e.payload,
         w.id, w.url, w.secret,
         CASE WHEN w.previous_secret_until > ?1 THEN w.previous_secret END, w.token,
